@@ -1,0 +1,71 @@
+// importlock/detail/wait_for_graph.hpp: which thread waits on which lock.
+//
+// The graph has an edge thread -> lock for every thread blocked on a lock,
+// and each lock has an edge lock -> owner. Before a thread blocks it walks
+// lock -> owner -> lock the owner waits on -> ...; reaching itself means that
+// blocking would deadlock (CPython's _ModuleLock.has_deadlock).
+//
+// Thread-safety: none; callers serialise every call (the import system holds
+// its state mutex). Cost: add_wait/remove_wait O(1) expected; find_cycle
+// O(length of the chain) expected, bounded by the number of waiting threads
+// because each thread waits on one lock at a time. Space: one entry per
+// blocked thread.
+#pragma once
+
+#include <cstddef>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+namespace importlock::detail {
+
+// Lock must expose a member `owner` of type ThreadId (ThreadId{} when free).
+template <class Lock, class ThreadId = std::thread::id, class Hash = std::hash<ThreadId>>
+class wait_for_graph {
+public:
+    // Records that `thread` is about to block on `lock`. Precondition: the
+    // thread waits on nothing else.
+    void add_wait(ThreadId thread, const Lock* lock) { waiting_.emplace(thread, lock); }
+
+    // Records that `thread` no longer waits.
+    void remove_wait(ThreadId thread) noexcept { waiting_.erase(thread); }
+
+    // Returns the lock `thread` waits on, or null.
+    const Lock* waiting_on(ThreadId thread) const noexcept {
+        const auto it = waiting_.find(thread);
+        return it == waiting_.end() ? nullptr : it->second;
+    }
+
+    // Returns the locks from `wanted` to one owned by `self` when blocking
+    // `self` on `wanted` would close a cycle, else an empty vector. The first
+    // element is `wanted`; the last is owned by `self`.
+    std::vector<const Lock*> find_cycle(ThreadId self, const Lock* wanted) const {
+        std::vector<const Lock*> chain;
+        const Lock* lock = wanted;
+        // Each step visits a distinct waiting thread unless the graph already
+        // holds a cycle, which the protocol forbids; the bound guards it.
+        for (std::size_t step = 0; lock != nullptr && step <= waiting_.size(); ++step) {
+            chain.push_back(lock);
+            const ThreadId owner = lock->owner;
+            if (owner == self) return chain;
+            if (owner == ThreadId{}) break;
+            lock = waiting_on(owner);
+        }
+        chain.clear();
+        return chain;
+    }
+
+    // Returns the number of blocked threads.
+    std::size_t size() const noexcept { return waiting_.size(); }
+
+    // Calls f(thread, lock) for every blocked thread, in unspecified order.
+    template <class F>
+    void for_each(F&& f) const {
+        for (const auto& [thread, lock] : waiting_) f(thread, lock);
+    }
+
+private:
+    std::unordered_map<ThreadId, const Lock*, Hash> waiting_;
+};
+
+}  // namespace importlock::detail

@@ -1,0 +1,83 @@
+// importlock/errors.hpp: the exceptions importlock throws.
+//
+// Every error derives from import_error, itself a std::runtime_error, and its
+// message names the key (and, for cycles, the chain of keys) in words a user
+// can act on. Exceptions thrown by a loader are never wrapped: the caller of
+// import_module receives the loader's own exception object.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace importlock {
+
+// Reports a failure of the import machinery itself (not of a loader).
+class import_error : public std::runtime_error {
+public:
+    // Builds an error about `key` (already formatted) with a full message.
+    import_error(std::string key, const std::string& message)
+        : std::runtime_error(message), key_(std::move(key)) {}
+
+    // Returns the formatted key the error is about.
+    const std::string& key() const noexcept { return key_; }
+
+private:
+    std::string key_;
+};
+
+// Reports that no finder knows the key (CPython's ModuleNotFoundError).
+class module_not_found_error : public import_error {
+public:
+    explicit module_not_found_error(std::string key)
+        : import_error(key, "no module named '" + key + "'") {}
+};
+
+// Reports an import of a key that block() tombstoned (CPython's
+// `sys.modules[k] = None`, which raises "import of k halted; None in sys.modules").
+class import_halted_error : public import_error {
+public:
+    explicit import_halted_error(std::string key)
+        : import_error(key, "import of '" + key + "' halted: the key is blocked") {}
+};
+
+// Reports a circular import that the lock policy refuses to resolve with a
+// partially initialised module. chain() lists the keys of the cycle in order,
+// starting and ending with the same key: {"a", "b", "a"}.
+class circular_import_error : public import_error {
+public:
+    // Builds the error from the cycle's keys (front == back) and a description.
+    circular_import_error(std::vector<std::string> chain, const std::string& what)
+        : import_error(chain.empty() ? std::string() : chain.front(),
+                       "circular import: " + format_chain(chain) + " (" + what + ")"),
+          chain_(std::move(chain)) {}
+
+    // Returns the keys of the cycle, first and last equal.
+    const std::vector<std::string>& chain() const noexcept { return chain_; }
+
+    // Formats a chain as "a -> b -> a", keeping the ends of a long chain and
+    // marking what was cut, as abseil's deadlock report does.
+    static std::string format_chain(const std::vector<std::string>& chain) {
+        constexpr std::size_t keep_each_end = 4;
+        std::string out;
+        const auto append = [&out](const std::string& key) {
+            if (!out.empty()) out += " -> ";
+            out += key;
+        };
+        if (chain.size() <= 2 * keep_each_end + 1) {
+            for (const auto& key : chain) append(key);
+            return out;
+        }
+        for (std::size_t i = 0; i < keep_each_end; ++i) append(chain[i]);
+        out += " -> ... (long cycle of " + std::to_string(chain.size() - 1) +
+               " imports; list truncated)";
+        for (std::size_t i = chain.size() - keep_each_end; i < chain.size(); ++i) append(chain[i]);
+        return out;
+    }
+
+private:
+    std::vector<std::string> chain_;
+};
+
+}  // namespace importlock

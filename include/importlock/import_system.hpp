@@ -1,0 +1,542 @@
+// importlock/import_system.hpp: basic_import_system, CPython's _find_and_load
+// for any keyed resource.
+//
+// import_module(k) behaves as CPython's import statement, generalised:
+//  1. Hit: a fully initialised module is returned without a lock or a shared
+//     write (import_ref; import_module copies a shared_ptr).
+//  2. Otherwise the parent key (key_traits<Key>::parent) is imported first,
+//     fully and under its own lock, then k's module lock is taken. Locks live
+//     in a lock map and exist only while held or awaited.
+//  3. A thread that already holds k's lock (a circular import on its own
+//     stack) does not wait for itself: it gets the partial module.
+//  4. Before blocking on a lock owned by another thread, the wait-for graph is
+//     walked; if blocking would deadlock, this thread (only) gets the partial
+//     module (CPython's _DeadlockError path) or circular_import_error.
+//  5. Under the lock: re-check, find the spec, create the module, register it
+//     as initialising, run the loader, offer the child to its parent, mark it
+//     initialised.
+//  6. If any of that throws, k is unregistered, the lock released and the
+//     same exception object rethrown; waiters retry the import themselves.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cassert>
+#include <cstddef>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <type_traits>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "detail/lock_map.hpp"
+#include "detail/module_lock.hpp"
+#include "detail/registry.hpp"
+#include "detail/scope_exit.hpp"
+#include "detail/wait_for_graph.hpp"
+#include "errors.hpp"
+#include "finders/finder_policy.hpp"
+#include "finders/registry_finder.hpp"
+#include "importer.hpp"
+#include "key_traits.hpp"
+#include "locking/lock_policy.hpp"
+#include "locking/per_key_locks.hpp"
+#include "module_spec.hpp"
+#include "module_traits.hpp"
+
+namespace importlock {
+
+// Keyed once-initialisation with CPython's import-lock semantics.
+//
+// Key is hashable and copyable (see key_traits.hpp); the registry holds
+// std::shared_ptr<Module>. LockPolicy says how imports synchronise and what a
+// cycle gets (see locking/lock_policy.hpp); FinderPolicy turns a key into a
+// module_spec (see finders/finder_policy.hpp).
+//
+// Thread-safety: every member may be called from any thread concurrently,
+// except with no_locks. Instances share nothing: two systems have separate
+// registries, locks and wait-for graphs (CPython's subinterpreters).
+//
+// Reference validity: a reference from import_ref stays valid until its key is
+// erased or blocked, its import fails (for a partial module seen through a
+// cycle), or the system is destroyed, like a reference into a node container.
+template <class Key, class Module, class LockPolicy = per_key_locks,
+          class FinderPolicy = registry_finder<Key, Module>>
+class basic_import_system final : public importer<Key, Module> {
+    static_assert(import_key<Key>,
+                  "importlock: the Key must be copyable, hashable with key_traits<Key>::hasher, "
+                  "comparable with key_traits<Key>::key_equal, and key_traits<Key> must provide "
+                  "to_string(key) and parent(key) (see importlock/key_traits.hpp)");
+    static_assert(detail::has_mutex_type<LockPolicy>,
+                  "importlock: the LockPolicy has no `using mutex_type = ...;` "
+                  "(see importlock/locking/lock_policy.hpp)");
+    static_assert(detail::has_condition_variable_type<LockPolicy>,
+                  "importlock: the LockPolicy has no `using condition_variable_type = ...;` "
+                  "(see importlock/locking/lock_policy.hpp)");
+    static_assert(detail::has_scope<LockPolicy>,
+                  "importlock: the LockPolicy has no `static constexpr lock_scope scope` "
+                  "(see importlock/locking/lock_policy.hpp)");
+    static_assert(detail::has_on_cycle<LockPolicy>,
+                  "importlock: the LockPolicy has no `static constexpr cycle_resolution on_cycle` "
+                  "(see importlock/locking/lock_policy.hpp)");
+    static_assert(lock_policy<LockPolicy>,
+                  "importlock: the LockPolicy's mutex_type needs lock()/unlock() and its "
+                  "condition_variable_type needs wait(std::unique_lock<mutex_type>&) and "
+                  "notify_all() (see importlock/locking/lock_policy.hpp)");
+    static_assert(finder_policy<FinderPolicy, Key, Module>,
+                  "importlock: the FinderPolicy needs `std::optional<module_spec<Key, Module>> "
+                  "find_spec(const Key&) const` (see importlock/finders/finder_policy.hpp)");
+
+public:
+    using key_type = Key;
+    using module_type = Module;
+    using lock_policy_type = LockPolicy;
+    using finder_type = FinderPolicy;
+    using importer_type = importer<Key, Module>;
+    using spec_type = module_spec<Key, Module>;
+    using traits_type = key_traits<Key>;
+
+    // Builds an empty system with a default-constructed finder.
+    basic_import_system() = default;
+
+    // Builds an empty system that finds specs with `finder`.
+    explicit basic_import_system(FinderPolicy finder) : finder_(std::move(finder)) {}
+
+    basic_import_system(const basic_import_system&) = delete;
+    basic_import_system& operator=(const basic_import_system&) = delete;
+
+    // Destroys every module the system still holds. Precondition: no import is
+    // in flight (checked by an assertion in debug builds).
+    ~basic_import_system() {
+        assert(locks_.size() == 0 &&
+               "importlock: basic_import_system destroyed while imports are in flight");
+    }
+
+    // Returns the finder, e.g. to define loaders.
+    FinderPolicy& finder() noexcept { return finder_; }
+    const FinderPolicy& finder() const noexcept { return finder_; }
+
+    // Imports `key` (see the file comment) and returns the module: fully
+    // initialised, or partially initialised when this import closed a cycle
+    // and the lock policy allows it. Throws module_not_found_error,
+    // import_halted_error, circular_import_error, or what the loader threw.
+    std::shared_ptr<Module> import_module(const Key& key) override {
+        const std::size_t hash = hasher_(key);
+        if (const entry_type* e = registry_.find(key, hash);
+            e != nullptr && e->state.load(std::memory_order_acquire) == entry_state::ready) {
+            if (auto module = e->owner.load(std::memory_order_acquire)) return module;
+        }
+        return import_slow(key, hash, LockPolicy::on_cycle);
+    }
+
+    // Imports `key` like import_module and returns a reference to the module.
+    // A hit takes no lock and writes no shared memory: two acquire loads and
+    // a probe. See the class comment for how long the reference stays valid.
+    Module& import_ref(const Key& key) override {
+        const std::size_t hash = hasher_(key);
+        if (const entry_type* e = registry_.find(key, hash);
+            e != nullptr && e->state.load(std::memory_order_acquire) == entry_state::ready) {
+            if (Module* module = e->object.load(std::memory_order_acquire)) return *module;
+        }
+        return *import_slow(key, hash, LockPolicy::on_cycle);
+    }
+
+    // Re-runs the loader of the loaded `key` on the same module object, under
+    // `key`'s lock (importlib.reload): holders of the module see the new
+    // state, and imports of `key` wait until the reload ends. If the loader
+    // throws, the module stays registered and the exception propagates.
+    // Throws import_error when `key` is not loaded or this thread is
+    // initialising it.
+    std::shared_ptr<Module> reload(const Key& key) {
+        const std::size_t hash = hasher_(key);
+        const auto self = std::this_thread::get_id();
+        state_lock state(state_mutex_);
+        require_loaded(key, hash, "reload");
+        lock_type& lock = locks_.lock_for(key);
+        if (auto cycle = acquire(lock, state); !cycle.empty()) {
+            throw circular_import_error(
+                cycle_keys(cycle), "reloading it would wait for a thread that waits for this one");
+        }
+        held_import held(*this, state, key, lock);
+        if (held.reentered()) {
+            throw import_error(name(key), "cannot reload '" + name(key) +
+                                              "' while this thread is initialising it");
+        }
+        entry_type& e = require_loaded(key, hash, "reload");
+        std::shared_ptr<Module> module = e.owner.load(std::memory_order_relaxed);
+        e.initializer = self;
+        e.state.store(entry_state::reloading, std::memory_order_relaxed);
+        state.unlock();
+        try {
+            std::optional<spec_type> spec = finder_.find_spec(key);
+            if (!spec) throw module_not_found_error(name(key));
+            require_loader(key, *spec);
+            spec->loader(*module, *this);
+        } catch (...) {
+            state.lock();
+            e.initializer = {};
+            e.state.store(entry_state::ready, std::memory_order_release);
+            throw;
+        }
+        state.lock();
+        e.initializer = {};
+        e.state.store(entry_state::ready, std::memory_order_release);
+        return module;
+    }
+
+    // Returns the module registered for `key`, also while it initialises (as
+    // sys.modules.get), or null. Never imports; takes no lock.
+    std::shared_ptr<Module> get(const Key& key) const override {
+        const entry_type* e = registry_.find(key, hasher_(key));
+        if (e == nullptr || !holds_module(e->state.load(std::memory_order_acquire))) return {};
+        return e->owner.load(std::memory_order_acquire);
+    }
+
+    // Returns whether a module (initialised or not) is registered for `key`.
+    bool contains(const Key& key) const {
+        const entry_type* e = registry_.find(key, hasher_(key));
+        return e != nullptr && holds_module(e->state.load(std::memory_order_acquire));
+    }
+
+    // Returns whether `key`'s module is registered and its loader is running.
+    bool is_initializing(const Key& key) const {
+        const entry_type* e = registry_.find(key, hasher_(key));
+        return e != nullptr &&
+               e->state.load(std::memory_order_acquire) == entry_state::initializing;
+    }
+
+    // Returns whether `key` is blocked (see block).
+    bool is_blocked(const Key& key) const {
+        const entry_type* e = registry_.find(key, hasher_(key));
+        return e != nullptr && e->state.load(std::memory_order_acquire) == entry_state::blocked;
+    }
+
+    // Blocks `key`: importing it throws import_halted_error until erase(key)
+    // (CPython's `sys.modules[k] = None`). A loaded module is dropped from the
+    // registry. Throws import_error while `key` initialises or reloads.
+    void block(const Key& key) {
+        std::shared_ptr<Module> dropped;  // destroyed after the state mutex is released
+        state_lock state(state_mutex_);
+        entry_type& e = registry_.find_or_insert(key, hasher_(key));
+        refuse_while_in_flight(e, "block");
+        dropped = unregister(e, entry_state::blocked);
+    }
+
+    // Removes `key`'s module or block from the registry; returns whether there
+    // was one. The next import runs the loader again. Invalidates references
+    // from import_ref. Throws import_error while `key` initialises or reloads.
+    bool erase(const Key& key) {
+        std::shared_ptr<Module> dropped;  // destroyed after the state mutex is released
+        state_lock state(state_mutex_);
+        entry_type* e = registry_.find(key, hasher_(key));
+        if (e == nullptr || e->state.load(std::memory_order_relaxed) == entry_state::absent)
+            return false;
+        refuse_while_in_flight(*e, "erase");
+        dropped = unregister(*e, entry_state::absent);
+        return true;
+    }
+
+    // Returns the number of registered modules, initialised or not.
+    std::size_t size() const noexcept { return size_.load(std::memory_order_relaxed); }
+
+    // Returns the number of module locks alive: held or awaited by some
+    // thread. It is 0 whenever no import is in flight.
+    std::size_t lock_count() const {
+        state_lock state(state_mutex_);
+        return locks_.size();
+    }
+
+private:
+    using entry_state = detail::entry_state;
+    using entry_type = detail::registry_entry<Key, Module>;
+    using hasher = typename traits_type::hasher;
+    using key_equal = typename traits_type::key_equal;
+    using mutex_type = typename LockPolicy::mutex_type;
+    using state_lock = std::unique_lock<mutex_type>;
+    using lock_type = detail::module_lock<Key, typename LockPolicy::condition_variable_type>;
+    using lock_chain = std::vector<const lock_type*>;
+
+    // Holds one acquisition of a module lock and this thread's import-stack
+    // frame for its key; gives both back, under the state mutex, on exit.
+    class held_import {
+    public:
+        held_import(basic_import_system& system, state_lock& state, const Key& key,
+                    lock_type& lock)
+            : system_(system), state_(state), key_(key), lock_(lock) {
+            try {
+                stack_ = &system_.stacks_[std::this_thread::get_id()];
+                reentered_ = std::find_if(stack_->begin(), stack_->end(), [&](const Key& k) {
+                                 return system_.equal_(k, key_);
+                             }) != stack_->end();
+                if (!reentered_) {
+                    stack_->push_back(key);
+                    pushed_ = true;
+                }
+            } catch (...) {
+                release();
+                throw;
+            }
+        }
+        held_import(const held_import&) = delete;
+        held_import& operator=(const held_import&) = delete;
+        ~held_import() {
+            if (!state_.owns_lock()) state_.lock();
+            if (pushed_) stack_->pop_back();
+            release();
+        }
+
+        // Returns whether this thread was already importing the key: a
+        // circular import on its own stack.
+        bool reentered() const noexcept { return reentered_; }
+
+        // Returns this thread's import stack (keys whose locks it holds).
+        const std::vector<Key>& stack() const noexcept { return *stack_; }
+
+    private:
+        void release() noexcept {
+            if (stack_ != nullptr && stack_->empty()) {
+                system_.stacks_.erase(std::this_thread::get_id());
+            }
+            lock_.release();
+            system_.locks_.forget_if_unused(key_, lock_);
+        }
+
+        basic_import_system& system_;
+        state_lock& state_;
+        const Key& key_;
+        lock_type& lock_;
+        std::vector<Key>* stack_ = nullptr;
+        bool reentered_ = false;
+        bool pushed_ = false;
+    };
+
+    static bool holds_module(entry_state s) noexcept {
+        return s == entry_state::initializing || s == entry_state::ready ||
+               s == entry_state::reloading;
+    }
+
+    static std::string name(const Key& key) { return traits_type::to_string(key); }
+
+    // The slow path of import_module: parent first, then `key`'s lock.
+    std::shared_ptr<Module> import_slow(const Key& key, std::size_t hash,
+                                        cycle_resolution on_cycle) {
+        std::shared_ptr<Module> parent;
+        if (std::optional<Key> parent_key = traits_type::parent(key)) {
+            // A package that imports its own child sees itself partial here,
+            // whatever the policy: only the binding below uses it.
+            parent = import_parent(*parent_key, on_cycle);
+        }
+        const auto self = std::this_thread::get_id();
+        state_lock state(state_mutex_);
+        if (std::shared_ptr<Module> done = registered_or_halted(key, hash)) return done;
+        lock_type& lock = locks_.lock_for(key);
+        if (lock_chain cycle = acquire(lock, state); !cycle.empty()) {
+            return resolve_cycle(key, hash, cycle_keys(cycle), on_cycle,
+                                 "another thread importing it waits for this one");
+        }
+        held_import held(*this, state, key, lock);
+        if (held.reentered()) {
+            std::vector<std::string> chain;
+            const auto& stack = held.stack();
+            auto first = std::find_if(stack.begin(), stack.end(),
+                                      [&](const Key& k) { return equal_(k, key); });
+            for (; first != stack.end(); ++first) chain.push_back(name(*first));
+            chain.push_back(name(key));
+            return resolve_cycle(key, hash, std::move(chain), on_cycle,
+                                 "this thread is already importing it");
+        }
+        if (std::shared_ptr<Module> done = registered_or_halted(key, hash)) return done;
+
+        state.unlock();
+        std::optional<spec_type> spec = finder_.find_spec(key);
+        if (!spec) throw module_not_found_error(name(key));
+        require_loader(key, *spec);
+        std::shared_ptr<Module> module = create(key, *spec);
+
+        state.lock();
+        entry_type& e = registry_.find_or_insert(key, hash);
+        if (e.state.load(std::memory_order_relaxed) == entry_state::blocked) {
+            throw import_halted_error(name(key));  // blocked while the finder ran
+        }
+        e.owner.store(module, std::memory_order_relaxed);
+        e.object.store(module.get(), std::memory_order_relaxed);
+        e.initializer = self;
+        e.state.store(entry_state::initializing, std::memory_order_release);
+        size_.fetch_add(1, std::memory_order_relaxed);
+        state.unlock();
+        try {
+            spec->loader(*module, *this);
+            if (parent) module_traits<Module>::bind_child(*parent, key, module);
+        } catch (...) {
+            state.lock();
+            e.initializer = {};
+            unregister(e, entry_state::absent);
+            state.unlock();
+            module.reset();  // a destructor that imports must not run under the state mutex
+            throw;
+        }
+        state.lock();
+        e.initializer = {};
+        e.state.store(entry_state::ready, std::memory_order_release);
+        return module;
+    }
+
+    // Imports the parent of a key about to be imported. A parent that this
+    // thread is initialising is returned partial under every policy: the
+    // child needs it only to bind itself (CPython's package __init__ that
+    // imports its own submodule).
+    std::shared_ptr<Module> import_parent(const Key& parent_key, cycle_resolution on_cycle) {
+        const std::size_t hash = hasher_(parent_key);
+        if (const entry_type* e = registry_.find(parent_key, hash);
+            e != nullptr && e->state.load(std::memory_order_acquire) == entry_state::ready) {
+            if (auto module = e->owner.load(std::memory_order_acquire)) return module;
+        }
+        {
+            state_lock state(state_mutex_);
+            const entry_type* e = registry_.find(parent_key, hash);
+            if (e != nullptr && e->initializer == std::this_thread::get_id() &&
+                e->state.load(std::memory_order_relaxed) == entry_state::initializing) {
+                return e->owner.load(std::memory_order_relaxed);
+            }
+        }
+        return import_slow(parent_key, hash, on_cycle);
+    }
+
+    // Returns the ready module of `key`, throws for a blocked key, else null.
+    // State mutex held.
+    std::shared_ptr<Module> registered_or_halted(const Key& key, std::size_t hash) const {
+        const entry_type* e = registry_.find(key, hash);
+        if (e == nullptr) return {};
+        switch (e->state.load(std::memory_order_relaxed)) {
+            case entry_state::ready: return e->owner.load(std::memory_order_relaxed);
+            case entry_state::blocked: throw import_halted_error(name(key));
+            default: return {};
+        }
+    }
+
+    // Takes `lock` for this thread, waiting while another thread holds it.
+    // Instead of waiting when that would deadlock, returns the cycle: the
+    // locks from `lock` to one this thread owns. The graph check and the
+    // registration as a waiter happen under one hold of the state mutex.
+    lock_chain acquire(lock_type& lock, state_lock& state) {
+        const auto self = std::this_thread::get_id();
+        while (!lock.try_acquire(self)) {
+            if (lock_chain cycle = graph_.find_cycle(self, &lock); !cycle.empty()) return cycle;
+            graph_.add_wait(self, &lock);
+            ++lock.waiters;
+            detail::scope_exit unwait([&]() noexcept {
+                --lock.waiters;
+                graph_.remove_wait(self);
+            });
+            lock.released.wait(state);
+        }
+        return {};
+    }
+
+    // Returns the keys of a cross-thread cycle, starting and ending with the
+    // key whose lock this thread holds: "a -> b -> a".
+    static std::vector<std::string> cycle_keys(const lock_chain& cycle) {
+        const auto key_of = [](const lock_type* lock) {
+            return lock->key != nullptr ? name(*lock->key) : std::string("<global import lock>");
+        };
+        std::vector<std::string> keys;
+        keys.reserve(cycle.size() + 1);
+        keys.push_back(key_of(cycle.back()));
+        for (const lock_type* lock : cycle) keys.push_back(key_of(lock));
+        return keys;
+    }
+
+    // Gives the partial module of `key` to an import that closed a cycle, or
+    // throws circular_import_error when the policy says so or no module
+    // exists yet. State mutex held.
+    std::shared_ptr<Module> resolve_cycle(const Key& key, std::size_t hash,
+                                          std::vector<std::string> chain,
+                                          cycle_resolution on_cycle, const char* why) {
+        if (on_cycle == cycle_resolution::partial_module) {
+            const entry_type* e = registry_.find(key, hash);
+            if (e != nullptr && holds_module(e->state.load(std::memory_order_relaxed))) {
+                return e->owner.load(std::memory_order_relaxed);
+            }
+            why = "it has no module yet: its finder or factory is still running";
+        }
+        throw circular_import_error(std::move(chain), std::string("'") + name(key) + "': " + why);
+    }
+
+    static void require_loader(const Key& key, const spec_type& spec) {
+        if (!spec.loader) {
+            throw import_error(name(key), "the spec found for '" + name(key) + "' has no loader");
+        }
+    }
+
+    // Creates the module object of `key` (CPython's module_from_spec).
+    static std::shared_ptr<Module> create(const Key& key, const spec_type& spec) {
+        if (spec.factory) {
+            std::shared_ptr<Module> module = spec.factory(key);
+            if (!module) {
+                throw import_error(name(key),
+                                   "the module factory of '" + name(key) + "' returned null");
+            }
+            return module;
+        } else if constexpr (std::is_default_constructible_v<Module>) {
+            return std::make_shared<Module>();
+        } else {
+            throw import_error(name(key), "'" + name(key) +
+                                              "' has no module factory and the module type is "
+                                              "not default-constructible");
+        }
+    }
+
+    // Returns the entry of a loaded `key`, or throws. State mutex held.
+    entry_type& require_loaded(const Key& key, std::size_t hash, const char* operation) {
+        entry_type* e = registry_.find(key, hash);
+        const entry_state s =
+            e == nullptr ? entry_state::absent : e->state.load(std::memory_order_relaxed);
+        if (s == entry_state::blocked) throw import_halted_error(name(key));
+        if (s == entry_state::absent) {
+            throw import_error(name(key), std::string("cannot ") + operation + " '" + name(key) +
+                                              "': it is not loaded");
+        }
+        return *e;
+    }
+
+    // Throws when `e` initialises or reloads. State mutex held.
+    static void refuse_while_in_flight(const entry_type& e, const char* operation) {
+        const entry_state s = e.state.load(std::memory_order_relaxed);
+        if (s == entry_state::initializing || s == entry_state::reloading) {
+            throw import_error(name(e.key), std::string("cannot ") + operation + " '" +
+                                                name(e.key) + "' while it is being " +
+                                                (s == entry_state::reloading ? "reloaded"
+                                                                             : "initialised"));
+        }
+    }
+
+    // Drops the module of `e` and gives `e` the state `next`; returns the
+    // module so that the caller destroys it outside the state mutex.
+    std::shared_ptr<Module> unregister(entry_type& e, entry_state next) noexcept {
+        if (holds_module(e.state.load(std::memory_order_relaxed))) {
+            size_.fetch_sub(1, std::memory_order_relaxed);
+        }
+        e.state.store(next, std::memory_order_release);
+        e.object.store(nullptr, std::memory_order_relaxed);
+        return e.owner.exchange(nullptr, std::memory_order_acq_rel);
+    }
+
+    [[no_unique_address]] hasher hasher_{};
+    [[no_unique_address]] key_equal equal_{};
+    mutable mutex_type state_mutex_;  // guards all below but the registry's reads
+    detail::registry<Key, Module, hasher, key_equal> registry_;
+    detail::lock_map<LockPolicy::scope, Key, lock_type, hasher, key_equal> locks_;
+    detail::wait_for_graph<lock_type> graph_;
+    std::unordered_map<std::thread::id, std::vector<Key>> stacks_;  // keys each thread imports
+    std::atomic<std::size_t> size_{0};
+    FinderPolicy finder_;
+};
+
+// The everyday alias: std::string keys, per-key locks, a registry finder.
+template <class Module>
+using import_system = basic_import_system<std::string, Module>;
+
+}  // namespace importlock

@@ -1,0 +1,19 @@
+// importlock/importlock.hpp: the umbrella header; includes every public header.
+//
+// importlock gives any keyed resource CPython's import-lock semantics:
+// thread-safe, re-entrant, cycle-aware once-initialisation.
+#pragma once
+
+#include "errors.hpp"
+#include "finders/finder_policy.hpp"
+#include "finders/registry_finder.hpp"
+#include "import_system.hpp"
+#include "importer.hpp"
+#include "key_traits.hpp"
+#include "locking/global_lock.hpp"
+#include "locking/lock_policy.hpp"
+#include "locking/no_locks.hpp"
+#include "locking/per_key_locks.hpp"
+#include "module_spec.hpp"
+#include "module_traits.hpp"
+#include "version.hpp"

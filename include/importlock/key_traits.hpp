@@ -1,0 +1,85 @@
+// importlock/key_traits.hpp: how importlock hashes, compares, prints and
+// climbs a key type.
+//
+// Specialise key_traits<Key> (or inherit key_traits<Key> and override one
+// member) to teach importlock a key type. Every member is static and must be
+// thread-safe: importlock calls them from any thread without locking.
+#pragma once
+
+#include <concepts>
+#include <cstddef>
+#include <functional>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <type_traits>
+
+namespace importlock {
+
+namespace detail {
+
+template <class T>
+concept ostream_printable = requires(std::ostream& os, const T& value) { os << value; };
+
+}  // namespace detail
+
+// Describes a key type: hash, equality, printing and parent. The default has
+// no hierarchy (every key is top level) and prints through operator<< when
+// the key has one.
+template <class Key>
+struct key_traits {
+    // The hash and equality the registry and lock map use.
+    using hasher = std::hash<Key>;
+    using key_equal = std::equal_to<Key>;
+
+    // Formats a key for error messages and diagnostics.
+    static std::string to_string(const Key& key) {
+        if constexpr (std::is_convertible_v<const Key&, std::string>) {
+            return std::string(key);
+        } else if constexpr (detail::ostream_printable<Key>) {
+            std::ostringstream out;
+            out << key;
+            return out.str();
+        } else {
+            return "<unprintable key>";
+        }
+    }
+
+    // Returns the key that must be imported before `key`, or nullopt for a
+    // top-level key (CPython's `name.rpartition('.')[0]`).
+    static std::optional<Key> parent(const Key&) { return std::nullopt; }
+};
+
+// Dotted names, as CPython's: the parent of "pkg.sub.mod" is "pkg.sub".
+template <>
+struct key_traits<std::string> {
+    using hasher = std::hash<std::string>;
+    using key_equal = std::equal_to<std::string>;
+
+    // Returns the key itself.
+    static std::string to_string(const std::string& key) { return key; }
+
+    // Returns everything before the last dot, or nullopt when there is none
+    // (or the key starts with its only dot, which has no meaningful parent).
+    static std::optional<std::string> parent(const std::string& key) {
+        const auto dot = key.rfind('.');
+        if (dot == std::string::npos || dot == 0) return std::nullopt;
+        return key.substr(0, dot);
+    }
+};
+
+// Holds when importlock can use Key with the traits `Traits`: copyable, and
+// hashable and comparable through the traits' hasher and key_equal.
+template <class Key, class Traits = key_traits<Key>>
+concept import_key =
+    std::copy_constructible<Key> && std::default_initializable<typename Traits::hasher> &&
+    std::default_initializable<typename Traits::key_equal> &&
+    requires(const Key& key, const typename Traits::hasher& hash,
+             const typename Traits::key_equal& equal) {
+        { hash(key) } -> std::convertible_to<std::size_t>;
+        { equal(key, key) } -> std::convertible_to<bool>;
+        { Traits::to_string(key) } -> std::convertible_to<std::string>;
+        { Traits::parent(key) } -> std::same_as<std::optional<Key>>;
+    };
+
+}  // namespace importlock

@@ -1,0 +1,79 @@
+// importlock/locking/lock_policy.hpp: what makes a type a lock policy.
+//
+// A lock policy is a plain type with four members:
+//
+//   member                          meaning
+//   using mutex_type                guards the import state (Lockable)
+//   using condition_variable_type   blocks importers: wait(std::unique_lock<mutex_type>&),
+//                                   notify_all()
+//   static constexpr lock_scope     lock_scope::per_key: one module lock per key in
+//     scope                         flight; lock_scope::global: one re-entrant lock
+//                                   for every import (the pre-3.3 model)
+//   static constexpr                what a circular import gets: a partially
+//     cycle_resolution on_cycle     initialised module, or circular_import_error
+//
+// The shipped policies are per_key_locks (default), strict_per_key_locks,
+// global_lock and no_locks; inherit one and override a member to customise.
+#pragma once
+
+#include <concepts>
+#include <mutex>
+
+namespace importlock {
+
+// How many module locks a policy keeps.
+enum class lock_scope {
+    per_key,  // one re-entrant lock per key being imported (CPython >= 3.3)
+    global,   // one re-entrant lock serialising every import (CPython < 3.3)
+};
+
+// What an import that closes a cycle gets.
+enum class cycle_resolution {
+    // The registered, partially initialised module (CPython: a same-thread
+    // circular import, or the _DeadlockError path across threads). When the
+    // cycle's key has no module yet, circular_import_error is thrown instead.
+    partial_module,
+    // circular_import_error naming the chain, for every cycle.
+    circular_import_error,
+};
+
+namespace detail {
+
+template <class P>
+concept has_mutex_type = requires { typename P::mutex_type; };
+
+template <class P>
+concept has_condition_variable_type = requires { typename P::condition_variable_type; };
+
+template <class P>
+concept has_scope = requires {
+    { P::scope } -> std::convertible_to<lock_scope>;
+};
+
+template <class P>
+concept has_on_cycle = requires {
+    { P::on_cycle } -> std::convertible_to<cycle_resolution>;
+};
+
+template <class P>
+concept lockable_mutex = has_mutex_type<P> && requires(typename P::mutex_type& m) {
+    m.lock();
+    m.unlock();
+};
+
+template <class P>
+concept waitable_condition = has_mutex_type<P> && has_condition_variable_type<P> &&
+    requires(typename P::condition_variable_type& cv,
+             std::unique_lock<typename P::mutex_type>& lock) {
+        cv.wait(lock);
+        cv.notify_all();
+    };
+
+}  // namespace detail
+
+// Holds when P provides every member of the table above.
+template <class P>
+concept lock_policy = detail::lockable_mutex<P> && detail::waitable_condition<P> &&
+                      detail::has_scope<P> && detail::has_on_cycle<P>;
+
+}  // namespace importlock

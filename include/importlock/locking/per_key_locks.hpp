@@ -1,0 +1,33 @@
+// importlock/locking/per_key_locks.hpp: one module lock per key in flight.
+#pragma once
+
+#include <condition_variable>
+#include <mutex>
+
+#include "lock_policy.hpp"
+
+namespace importlock {
+
+// Locks each key separately, CPython's model since 3.3 (_ModuleLock). Choose
+// it when independent keys must initialise in parallel. `Mutex` guards the
+// import state and `CondVar` blocks importers; plug an instrumented mutex here
+// (with std::condition_variable_any). `OnCycle` says what a circular import gets.
+template <class Mutex = std::mutex, class CondVar = std::condition_variable,
+          cycle_resolution OnCycle = cycle_resolution::partial_module>
+struct basic_per_key_locks {
+    using mutex_type = Mutex;
+    using condition_variable_type = CondVar;
+    static constexpr lock_scope scope = lock_scope::per_key;
+    static constexpr cycle_resolution on_cycle = OnCycle;
+};
+
+// The default: per-key locks, circular imports see partial modules (CPython).
+using per_key_locks = basic_per_key_locks<>;
+
+// Per-key locks where every cycle, same-thread or cross-thread, throws
+// circular_import_error naming the chain. Choose it when a partial module
+// would be a bug (e.g. dependency injection where a half-built service is fatal).
+using strict_per_key_locks = basic_per_key_locks<std::mutex, std::condition_variable,
+                                                 cycle_resolution::circular_import_error>;
+
+}  // namespace importlock
