@@ -249,6 +249,18 @@ public:
         return locks_.size();
     }
 
+    // Returns the number of threads blocked waiting for `key`'s module lock
+    // (for global_lock: waiting for the global lock). For diagnostics and
+    // tests that must know a thread is parked before they go on.
+    std::size_t waiter_count(const Key& key) const {
+        state_lock state(state_mutex_);
+        std::size_t count = 0;
+        graph_.for_each([&](std::thread::id, const lock_type* lock) {
+            if (lock->key == nullptr || equal_(*lock->key, key)) ++count;
+        });
+        return count;
+    }
+
 private:
     using entry_state = detail::entry_state;
     using entry_type = detail::registry_entry<Key, Module>;
