@@ -44,6 +44,7 @@
 #include "key_traits.hpp"
 #include "locking/lock_policy.hpp"
 #include "locking/per_key_locks.hpp"
+#include "module_handle.hpp"
 #include "module_spec.hpp"
 #include "module_traits.hpp"
 
@@ -126,22 +127,27 @@ public:
     std::shared_ptr<Module> import_module(const Key& key) override {
         const std::size_t hash = hasher_(key);
         if (const entry_type* e = registry_.find(key, hash);
-            e != nullptr && e->state.load(std::memory_order_acquire) == entry_state::ready) {
+            e != nullptr && e->ready.load(std::memory_order_acquire) != nullptr) {
             if (auto module = e->owner.load(std::memory_order_acquire)) return module;
         }
         return import_slow(key, hash, LockPolicy::on_cycle);
     }
 
     // Imports `key` like import_module and returns a reference to the module.
-    // A hit takes no lock and writes no shared memory: two acquire loads and
-    // a probe. See the class comment for how long the reference stays valid.
+    // A hit takes no lock and writes no shared memory: a probe and one acquire
+    // load. See the class comment for how long the reference stays valid.
     Module& import_ref(const Key& key) override {
         const std::size_t hash = hasher_(key);
-        if (const entry_type* e = registry_.find(key, hash);
-            e != nullptr && e->state.load(std::memory_order_acquire) == entry_state::ready) {
-            if (Module* module = e->object.load(std::memory_order_acquire)) return *module;
+        if (const entry_type* e = registry_.find(key, hash)) {
+            if (Module* module = e->ready.load(std::memory_order_acquire)) return *module;
         }
         return *import_slow(key, hash, LockPolicy::on_cycle);
+    }
+
+    // Returns a handle on `key` that imports on first use and then costs one
+    // acquire load (see module_handle.hpp). Does not import.
+    module_handle<basic_import_system> handle(Key key) {
+        return module_handle<basic_import_system>(*this, std::move(key));
     }
 
     // Re-runs the loader of the loaded `key` on the same module object, under
@@ -168,6 +174,7 @@ public:
         entry_type& e = require_loaded(key, hash, "reload");
         std::shared_ptr<Module> module = e.owner.load(std::memory_order_relaxed);
         e.initializer = self;
+        e.ready.store(nullptr, std::memory_order_relaxed);
         e.state.store(entry_state::reloading, std::memory_order_relaxed);
         state.unlock();
         try {
@@ -177,13 +184,11 @@ public:
             spec->loader(*module, *this);
         } catch (...) {
             state.lock();
-            e.initializer = {};
-            e.state.store(entry_state::ready, std::memory_order_release);
+            mark_ready(e, module.get());
             throw;
         }
         state.lock();
-        e.initializer = {};
-        e.state.store(entry_state::ready, std::memory_order_release);
+        mark_ready(e, module.get());
         return module;
     }
 
@@ -374,7 +379,6 @@ private:
             throw import_halted_error(name(key));  // blocked while the finder ran
         }
         e.owner.store(module, std::memory_order_relaxed);
-        e.object.store(module.get(), std::memory_order_relaxed);
         e.initializer = self;
         e.state.store(entry_state::initializing, std::memory_order_release);
         size_.fetch_add(1, std::memory_order_relaxed);
@@ -391,8 +395,7 @@ private:
             throw;
         }
         state.lock();
-        e.initializer = {};
-        e.state.store(entry_state::ready, std::memory_order_release);
+        mark_ready(e, module.get());
         return module;
     }
 
@@ -525,14 +528,28 @@ private:
         }
     }
 
+    // Publishes `module` as the finished module of `e`. State mutex held.
+    static void mark_ready(entry_type& e, Module* module) noexcept {
+        e.initializer = {};
+        e.state.store(entry_state::ready, std::memory_order_release);
+        e.ready.store(module, std::memory_order_release);
+    }
+
+    // Returns the entry of `key` or null; lock-free (for module_handle).
+    const entry_type* find_entry(const Key& key) const {
+        return registry_.find(key, hasher_(key));
+    }
+
+    friend class module_handle<basic_import_system>;
+
     // Drops the module of `e` and gives `e` the state `next`; returns the
     // module so that the caller destroys it outside the state mutex.
     std::shared_ptr<Module> unregister(entry_type& e, entry_state next) noexcept {
         if (holds_module(e.state.load(std::memory_order_relaxed))) {
             size_.fetch_sub(1, std::memory_order_relaxed);
         }
+        e.ready.store(nullptr, std::memory_order_relaxed);
         e.state.store(next, std::memory_order_release);
-        e.object.store(nullptr, std::memory_order_relaxed);
         return e.owner.exchange(nullptr, std::memory_order_acq_rel);
     }
 

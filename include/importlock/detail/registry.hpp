@@ -43,10 +43,11 @@ struct registry_entry {
 
     const Key key;
     const std::size_t hash;
-    // Published with release by writers; readers acquire it, then read object.
+    // Published with release by writers; readers acquire it.
     std::atomic<entry_state> state{entry_state::absent};
-    // owner.get() while a module is registered, else null.
-    std::atomic<Module*> object{nullptr};
+    // owner.get() while state == ready, else null: the whole hit path is one
+    // acquire load of it. Stored with release after the loader returned.
+    std::atomic<Module*> ready{nullptr};
     // The registry's reference; atomic so the hit path can copy it while a
     // writer drops it.
     std::atomic<std::shared_ptr<Module>> owner;
