@@ -23,6 +23,8 @@
 #include <atomic>
 #include <cassert>
 #include <cstddef>
+#include <cstdint>
+#include <exception>
 #include <memory>
 #include <optional>
 #include <string>
@@ -34,6 +36,7 @@
 
 #include "detail/lock_map.hpp"
 #include "detail/module_lock.hpp"
+#include "detail/policy_check.hpp"
 #include "detail/registry.hpp"
 #include "detail/scope_exit.hpp"
 #include "detail/wait_for_graph.hpp"
@@ -67,29 +70,11 @@ namespace importlock {
 template <class Key, class Module, class LockPolicy = per_key_locks,
           class FinderPolicy = registry_finder<Key, Module>>
 class basic_import_system final : public importer<Key, Module> {
-    static_assert(import_key<Key>,
-                  "importlock: the Key must be copyable, hashable with key_traits<Key>::hasher, "
-                  "comparable with key_traits<Key>::key_equal, and key_traits<Key> must provide "
-                  "to_string(key) and parent(key) (see importlock/key_traits.hpp)");
-    static_assert(detail::has_mutex_type<LockPolicy>,
-                  "importlock: the LockPolicy has no `using mutex_type = ...;` "
-                  "(see importlock/locking/lock_policy.hpp)");
-    static_assert(detail::has_condition_variable_type<LockPolicy>,
-                  "importlock: the LockPolicy has no `using condition_variable_type = ...;` "
-                  "(see importlock/locking/lock_policy.hpp)");
-    static_assert(detail::has_scope<LockPolicy>,
-                  "importlock: the LockPolicy has no `static constexpr lock_scope scope` "
-                  "(see importlock/locking/lock_policy.hpp)");
-    static_assert(detail::has_on_cycle<LockPolicy>,
-                  "importlock: the LockPolicy has no `static constexpr cycle_resolution on_cycle` "
-                  "(see importlock/locking/lock_policy.hpp)");
-    static_assert(lock_policy<LockPolicy>,
-                  "importlock: the LockPolicy's mutex_type needs lock()/unlock() and its "
-                  "condition_variable_type needs wait(std::unique_lock<mutex_type>&) and "
-                  "notify_all() (see importlock/locking/lock_policy.hpp)");
-    static_assert(finder_policy<FinderPolicy, Key, Module>,
-                  "importlock: the FinderPolicy needs `std::optional<module_spec<Key, Module>> "
-                  "find_spec(const Key&) const` (see importlock/finders/finder_policy.hpp)");
+    // One readable error per broken argument (see detail/policy_check.hpp).
+    static_assert(detail::checked_module<Module>::value);
+    using policy = typename detail::checked_lock_policy<LockPolicy>::type;
+    using checked_finder_type = typename detail::checked_finder<FinderPolicy, Key, Module>::type;
+    using checked_key = detail::checked_key<Key>;
 
 public:
     using key_type = Key;
@@ -117,8 +102,8 @@ public:
     }
 
     // Returns the finder, e.g. to define loaders.
-    FinderPolicy& finder() noexcept { return finder_; }
-    const FinderPolicy& finder() const noexcept { return finder_; }
+    checked_finder_type& finder() noexcept { return finder_; }
+    const checked_finder_type& finder() const noexcept { return finder_; }
 
     // Imports `key` (see the file comment) and returns the module: fully
     // initialised, or partially initialised when this import closed a cycle
@@ -130,7 +115,7 @@ public:
             e != nullptr && e->ready.load(std::memory_order_acquire) != nullptr) {
             if (auto module = e->owner.load(std::memory_order_acquire)) return module;
         }
-        return import_slow(key, hash, LockPolicy::on_cycle);
+        return import_slow(key, hash, policy::on_cycle);
     }
 
     // Imports `key` like import_module and returns a reference to the module.
@@ -141,7 +126,7 @@ public:
         if (const entry_type* e = registry_.find(key, hash)) {
             if (Module* module = e->ready.load(std::memory_order_acquire)) return *module;
         }
-        return *import_slow(key, hash, LockPolicy::on_cycle);
+        return *import_slow(key, hash, policy::on_cycle);
     }
 
     // Returns a handle on `key` that imports on first use and then costs one
@@ -162,9 +147,10 @@ public:
         state_lock state(state_mutex_);
         require_loaded(key, hash, "reload");
         lock_type& lock = locks_.lock_for(key);
-        if (auto cycle = acquire(lock, state); !cycle.empty()) {
+        if (acquisition got = acquire(lock, state, key, hash, false); !got.cycle.empty()) {
             throw circular_import_error(
-                cycle_keys(cycle), "reloading it would wait for a thread that waits for this one");
+                cycle_keys(got.cycle),
+                "reloading it would wait for a thread that waits for this one");
         }
         held_import held(*this, state, key, lock);
         if (held.reentered()) {
@@ -180,6 +166,11 @@ public:
         try {
             std::optional<spec_type> spec = finder_.find_spec(key);
             if (!spec) throw module_not_found_error(name(key));
+            if (spec->builder) {
+                throw import_error(name(key), "cannot reload '" + name(key) +
+                                                  "': it is a single-phase module; erase it "
+                                                  "and import it again");
+            }
             require_loader(key, *spec);
             spec->loader(*module, *this);
         } catch (...) {
@@ -269,12 +260,21 @@ public:
 private:
     using entry_state = detail::entry_state;
     using entry_type = detail::registry_entry<Key, Module>;
-    using hasher = typename traits_type::hasher;
-    using key_equal = typename traits_type::key_equal;
-    using mutex_type = typename LockPolicy::mutex_type;
+    using hasher = typename checked_key::hasher;
+    using key_equal = typename checked_key::key_equal;
+    using mutex_type = typename policy::mutex_type;
     using state_lock = std::unique_lock<mutex_type>;
-    using lock_type = detail::module_lock<Key, typename LockPolicy::condition_variable_type>;
+    using lock_type = detail::module_lock<Key, typename policy::condition_variable_type>;
     using lock_chain = std::vector<const lock_type*>;
+
+    static constexpr bool shares_failures =
+        detail::failure_mode_of<policy>() == failure_mode::waiters_share_failure;
+
+    // How an attempt to take a module lock ended without taking it.
+    struct acquisition {
+        lock_chain cycle;             // non-empty: waiting would close this cycle
+        std::exception_ptr failure;   // non-null: the awaited import failed (shared)
+    };
 
     // Holds one acquisition of a module lock and this thread's import-stack
     // frame for its key; gives both back, under the state mutex, on exit.
@@ -342,18 +342,17 @@ private:
                                         cycle_resolution on_cycle) {
         std::shared_ptr<Module> parent;
         if (std::optional<Key> parent_key = traits_type::parent(key)) {
-            // A package that imports its own child sees itself partial here,
-            // whatever the policy: only the binding below uses it.
             parent = import_parent(*parent_key, on_cycle);
         }
-        const auto self = std::this_thread::get_id();
         state_lock state(state_mutex_);
         if (std::shared_ptr<Module> done = registered_or_halted(key, hash)) return done;
         lock_type& lock = locks_.lock_for(key);
-        if (lock_chain cycle = acquire(lock, state); !cycle.empty()) {
-            return resolve_cycle(key, hash, cycle_keys(cycle), on_cycle,
+        acquisition got = acquire(lock, state, key, hash, shares_failures);
+        if (!got.cycle.empty()) {
+            return resolve_cycle(key, hash, cycle_keys(got.cycle), on_cycle,
                                  "another thread importing it waits for this one");
         }
+        if (got.failure) std::rethrow_exception(got.failure);
         held_import held(*this, state, key, lock);
         if (held.reentered()) {
             std::vector<std::string> chain;
@@ -366,29 +365,45 @@ private:
                                  "this thread is already importing it");
         }
         if (std::shared_ptr<Module> done = registered_or_halted(key, hash)) return done;
-
         state.unlock();
+        try {
+            return load(key, hash, parent, state);
+        } catch (...) {
+            share_failure(key, hash, lock, state);
+            throw;
+        }
+    }
+
+    // Finds, creates, registers and initialises `key`, whose lock this thread
+    // holds (CPython's _find_and_load_unlocked). Called and returns with the
+    // state mutex released; on success it returns with it held.
+    std::shared_ptr<Module> load(const Key& key, std::size_t hash,
+                                 const std::shared_ptr<Module>& parent, state_lock& state) {
         std::optional<spec_type> spec = finder_.find_spec(key);
         if (!spec) throw module_not_found_error(name(key));
+        if (spec->builder) {
+            // Single-phase: nothing is registered until the module is finished.
+            std::shared_ptr<Module> module = spec->builder(key, *this);
+            if (!module) {
+                throw import_error(name(key), "the builder of '" + name(key) + "' returned null");
+            }
+            if (parent) module_traits<Module>::bind_child(*parent, key, module);
+            state.lock();
+            mark_ready(publish(key, hash, module), module.get());
+            return module;
+        }
         require_loader(key, *spec);
         std::shared_ptr<Module> module = create(key, *spec);
-
         state.lock();
-        entry_type& e = registry_.find_or_insert(key, hash);
-        if (e.state.load(std::memory_order_relaxed) == entry_state::blocked) {
-            throw import_halted_error(name(key));  // blocked while the finder ran
-        }
-        e.owner.store(module, std::memory_order_relaxed);
-        e.initializer = self;
-        e.state.store(entry_state::initializing, std::memory_order_release);
-        size_.fetch_add(1, std::memory_order_relaxed);
+        entry_type& e = publish(key, hash, module);
         state.unlock();
         try {
             spec->loader(*module, *this);
+            // Bound before it is marked ready: no thread sees a ready child
+            // missing from its parent (gh-149728).
             if (parent) module_traits<Module>::bind_child(*parent, key, module);
         } catch (...) {
             state.lock();
-            e.initializer = {};
             unregister(e, entry_state::absent);
             state.unlock();
             module.reset();  // a destructor that imports must not run under the state mutex
@@ -399,6 +414,47 @@ private:
         return module;
     }
 
+    // Registers `module` as the initialising module of `key`, before its
+    // loader runs (CPython inserts into sys.modules before exec_module).
+    // State mutex held. Throws import_halted_error if `key` was blocked
+    // meanwhile.
+    entry_type& publish(const Key& key, std::size_t hash, const std::shared_ptr<Module>& module) {
+        entry_type& e = registry_.find_or_insert(key, hash);
+        if (e.state.load(std::memory_order_relaxed) == entry_state::blocked) {
+            throw import_halted_error(name(key));
+        }
+        e.owner.store(module, std::memory_order_relaxed);
+        e.initializer = std::this_thread::get_id();
+        e.state.store(entry_state::initializing, std::memory_order_release);
+        size_.fetch_add(1, std::memory_order_relaxed);
+        return e;
+    }
+
+    // Hands the exception being handled to the threads waiting on `key`, when
+    // the policy shares failures. Called from a catch block; relocks `state`.
+    void share_failure(const Key& key, std::size_t hash, const lock_type& lock,
+                       state_lock& state) {
+        if constexpr (shares_failures) {
+            if (!state.owns_lock()) state.lock();
+            if (lock.waiters == 0) return;
+            try {
+                entry_type& e = registry_.find_or_insert(key, hash);
+                ++e.failures;
+                e.last_failure = std::current_exception();
+            } catch (...) {
+                // Out of memory: the waiters retry instead, as with waiters_retry.
+            }
+        } else {
+            (void)key, (void)hash, (void)lock, (void)state;
+        }
+    }
+
+    // Returns how many imports of `key` failed so far. State mutex held.
+    std::uint64_t failures_of(const Key& key, std::size_t hash) const noexcept {
+        const entry_type* e = registry_.find(key, hash);
+        return e == nullptr ? 0 : e->failures;
+    }
+
     // Imports the parent of a key about to be imported. A parent that this
     // thread is initialising is returned partial under every policy: the
     // child needs it only to bind itself (CPython's package __init__ that
@@ -406,7 +462,7 @@ private:
     std::shared_ptr<Module> import_parent(const Key& parent_key, cycle_resolution on_cycle) {
         const std::size_t hash = hasher_(parent_key);
         if (const entry_type* e = registry_.find(parent_key, hash);
-            e != nullptr && e->state.load(std::memory_order_acquire) == entry_state::ready) {
+            e != nullptr && e->ready.load(std::memory_order_acquire) != nullptr) {
             if (auto module = e->owner.load(std::memory_order_acquire)) return module;
         }
         {
@@ -433,20 +489,35 @@ private:
     }
 
     // Takes `lock` for this thread, waiting while another thread holds it.
-    // Instead of waiting when that would deadlock, returns the cycle: the
-    // locks from `lock` to one this thread owns. The graph check and the
-    // registration as a waiter happen under one hold of the state mutex.
-    lock_chain acquire(lock_type& lock, state_lock& state) {
+    // Returns without the lock when waiting would deadlock (the cycle: the
+    // locks from `lock` to one this thread owns) or, with `share_failures`,
+    // when an import of `key` failed while this thread waited. The graph
+    // check and the registration as a waiter happen under one hold of the
+    // state mutex. State mutex held throughout (released while waiting).
+    acquisition acquire(lock_type& lock, state_lock& state, const Key& key, std::size_t hash,
+                        bool share_failures) {
         const auto self = std::this_thread::get_id();
+        const std::uint64_t failures_before = share_failures ? failures_of(key, hash) : 0;
         while (!lock.try_acquire(self)) {
-            if (lock_chain cycle = graph_.find_cycle(self, &lock); !cycle.empty()) return cycle;
-            graph_.add_wait(self, &lock);
-            ++lock.waiters;
-            detail::scope_exit unwait([&]() noexcept {
-                --lock.waiters;
-                graph_.remove_wait(self);
-            });
-            lock.released.wait(state);
+            if (lock_chain cycle = graph_.find_cycle(self, &lock); !cycle.empty()) {
+                return {std::move(cycle), nullptr};
+            }
+            {
+                graph_.add_wait(self, &lock);
+                ++lock.waiters;
+                detail::scope_exit unwait([&]() noexcept {
+                    --lock.waiters;
+                    graph_.remove_wait(self);
+                });
+                lock.released.wait(state);
+            }
+            if (share_failures) {
+                const entry_type* e = registry_.find(key, hash);
+                if (e != nullptr && e->failures != failures_before && e->last_failure) {
+                    locks_.forget_if_unused(key, lock);
+                    return {{}, e->last_failure};
+                }
+            }
         }
         return {};
     }
@@ -475,7 +546,7 @@ private:
             if (e != nullptr && holds_module(e->state.load(std::memory_order_relaxed))) {
                 return e->owner.load(std::memory_order_relaxed);
             }
-            why = "it has no module yet: its finder or factory is still running";
+            why = "it has no module object yet: its builder, finder or factory is still running";
         }
         throw circular_import_error(std::move(chain), std::string("'") + name(key) + "': " + why);
     }
@@ -531,6 +602,7 @@ private:
     // Publishes `module` as the finished module of `e`. State mutex held.
     static void mark_ready(entry_type& e, Module* module) noexcept {
         e.initializer = {};
+        e.last_failure = nullptr;
         e.state.store(entry_state::ready, std::memory_order_release);
         e.ready.store(module, std::memory_order_release);
     }
@@ -557,11 +629,11 @@ private:
     [[no_unique_address]] key_equal equal_{};
     mutable mutex_type state_mutex_;  // guards all below but the registry's reads
     detail::registry<Key, Module, hasher, key_equal> registry_;
-    detail::lock_map<LockPolicy::scope, Key, lock_type, hasher, key_equal> locks_;
+    detail::lock_map<policy::scope, Key, lock_type, hasher, key_equal> locks_;
     detail::wait_for_graph<lock_type> graph_;
     std::unordered_map<std::thread::id, std::vector<Key>> stacks_;  // keys each thread imports
     std::atomic<std::size_t> size_{0};
-    FinderPolicy finder_;
+    checked_finder_type finder_;
 };
 
 // The everyday alias: std::string keys, per-key locks, a registry finder.

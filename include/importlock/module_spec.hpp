@@ -8,19 +8,29 @@
 
 namespace importlock {
 
-// Says how to build one module: CPython's ModuleSpec with its loader.
+// Says how to build one module: CPython's ModuleSpec with its loader. A spec
+// has either a loader (two-phase) or a builder (single-phase).
 //
-// `loader` runs once per successful import, with the module object already
-// registered as initialising; it may import other keys through the importer.
-// `factory`, when set, creates the module object (CPython's create_module);
-// when empty the object is `std::make_shared<Module>()`.
+// Two-phase (CPython's): `factory`, when set, creates the module object
+// (create_module; when empty the object is `std::make_shared<Module>()`); the
+// object is registered as initialising; then `loader` runs on it (exec_module)
+// and may import other keys through the importer. A circular import sees the
+// partially initialised object, as the lock policy allows.
+//
+// Single-phase: `builder` returns the finished module; nothing is registered
+// until it returns, so no partial object exists and every cycle through the
+// key throws circular_import_error, whatever the lock policy. Such a module
+// cannot be reloaded in place.
 template <class Key, class Module>
 struct module_spec {
     using loader_type = std::function<void(Module&, importer<Key, Module>&)>;
     using factory_type = std::function<std::shared_ptr<Module>(const Key&)>;
+    using builder_type =
+        std::function<std::shared_ptr<Module>(const Key&, importer<Key, Module>&)>;
 
     loader_type loader;
     factory_type factory;
+    builder_type builder;
 };
 
 }  // namespace importlock

@@ -22,6 +22,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <exception>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -53,6 +54,10 @@ struct registry_entry {
     std::atomic<std::shared_ptr<Module>> owner;
     // The thread running the loader while initializing or reloading.
     std::thread::id initializer{};
+    // Failed imports so far, and the last one's exception while the key is
+    // not ready, for failure_mode::waiters_share_failure.
+    std::uint64_t failures = 0;
+    std::exception_ptr last_failure;
 };
 
 template <class Key, class Module, class Hash, class KeyEqual>

@@ -1,13 +1,17 @@
 // importlock/finders/registry_finder.hpp: a run-time table of loaders.
 #pragma once
 
+#include <concepts>
 #include <cstddef>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <shared_mutex>
+#include <type_traits>
 #include <unordered_map>
 #include <utility>
 
+#include "../importer.hpp"
 #include "../key_traits.hpp"
 #include "../module_spec.hpp"
 
@@ -28,12 +32,32 @@ public:
 
     // Defines (or redefines) the loader of `key`: `void(Module&, importer<Key, Module>&)`.
     void define(const Key& key, loader_type loader) {
-        define(key, spec_type{std::move(loader), nullptr});
+        define(key, spec_type{std::move(loader), nullptr, nullptr});
     }
 
     // Defines (or redefines) the loader and module factory of `key`.
     void define(const Key& key, loader_type loader, factory_type factory) {
-        define(key, spec_type{std::move(loader), std::move(factory)});
+        define(key, spec_type{std::move(loader), std::move(factory), nullptr});
+    }
+
+    // Defines (or redefines) `key` as a single-phase module: `build(importer&)`
+    // returns the finished module (a std::shared_ptr<Module>, or a Module by
+    // value). No partial object exists, so a cycle through `key` throws
+    // circular_import_error under every lock policy.
+    template <class Build>
+        requires std::invocable<Build&, importer<Key, Module>&>
+    void define_value(const Key& key, Build build) {
+        spec_type spec;
+        spec.builder = [build = std::move(build)](const Key&, importer<Key, Module>& imp) mutable
+            -> std::shared_ptr<Module> {
+            using result = std::invoke_result_t<Build&, importer<Key, Module>&>;
+            if constexpr (std::is_convertible_v<result, std::shared_ptr<Module>>) {
+                return build(imp);
+            } else {
+                return std::make_shared<Module>(build(imp));
+            }
+        };
+        define(key, std::move(spec));
     }
 
     // Defines (or redefines) `key` from a whole spec.

@@ -12,8 +12,15 @@
 //   static constexpr                what a circular import gets: a partially
 //     cycle_resolution on_cycle     initialised module, or circular_import_error
 //
+// Optional member (the default applies when it is absent):
+//
+//   static constexpr failure_mode   what threads waiting on a failed import get:
+//     on_failure                    retry it themselves (default, CPython) or
+//                                   the same exception (Go's singleflight)
+//
 // The shipped policies are per_key_locks (default), strict_per_key_locks,
-// global_lock and no_locks; inherit one and override a member to customise.
+// singleflight_per_key_locks, global_lock and no_locks; inherit one and
+// override a member to customise.
 #pragma once
 
 #include <concepts>
@@ -37,7 +44,28 @@ enum class cycle_resolution {
     circular_import_error,
 };
 
+// What threads that waited on an import get when its loader throws.
+enum class failure_mode {
+    // Each waiter retries the import itself; a loader may run again at once
+    // (CPython: the module is gone from sys.modules, the next import loads it).
+    waiters_retry,
+    // Every thread that was waiting when the import failed rethrows the same
+    // exception object (std::exception_ptr), as Go's singleflight, Guava's
+    // LoadingCache and moka do; imports that start afterwards retry.
+    waiters_share_failure,
+};
+
 namespace detail {
+
+// The policy's on_failure, or failure_mode::waiters_retry when it has none.
+template <class P>
+constexpr failure_mode failure_mode_of() noexcept {
+    if constexpr (requires { P::on_failure; }) {
+        return P::on_failure;
+    } else {
+        return failure_mode::waiters_retry;
+    }
+}
 
 template <class P>
 concept has_mutex_type = requires { typename P::mutex_type; };

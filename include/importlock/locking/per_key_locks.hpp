@@ -11,14 +11,17 @@ namespace importlock {
 // Locks each key separately, CPython's model since 3.3 (_ModuleLock). Choose
 // it when independent keys must initialise in parallel. `Mutex` guards the
 // import state and `CondVar` blocks importers; plug an instrumented mutex here
-// (with std::condition_variable_any). `OnCycle` says what a circular import gets.
+// (with std::condition_variable_any). `OnCycle` says what a circular import
+// gets, `OnFailure` what the waiters of a failed import get.
 template <class Mutex = std::mutex, class CondVar = std::condition_variable,
-          cycle_resolution OnCycle = cycle_resolution::partial_module>
+          cycle_resolution OnCycle = cycle_resolution::partial_module,
+          failure_mode OnFailure = failure_mode::waiters_retry>
 struct basic_per_key_locks {
     using mutex_type = Mutex;
     using condition_variable_type = CondVar;
     static constexpr lock_scope scope = lock_scope::per_key;
     static constexpr cycle_resolution on_cycle = OnCycle;
+    static constexpr failure_mode on_failure = OnFailure;
 };
 
 // The default: per-key locks, circular imports see partial modules (CPython).
@@ -29,5 +32,12 @@ using per_key_locks = basic_per_key_locks<>;
 // would be a bug (e.g. dependency injection where a half-built service is fatal).
 using strict_per_key_locks = basic_per_key_locks<std::mutex, std::condition_variable,
                                                  cycle_resolution::circular_import_error>;
+
+// Per-key locks where the threads waiting on a failed import rethrow its
+// exception instead of retrying, as Go's singleflight. Choose it when a failed
+// initialisation is expensive and retrying at once would fail again.
+using singleflight_per_key_locks =
+    basic_per_key_locks<std::mutex, std::condition_variable, cycle_resolution::partial_module,
+                        failure_mode::waiters_share_failure>;
 
 }  // namespace importlock

@@ -1,0 +1,85 @@
+// importlock/detail/policy_check.hpp: one readable error per broken template
+// argument of basic_import_system.
+//
+// Each check static_asserts every requirement with a message that names the
+// missing member and the header documenting it, then yields a valid stand-in
+// so that the compiler stops at that message instead of a cascade.
+#pragma once
+
+#include <cstddef>
+#include <type_traits>
+
+#include "../finders/finder_policy.hpp"
+#include "../finders/registry_finder.hpp"
+#include "../key_traits.hpp"
+#include "../locking/lock_policy.hpp"
+#include "../locking/per_key_locks.hpp"
+
+namespace importlock::detail {
+
+template <class P>
+struct checked_lock_policy {
+    static_assert(has_mutex_type<P>,
+                  "importlock: the LockPolicy has no `using mutex_type = ...;` "
+                  "(see importlock/locking/lock_policy.hpp)");
+    static_assert(has_condition_variable_type<P>,
+                  "importlock: the LockPolicy has no `using condition_variable_type = ...;` "
+                  "(see importlock/locking/lock_policy.hpp)");
+    static_assert(has_scope<P>,
+                  "importlock: the LockPolicy has no `static constexpr lock_scope scope` "
+                  "(see importlock/locking/lock_policy.hpp)");
+    static_assert(has_on_cycle<P>,
+                  "importlock: the LockPolicy has no `static constexpr cycle_resolution on_cycle` "
+                  "(see importlock/locking/lock_policy.hpp)");
+    static_assert(!has_mutex_type<P> || lockable_mutex<P>,
+                  "importlock: the LockPolicy's mutex_type needs lock() and unlock() "
+                  "(see importlock/locking/lock_policy.hpp)");
+    static_assert(!(has_mutex_type<P> && has_condition_variable_type<P>) ||
+                      waitable_condition<P>,
+                  "importlock: the LockPolicy's condition_variable_type needs "
+                  "wait(std::unique_lock<mutex_type>&) and notify_all(); with a custom mutex "
+                  "use std::condition_variable_any (see importlock/locking/lock_policy.hpp)");
+    using type = std::conditional_t<lock_policy<P>, P, per_key_locks>;
+};
+
+template <class F, class Key, class Module>
+struct checked_finder {
+    static_assert(finder_policy<F, Key, Module>,
+                  "importlock: the FinderPolicy needs `std::optional<module_spec<Key, Module>> "
+                  "find_spec(const Key&) const` (see importlock/finders/finder_policy.hpp)");
+    using type = std::conditional_t<finder_policy<F, Key, Module>, F, registry_finder<Key, Module>>;
+};
+
+template <class Module>
+struct checked_module {
+    static_assert(std::is_object_v<Module> && !std::is_array_v<Module> &&
+                      !std::is_const_v<Module> && !std::is_volatile_v<Module>,
+                  "importlock: the Module must be a non-const, non-array object type; the "
+                  "registry holds std::shared_ptr<Module> (see importlock/import_system.hpp)");
+    static constexpr bool value = true;
+};
+
+// Stands in for a key's hash and equality when they are unusable, after the
+// static_assert below has reported it.
+struct unusable_key_function {
+    template <class... Args>
+    std::size_t operator()(const Args&...) const noexcept {
+        return 0;
+    }
+};
+
+template <class Key>
+struct checked_key {
+    using traits = key_traits<Key>;
+    static constexpr bool ok = import_key<Key, traits>;
+    static_assert(std::copy_constructible<Key>,
+                  "importlock: the Key must be copy-constructible (see importlock/key_traits.hpp)");
+    static_assert(!std::copy_constructible<Key> || ok,
+                  "importlock: the Key needs a hash and an equality: specialise std::hash<Key> "
+                  "and operator==, or importlock::key_traits<Key> with hasher, key_equal, "
+                  "to_string(key) and parent(key) (see importlock/key_traits.hpp)");
+    using hasher = std::conditional_t<ok, typename traits::hasher, unusable_key_function>;
+    using key_equal = std::conditional_t<ok, typename traits::key_equal, unusable_key_function>;
+};
+
+}  // namespace importlock::detail
