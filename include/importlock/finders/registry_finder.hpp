@@ -30,6 +30,28 @@ public:
     using loader_type = typename spec_type::loader_type;
     using factory_type = typename spec_type::factory_type;
 
+    registry_finder() = default;
+
+    // Copies or moves the definitions (the source is locked meanwhile).
+    registry_finder(const registry_finder& other) : specs_(other.copy_specs()) {}
+    registry_finder(registry_finder&& other) : specs_(other.take_specs()) {}
+    registry_finder& operator=(const registry_finder& other) {
+        if (this != &other) {
+            auto specs = other.copy_specs();
+            std::unique_lock lock(mutex_);
+            specs_ = std::move(specs);
+        }
+        return *this;
+    }
+    registry_finder& operator=(registry_finder&& other) {
+        if (this != &other) {
+            auto specs = other.take_specs();
+            std::unique_lock lock(mutex_);
+            specs_ = std::move(specs);
+        }
+        return *this;
+    }
+
     // Defines (or redefines) the loader of `key`: `void(Module&, importer<Key, Module>&)`.
     void define(const Key& key, loader_type loader) {
         define(key, spec_type{std::move(loader), nullptr, nullptr});
@@ -94,8 +116,19 @@ public:
     }
 
 private:
+    using spec_map = std::unordered_map<Key, spec_type, Hash, KeyEqual>;
+
+    spec_map copy_specs() const {
+        std::shared_lock lock(mutex_);
+        return specs_;
+    }
+    spec_map take_specs() {
+        std::unique_lock lock(mutex_);
+        return std::move(specs_);
+    }
+
     mutable std::shared_mutex mutex_;
-    std::unordered_map<Key, spec_type, Hash, KeyEqual> specs_;
+    spec_map specs_;
 };
 
 }  // namespace importlock

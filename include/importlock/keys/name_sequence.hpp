@@ -1,0 +1,47 @@
+// importlock/keys/name_sequence.hpp: std::vector<std::string> keys, a dotted
+// name already split: {"pkg", "sub"} has the parent {"pkg"}.
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "../key_traits.hpp"
+
+namespace importlock {
+
+template <>
+struct key_traits<std::vector<std::string>> {
+    // Combines the components' hashes (boost::hash_combine's mixing).
+    struct hasher {
+        std::size_t operator()(const std::vector<std::string>& key) const noexcept {
+            std::size_t seed = key.size();
+            for (const std::string& part : key) {
+                seed ^= std::hash<std::string>{}(part) + 0x9e3779b97f4a7c15ull + (seed << 6) +
+                        (seed >> 2);
+            }
+            return seed;
+        }
+    };
+    using key_equal = std::equal_to<std::vector<std::string>>;
+
+    // Returns the components joined with dots: "pkg.sub".
+    static std::string to_string(const std::vector<std::string>& key) {
+        std::string out;
+        for (const std::string& part : key) {
+            if (!out.empty()) out += '.';
+            out += part;
+        }
+        return out;
+    }
+
+    // Returns the key without its last component, or nullopt for one component.
+    static std::optional<std::vector<std::string>> parent(const std::vector<std::string>& key) {
+        if (key.size() <= 1) return std::nullopt;
+        return std::vector<std::string>(key.begin(), key.end() - 1);
+    }
+};
+
+}  // namespace importlock
