@@ -6,8 +6,10 @@
 // import_module receives the loader's own exception object.
 #pragma once
 
+#include <sstream>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -78,6 +80,47 @@ public:
 
 private:
     std::vector<std::string> chain_;
+};
+
+// Reports that a timed import gave up waiting for another thread's import of
+// the key (import_module_for / import_module_until). The other import goes
+// on; a later import sees its result.
+class import_timeout_error : public import_error {
+public:
+    import_timeout_error(std::string key, std::thread::id holder)
+        : import_error(key, "import of '" + key + "' timed out waiting for thread " +
+                                describe(holder) + ", which is importing it"),
+          holder_(holder) {}
+
+    // Returns the thread that held the key's lock when the wait ended.
+    std::thread::id holder() const noexcept { return holder_; }
+
+    // Formats a thread id as std::thread::id's operator<< does.
+    static std::string describe(std::thread::id thread) {
+        std::ostringstream out;
+        out << thread;
+        return out.str();
+    }
+
+private:
+    std::thread::id holder_;
+};
+
+// Reports that an import gave up waiting because its std::stop_token was
+// triggered. The other import goes on; a later import sees its result.
+class import_cancelled_error : public import_error {
+public:
+    import_cancelled_error(std::string key, std::thread::id holder)
+        : import_error(key, "import of '" + key + "' cancelled while waiting for thread " +
+                                import_timeout_error::describe(holder) +
+                                ", which is importing it"),
+          holder_(holder) {}
+
+    // Returns the thread that held the key's lock when the wait ended.
+    std::thread::id holder() const noexcept { return holder_; }
+
+private:
+    std::thread::id holder_;
 };
 
 }  // namespace importlock

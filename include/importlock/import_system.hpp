@@ -21,12 +21,15 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cassert>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
 #include <memory>
+#include <mutex>
 #include <optional>
+#include <stop_token>
 #include <string>
 #include <thread>
 #include <type_traits>
@@ -111,11 +114,53 @@ public:
     // import_halted_error, circular_import_error, or what the loader threw.
     std::shared_ptr<Module> import_module(const Key& key) override {
         const std::size_t hash = hasher_(key);
-        if (const entry_type* e = registry_.find(key, hash);
-            e != nullptr && e->ready.load(std::memory_order_acquire) != nullptr) {
-            if (auto module = e->owner.load(std::memory_order_acquire)) return module;
-        }
+        if (auto module = hit(key, hash)) return module;
         return import_slow(key, hash, policy::on_cycle);
+    }
+
+    // Imports `key` like import_module, but waits at most `timeout` for other
+    // threads' imports of `key` (and of its parents) before throwing
+    // import_timeout_error. Once this thread runs the loader it is not
+    // interrupted, and imports the loader makes are not limited.
+    template <class Rep, class Period>
+    std::shared_ptr<Module> import_module_for(const Key& key,
+                                              const std::chrono::duration<Rep, Period>& timeout) {
+        return import_module_until(key, std::chrono::steady_clock::now() + timeout);
+    }
+
+    // Imports `key` like import_module_for, waiting until `deadline` at most.
+    template <class Clock, class Duration>
+    std::shared_ptr<Module> import_module_until(
+        const Key& key, const std::chrono::time_point<Clock, Duration>& deadline) {
+        static_assert(timed_waits,
+                      "importlock: timed imports need the LockPolicy's condition_variable_type "
+                      "to provide wait_until(std::unique_lock<mutex_type>&, time_point) "
+                      "(see importlock/locking/lock_policy.hpp)");
+        const std::size_t hash = hasher_(key);
+        if (auto module = hit(key, hash)) return module;
+        wait_limit limit;
+        limit.deadline = std::chrono::steady_clock::now() +
+                         std::chrono::ceil<std::chrono::steady_clock::duration>(deadline -
+                                                                                Clock::now());
+        return import_slow(key, hash, policy::on_cycle, limit);
+    }
+
+    // Imports `key` like import_module, but stops waiting for other threads'
+    // imports of `key` (and of its parents) with import_cancelled_error when
+    // `stop` is requested. Once this thread runs the loader it is not
+    // interrupted.
+    std::shared_ptr<Module> import_module(const Key& key, std::stop_token stop) {
+        const std::size_t hash = hasher_(key);
+        if (auto module = hit(key, hash)) return module;
+        // Wakes this system's waiters so that this one sees the request; the
+        // others check their own tokens and wait again.
+        std::stop_callback wake(stop, [this] {
+            state_lock state(state_mutex_);
+            locks_.for_each([](lock_type& lock) { lock.released.notify_all(); });
+        });
+        wait_limit limit;
+        limit.stop = std::move(stop);
+        return import_slow(key, hash, policy::on_cycle, limit);
     }
 
     // Imports `key` like import_module and returns a reference to the module.
@@ -146,10 +191,10 @@ public:
         const auto self = std::this_thread::get_id();
         state_lock state(state_mutex_);
         require_loaded(key, hash, "reload");
-        lock_type& lock = locks_.lock_for(key);
-        if (acquisition got = acquire(lock, state, key, hash, false); !got.cycle.empty()) {
+        lock_type& lock = locks_.lock_for(key, hash);
+        if (acquisition got = acquire(lock, state, key, hash, false, {}); !got.cycle.empty()) {
             throw circular_import_error(
-                cycle_keys(got.cycle),
+                std::move(got.cycle),
                 "reloading it would wait for a thread that waits for this one");
         }
         held_import held(*this, state, key, lock);
@@ -251,8 +296,8 @@ public:
     std::size_t waiter_count(const Key& key) const {
         state_lock state(state_mutex_);
         std::size_t count = 0;
-        graph_.for_each([&](std::thread::id, const lock_type* lock) {
-            if (lock->key == nullptr || equal_(*lock->key, key)) ++count;
+        locks_.for_each([&](const lock_type& lock) {
+            if (lock.key == nullptr || equal_(*lock.key, key)) count += lock.waiters;
         });
         return count;
     }
@@ -265,15 +310,25 @@ private:
     using mutex_type = typename policy::mutex_type;
     using state_lock = std::unique_lock<mutex_type>;
     using lock_type = detail::module_lock<Key, typename policy::condition_variable_type>;
-    using lock_chain = std::vector<const lock_type*>;
+    using graph_lock = std::lock_guard<std::mutex>;
+
+    static constexpr bool timed_waits =
+        requires(typename policy::condition_variable_type& cv, state_lock& lock,
+                 std::chrono::steady_clock::time_point deadline) { cv.wait_until(lock, deadline); };
 
     static constexpr bool shares_failures =
         detail::failure_mode_of<policy>() == failure_mode::waiters_share_failure;
 
     // How an attempt to take a module lock ended without taking it.
     struct acquisition {
-        lock_chain cycle;             // non-empty: waiting would close this cycle
-        std::exception_ptr failure;   // non-null: the awaited import failed (shared)
+        std::vector<std::string> cycle;  // non-empty: waiting would close this cycle
+        std::exception_ptr failure;      // non-null: the awaited import failed (shared)
+    };
+
+    // How long an import may wait for other threads' imports.
+    struct wait_limit {
+        std::optional<std::chrono::steady_clock::time_point> deadline;
+        std::stop_token stop;
     };
 
     // Holds one acquisition of a module lock and this thread's import-stack
@@ -317,8 +372,11 @@ private:
             if (stack_ != nullptr && stack_->empty()) {
                 system_.stacks_.erase(std::this_thread::get_id());
             }
-            lock_.release();
-            system_.locks_.forget_if_unused(key_, lock_);
+            {
+                graph_lock graph(system_.waits_.mutex);
+                lock_.release();
+            }
+            system_.locks_.forget_if_unused(lock_);
         }
 
         basic_import_system& system_;
@@ -330,6 +388,15 @@ private:
         bool pushed_ = false;
     };
 
+    // Returns the fully initialised module of `key`, or null. Lock-free.
+    std::shared_ptr<Module> hit(const Key& key, std::size_t hash) const {
+        if (const entry_type* e = registry_.find(key, hash);
+            e != nullptr && e->ready.load(std::memory_order_acquire) != nullptr) {
+            return e->owner.load(std::memory_order_acquire);
+        }
+        return nullptr;
+    }
+
     static bool holds_module(entry_state s) noexcept {
         return s == entry_state::initializing || s == entry_state::ready ||
                s == entry_state::reloading;
@@ -339,17 +406,18 @@ private:
 
     // The slow path of import_module: parent first, then `key`'s lock.
     std::shared_ptr<Module> import_slow(const Key& key, std::size_t hash,
-                                        cycle_resolution on_cycle) {
+                                        cycle_resolution on_cycle,
+                                        const wait_limit& limit = {}) {
         std::shared_ptr<Module> parent;
         if (std::optional<Key> parent_key = traits_type::parent(key)) {
-            parent = import_parent(*parent_key, on_cycle);
+            parent = import_parent(*parent_key, on_cycle, limit);
         }
         state_lock state(state_mutex_);
         if (std::shared_ptr<Module> done = registered_or_halted(key, hash)) return done;
-        lock_type& lock = locks_.lock_for(key);
-        acquisition got = acquire(lock, state, key, hash, shares_failures);
+        lock_type& lock = locks_.lock_for(key, hash);
+        acquisition got = acquire(lock, state, key, hash, shares_failures, limit);
         if (!got.cycle.empty()) {
-            return resolve_cycle(key, hash, cycle_keys(got.cycle), on_cycle,
+            return resolve_cycle(key, hash, std::move(got.cycle), on_cycle,
                                  "another thread importing it waits for this one");
         }
         if (got.failure) std::rethrow_exception(got.failure);
@@ -459,12 +527,10 @@ private:
     // thread is initialising is returned partial under every policy: the
     // child needs it only to bind itself (CPython's package __init__ that
     // imports its own submodule).
-    std::shared_ptr<Module> import_parent(const Key& parent_key, cycle_resolution on_cycle) {
+    std::shared_ptr<Module> import_parent(const Key& parent_key, cycle_resolution on_cycle,
+                                          const wait_limit& limit) {
         const std::size_t hash = hasher_(parent_key);
-        if (const entry_type* e = registry_.find(parent_key, hash);
-            e != nullptr && e->ready.load(std::memory_order_acquire) != nullptr) {
-            if (auto module = e->owner.load(std::memory_order_acquire)) return module;
-        }
+        if (auto module = hit(parent_key, hash)) return module;
         {
             state_lock state(state_mutex_);
             const entry_type* e = registry_.find(parent_key, hash);
@@ -473,7 +539,7 @@ private:
                 return e->owner.load(std::memory_order_relaxed);
             }
         }
-        return import_slow(parent_key, hash, on_cycle);
+        return import_slow(parent_key, hash, on_cycle, limit);
     }
 
     // Returns the ready module of `key`, throws for a blocked key, else null.
@@ -489,50 +555,66 @@ private:
     }
 
     // Takes `lock` for this thread, waiting while another thread holds it.
-    // Returns without the lock when waiting would deadlock (the cycle: the
-    // locks from `lock` to one this thread owns) or, with `share_failures`,
-    // when an import of `key` failed while this thread waited. The graph
-    // check and the registration as a waiter happen under one hold of the
-    // state mutex. State mutex held throughout (released while waiting).
+    // Returns without the lock when waiting would deadlock (the cycle's keys,
+    // from the key this thread holds: "a -> b -> a") or, with
+    // `share_failures`, when an import of `key` failed while this thread
+    // waited. Throws import_timeout_error / import_cancelled_error when
+    // `limit` runs out first. Checking the process-wide wait-for graph and
+    // registering in it happen under the graph's mutex in one step. State
+    // mutex held throughout (released while waiting).
     acquisition acquire(lock_type& lock, state_lock& state, const Key& key, std::size_t hash,
-                        bool share_failures) {
+                        bool share_failures, const wait_limit& limit) {
         const auto self = std::this_thread::get_id();
         const std::uint64_t failures_before = share_failures ? failures_of(key, hash) : 0;
-        while (!lock.try_acquire(self)) {
-            if (lock_chain cycle = graph_.find_cycle(self, &lock); !cycle.empty()) {
-                return {std::move(cycle), nullptr};
+        for (;;) {
+            {
+                graph_lock graph(waits_.mutex);
+                if (lock.try_acquire(self)) return {};
+                const auto cycle = waits_.graph.find_cycle(self, &lock);
+                if (!cycle.empty()) {
+                    // Described under the graph's mutex: the chain's locks
+                    // cannot be released, so not destroyed, meanwhile.
+                    std::vector<std::string> keys;
+                    keys.reserve(cycle.size() + 1);
+                    keys.push_back(cycle.back()->describe(*cycle.back()));
+                    for (const detail::wait_node* node : cycle) {
+                        keys.push_back(node->describe(*node));
+                    }
+                    return {std::move(keys), nullptr};
+                }
+                if (limit.stop.stop_requested()) {
+                    throw import_cancelled_error(name(key), lock.owner);
+                }
+                if (limit.deadline && std::chrono::steady_clock::now() >= *limit.deadline) {
+                    throw import_timeout_error(name(key), lock.owner);
+                }
+                waits_.graph.add_wait(self, &lock);
             }
             {
-                graph_.add_wait(self, &lock);
                 ++lock.waiters;
                 detail::scope_exit unwait([&]() noexcept {
                     --lock.waiters;
-                    graph_.remove_wait(self);
+                    graph_lock graph(waits_.mutex);
+                    waits_.graph.remove_wait(self);
                 });
-                lock.released.wait(state);
+                if constexpr (timed_waits) {
+                    if (limit.deadline) {
+                        lock.released.wait_until(state, *limit.deadline);
+                    } else {
+                        lock.released.wait(state);
+                    }
+                } else {
+                    lock.released.wait(state);
+                }
             }
             if (share_failures) {
                 const entry_type* e = registry_.find(key, hash);
                 if (e != nullptr && e->failures != failures_before && e->last_failure) {
-                    locks_.forget_if_unused(key, lock);
+                    locks_.forget_if_unused(lock);
                     return {{}, e->last_failure};
                 }
             }
         }
-        return {};
-    }
-
-    // Returns the keys of a cross-thread cycle, starting and ending with the
-    // key whose lock this thread holds: "a -> b -> a".
-    static std::vector<std::string> cycle_keys(const lock_chain& cycle) {
-        const auto key_of = [](const lock_type* lock) {
-            return lock->key != nullptr ? name(*lock->key) : std::string("<global import lock>");
-        };
-        std::vector<std::string> keys;
-        keys.reserve(cycle.size() + 1);
-        keys.push_back(key_of(cycle.back()));
-        for (const lock_type* lock : cycle) keys.push_back(key_of(lock));
-        return keys;
     }
 
     // Gives the partial module of `key` to an import that closed a cycle, or
@@ -629,9 +711,9 @@ private:
     [[no_unique_address]] key_equal equal_{};
     mutable mutex_type state_mutex_;  // guards all below but the registry's reads
     detail::registry<Key, Module, hasher, key_equal> registry_;
-    detail::lock_map<policy::scope, Key, lock_type, hasher, key_equal> locks_;
-    detail::wait_for_graph<lock_type> graph_;
+    detail::lock_map<policy::scope, Key, lock_type, key_equal> locks_;
     std::unordered_map<std::thread::id, std::vector<Key>> stacks_;  // keys each thread imports
+    detail::process_wait_graph& waits_ = detail::process_wait_graph::instance();
     std::atomic<std::size_t> size_{0};
     checked_finder_type finder_;
 };

@@ -13,9 +13,12 @@
 #pragma once
 
 #include <cstddef>
+#include <mutex>
 #include <thread>
 #include <unordered_map>
 #include <vector>
+
+#include "module_lock.hpp"
 
 namespace importlock::detail {
 
@@ -66,6 +69,22 @@ public:
 
 private:
     std::unordered_map<ThreadId, const Lock*, Hash> waiting_;
+};
+
+// The wait-for graph of the whole process, with the mutex that guards it and
+// every lock's owner. The one piece of state import systems share: the graph
+// is about threads, and a thread can wait on a lock of one system while
+// holding a lock of another (a loader of A importing from B), so a per-system
+// graph would miss cycles that span systems. Never destroyed, so systems with
+// static storage duration can use it until the end.
+struct process_wait_graph {
+    std::mutex mutex;
+    wait_for_graph<wait_node> graph;
+
+    static process_wait_graph& instance() {
+        static process_wait_graph* const the_graph = new process_wait_graph;
+        return *the_graph;
+    }
 };
 
 }  // namespace importlock::detail
