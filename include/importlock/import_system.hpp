@@ -76,8 +76,10 @@ class basic_import_system final : public importer<Key, Module> {
     // One readable error per broken argument (see detail/policy_check.hpp).
     static_assert(detail::checked_module<Module>::value);
     using policy = typename detail::checked_lock_policy<LockPolicy>::type;
-    using checked_finder_type = typename detail::checked_finder<FinderPolicy, Key, Module>::type;
-    using checked_key = detail::checked_key<Key>;
+    using checked_finder_type =
+        typename std::conditional_t<detail::checked_key<Key>::ok,
+                                    detail::checked_finder<FinderPolicy, Key, Module>,
+                                    std::type_identity<detail::null_finder<Key, Module>>>::type;
 
 public:
     using key_type = Key;
@@ -305,8 +307,8 @@ public:
 private:
     using entry_state = detail::entry_state;
     using entry_type = detail::registry_entry<Key, Module>;
-    using hasher = typename checked_key::hasher;
-    using key_equal = typename checked_key::key_equal;
+    using hasher = typename detail::key_functions<Key>::hasher;
+    using key_equal = typename detail::key_functions<Key>::key_equal;
     using mutex_type = typename policy::mutex_type;
     using state_lock = std::unique_lock<mutex_type>;
     using lock_type = detail::module_lock<Key, typename policy::condition_variable_type>;

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstddef>
+#include <optional>
 #include <type_traits>
 
 #include "../finders/finder_policy.hpp"
@@ -50,6 +51,13 @@ struct checked_finder {
     using type = std::conditional_t<finder_policy<F, Key, Module>, F, registry_finder<Key, Module>>;
 };
 
+// Stands in for a finder when the key type is unusable, so that the default
+// registry_finder<Key, Module> is never instantiated with a broken key.
+template <class Key, class Module>
+struct null_finder {
+    std::optional<module_spec<Key, Module>> find_spec(const Key&) const { return std::nullopt; }
+};
+
 template <class Module>
 struct checked_module {
     static_assert(std::is_object_v<Module> && !std::is_array_v<Module> &&
@@ -70,16 +78,27 @@ struct unusable_key_function {
 
 template <class Key>
 struct checked_key {
-    using traits = key_traits<Key>;
-    static constexpr bool ok = import_key<Key, traits>;
+    static constexpr bool ok = import_key<Key, key_traits<Key>>;
     static_assert(std::copy_constructible<Key>,
                   "importlock: the Key must be copy-constructible (see importlock/key_traits.hpp)");
     static_assert(!std::copy_constructible<Key> || ok,
                   "importlock: the Key needs a hash and an equality: specialise std::hash<Key> "
                   "and operator==, or importlock::key_traits<Key> with hasher, key_equal, "
                   "to_string(key) and parent(key) (see importlock/key_traits.hpp)");
-    using hasher = std::conditional_t<ok, typename traits::hasher, unusable_key_function>;
-    using key_equal = std::conditional_t<ok, typename traits::key_equal, unusable_key_function>;
+};
+
+// The key's hash and equality, or stand-ins when they are unusable. Kept apart
+// from checked_key: a class whose static_assert failed may lose its members.
+template <class Key, bool Ok = import_key<Key, key_traits<Key>>>
+struct key_functions {
+    using hasher = typename key_traits<Key>::hasher;
+    using key_equal = typename key_traits<Key>::key_equal;
+};
+
+template <class Key>
+struct key_functions<Key, false> {
+    using hasher = unusable_key_function;
+    using key_equal = unusable_key_function;
 };
 
 }  // namespace importlock::detail
