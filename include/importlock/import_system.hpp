@@ -26,9 +26,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <iterator>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <ostream>
 #include <stop_token>
 #include <string>
 #include <thread>
@@ -53,6 +55,8 @@
 #include "module_handle.hpp"
 #include "module_spec.hpp"
 #include "module_traits.hpp"
+#include "observer.hpp"
+#include "snapshot.hpp"
 
 namespace importlock {
 
@@ -99,11 +103,13 @@ public:
     basic_import_system(const basic_import_system&) = delete;
     basic_import_system& operator=(const basic_import_system&) = delete;
 
-    // Destroys every module the system still holds. Precondition: no import is
-    // in flight (checked by an assertion in debug builds).
+    // Drops every module the system still holds, dependents before their
+    // dependencies (see clear). Precondition: no import is in flight (checked
+    // by an assertion in debug builds).
     ~basic_import_system() {
         assert(locks_.size() == 0 &&
                "importlock: basic_import_system destroyed while imports are in flight");
+        clear();
     }
 
     // Returns the finder, e.g. to define loaders.
@@ -210,6 +216,9 @@ public:
         e.ready.store(nullptr, std::memory_order_relaxed);
         e.state.store(entry_state::reloading, std::memory_order_relaxed);
         state.unlock();
+        const std::shared_ptr<observer_type> observer = observer_.load(std::memory_order_acquire);
+        const auto start = std::chrono::steady_clock::now();
+        std::vector<Key> dependencies;
         try {
             std::optional<spec_type> spec = finder_.find_spec(key);
             if (!spec) throw module_not_found_error(name(key));
@@ -219,13 +228,18 @@ public:
                                                   "and import it again");
             }
             require_loader(key, *spec);
-            spec->loader(*module, *this);
+            recording_importer recorder(*this);
+            spec->loader(*module, recorder);
+            dependencies = recorder.take();
         } catch (...) {
+            if (observer) notify([&] { observer->on_reload(key, since(start), false); });
             state.lock();
             mark_ready(e, module.get());
             throw;
         }
+        if (observer) notify([&] { observer->on_reload(key, since(start), true); });
         state.lock();
+        e.dependencies.swap(dependencies);
         mark_ready(e, module.get());
         return module;
     }
@@ -282,6 +296,127 @@ public:
         return true;
     }
 
+    // Drops every initialised module and every block, dependents before their
+    // dependencies: in the reverse of the order in which they became ready,
+    // which puts each module before the modules its loader imported (folly's
+    // singleton teardown). A module is destroyed when its last shared_ptr goes;
+    // references from import_ref are invalidated. Modules still initialising
+    // or reloading stay. Returns the number of modules dropped.
+    std::size_t clear() {
+        std::vector<std::pair<std::uint64_t, std::shared_ptr<Module>>> dropped;
+        {
+            state_lock state(state_mutex_);
+            dropped.reserve(size_.load(std::memory_order_relaxed));
+            registry_.for_each([&](entry_type& e) {
+                const entry_state s = e.state.load(std::memory_order_relaxed);
+                if (s == entry_state::ready) {
+                    dropped.emplace_back(e.ready_order, unregister(e, entry_state::absent));
+                    e.dependencies.clear();
+                } else if (s == entry_state::blocked) {
+                    unregister(e, entry_state::absent);
+                }
+            });
+        }
+        std::sort(dropped.begin(), dropped.end(),
+                  [](const auto& a, const auto& b) { return a.first > b.first; });
+        for (auto& [order, module] : dropped) module.reset();
+        return dropped.size();
+    }
+
+    // Returns the keys the last successful load of `key` imported through its
+    // importer (the dependency graph's edges from `key`), in first-import
+    // order; empty when `key` is not loaded. Imports a loader makes through
+    // the system object directly, not its importer, are not recorded.
+    std::vector<Key> dependencies(const Key& key) const {
+        state_lock state(state_mutex_);
+        const entry_type* e = registry_.find(key, hasher_(key));
+        if (e == nullptr || !holds_module(e->state.load(std::memory_order_relaxed))) return {};
+        return e->dependencies;
+    }
+
+    // Returns the loaded keys whose loaders imported `key`. O(modules).
+    std::vector<Key> dependents(const Key& key) const {
+        state_lock state(state_mutex_);
+        std::vector<Key> out;
+        registry_.for_each([&](const entry_type& e) {
+            if (!holds_module(e.state.load(std::memory_order_relaxed))) return;
+            for (const Key& dependency : e.dependencies) {
+                if (equal_(dependency, key)) {
+                    out.push_back(e.key);
+                    break;
+                }
+            }
+        });
+        return out;
+    }
+
+    // Writes the dependency graph of the registered modules in Graphviz DOT:
+    // an edge a -> b when a's loader imported b. Initialising modules are
+    // dashed.
+    void write_dependency_dot(std::ostream& out) const {
+        state_lock state(state_mutex_);
+        out << "digraph imports {\n";
+        registry_.for_each([&](const entry_type& e) {
+            const entry_state s = e.state.load(std::memory_order_relaxed);
+            if (!holds_module(s)) return;
+            out << "  " << dot_quote(name(e.key))
+                << (s == entry_state::ready ? ";\n" : " [style=dashed];\n");
+            for (const Key& dependency : e.dependencies) {
+                out << "  " << dot_quote(name(e.key)) << " -> " << dot_quote(name(dependency))
+                    << ";\n";
+            }
+        });
+        out << "}\n";
+    }
+
+    // Installs `observer` (or removes it, with null) for the imports that
+    // start afterwards. See observer.hpp for what its hooks may do.
+    void set_observer(std::shared_ptr<import_observer<Key>> observer) {
+        observer_.store(std::move(observer), std::memory_order_release);
+    }
+
+    // Returns the installed observer, or null.
+    std::shared_ptr<import_observer<Key>> observer() const {
+        return observer_.load(std::memory_order_acquire);
+    }
+
+    // Returns what the system's imports in flight are doing: which thread
+    // initialises which keys, which threads wait for which key and for whom.
+    // A thread dump for imports; callable from any thread (e.g. a watchdog),
+    // cheap when nothing is in flight.
+    import_snapshot snapshot() const {
+        import_snapshot out;
+        state_lock state(state_mutex_);
+        for (const auto& [thread, keys] : stacks_) {
+            import_snapshot::thread_state t;
+            t.thread = thread;
+            for (const Key& key : keys) t.importing.push_back(name(key));
+            out.threads.push_back(std::move(t));
+        }
+        graph_lock graph(waits_.mutex);
+        locks_.for_each([&](const lock_type& lock) {
+            import_snapshot::lock_state l;
+            l.key = lock.describe(lock);
+            l.owner = lock.owner;
+            l.depth = lock.depth;
+            waits_.graph.for_each([&](std::thread::id thread, const detail::wait_node* node) {
+                if (node != &lock) return;
+                l.waiters.push_back(thread);
+                auto it = std::find_if(out.threads.begin(), out.threads.end(),
+                                       [&](const auto& t) { return t.thread == thread; });
+                if (it == out.threads.end()) {
+                    out.threads.emplace_back();
+                    it = std::prev(out.threads.end());
+                    it->thread = thread;
+                }
+                it->waiting_for = l.key;
+                it->waiting_for_thread = lock.owner;
+            });
+            out.locks.push_back(std::move(l));
+        });
+        return out;
+    }
+
     // Returns the number of registered modules, initialised or not.
     std::size_t size() const noexcept { return size_.load(std::memory_order_relaxed); }
 
@@ -313,6 +448,7 @@ private:
     using state_lock = std::unique_lock<mutex_type>;
     using lock_type = detail::module_lock<Key, typename policy::condition_variable_type>;
     using graph_lock = std::lock_guard<std::mutex>;
+    using observer_type = import_observer<Key>;
 
     static constexpr bool timed_waits =
         requires(typename policy::condition_variable_type& cv, state_lock& lock,
@@ -406,6 +542,15 @@ private:
 
     static std::string name(const Key& key) { return traits_type::to_string(key); }
 
+    static std::string dot_quote(const std::string& text) {
+        std::string out = "\"";
+        for (const char c : text) {
+            if (c == '"' || c == '\\') out += '\\';
+            out += c;
+        }
+        return out + "\"";
+    }
+
     // The slow path of import_module: parent first, then `key`'s lock.
     std::shared_ptr<Module> import_slow(const Key& key, std::size_t hash,
                                         cycle_resolution on_cycle,
@@ -436,12 +581,39 @@ private:
         }
         if (std::shared_ptr<Module> done = registered_or_halted(key, hash)) return done;
         state.unlock();
+        const std::shared_ptr<observer_type> observer = observer_.load(std::memory_order_acquire);
+        const auto start = std::chrono::steady_clock::now();
         try {
-            return load(key, hash, parent, state);
+            if (observer) observer->on_import_begin(key);
+            std::shared_ptr<Module> module = load(key, hash, parent, state);
+            if (observer) {
+                state.unlock();
+                notify([&] { observer->on_import_end(key, since(start)); });
+            }
+            return module;
         } catch (...) {
+            if (observer) {
+                if (state.owns_lock()) state.unlock();
+                notify([&] { observer->on_import_failed(key, std::current_exception()); });
+            }
             share_failure(key, hash, lock, state);
             throw;
         }
+    }
+
+    // Calls an outcome hook of the observer; its exceptions are swallowed so
+    // that the import's outcome stands (see observer.hpp).
+    template <class Hook>
+    static void notify(Hook&& hook) noexcept {
+        try {
+            hook();
+        } catch (...) {
+        }
+    }
+
+    static std::chrono::nanoseconds since(std::chrono::steady_clock::time_point start) {
+        return std::chrono::duration_cast<std::chrono::nanoseconds>(
+            std::chrono::steady_clock::now() - start);
     }
 
     // Finds, creates, registers and initialises `key`, whose lock this thread
@@ -451,15 +623,19 @@ private:
                                  const std::shared_ptr<Module>& parent, state_lock& state) {
         std::optional<spec_type> spec = finder_.find_spec(key);
         if (!spec) throw module_not_found_error(name(key));
+        recording_importer recorder(*this);
         if (spec->builder) {
             // Single-phase: nothing is registered until the module is finished.
-            std::shared_ptr<Module> module = spec->builder(key, *this);
+            std::shared_ptr<Module> module = spec->builder(key, recorder);
             if (!module) {
                 throw import_error(name(key), "the builder of '" + name(key) + "' returned null");
             }
             if (parent) module_traits<Module>::bind_child(*parent, key, module);
+            std::vector<Key> dependencies = recorder.take();
             state.lock();
-            mark_ready(publish(key, hash, module), module.get());
+            entry_type& e = publish(key, hash, module);
+            e.dependencies.swap(dependencies);
+            mark_ready(e, module.get());
             return module;
         }
         require_loader(key, *spec);
@@ -467,11 +643,13 @@ private:
         state.lock();
         entry_type& e = publish(key, hash, module);
         state.unlock();
+        std::vector<Key> dependencies;
         try {
-            spec->loader(*module, *this);
+            spec->loader(*module, recorder);
             // Bound before it is marked ready: no thread sees a ready child
             // missing from its parent (gh-149728).
             if (parent) module_traits<Module>::bind_child(*parent, key, module);
+            dependencies = recorder.take();
         } catch (...) {
             state.lock();
             unregister(e, entry_state::absent);
@@ -480,9 +658,46 @@ private:
             throw;
         }
         state.lock();
+        e.dependencies.swap(dependencies);
         mark_ready(e, module.get());
         return module;
     }
+
+    // The importer a loader gets: forwards to the system and records the keys
+    // imported, the edges of the dependency graph. Thread-safe, for a loader
+    // that hands it to a helper thread.
+    class recording_importer final : public importer<Key, Module> {
+    public:
+        explicit recording_importer(basic_import_system& system) : system_(system) {}
+
+        std::shared_ptr<Module> import_module(const Key& key) override {
+            record(key);
+            return system_.import_module(key);
+        }
+        Module& import_ref(const Key& key) override {
+            record(key);
+            return system_.import_ref(key);
+        }
+        std::shared_ptr<Module> get(const Key& key) const override { return system_.get(key); }
+
+        // Returns the keys imported so far, each once, in first-import order.
+        std::vector<Key> take() {
+            std::lock_guard lock(mutex_);
+            return std::move(imported_);
+        }
+
+    private:
+        void record(const Key& key) {
+            std::lock_guard lock(mutex_);
+            const bool seen = std::any_of(imported_.begin(), imported_.end(),
+                                          [&](const Key& k) { return system_.equal_(k, key); });
+            if (!seen) imported_.push_back(key);
+        }
+
+        basic_import_system& system_;
+        std::mutex mutex_;
+        std::vector<Key> imported_;
+    };
 
     // Registers `module` as the initialising module of `key`, before its
     // loader runs (CPython inserts into sys.modules before exec_module).
@@ -590,6 +805,9 @@ private:
                 if (limit.deadline && std::chrono::steady_clock::now() >= *limit.deadline) {
                     throw import_timeout_error(name(key), lock.owner);
                 }
+                if (const auto observer = observer_.load(std::memory_order_acquire)) {
+                    observer->on_wait(key, lock.owner);
+                }
                 waits_.graph.add_wait(self, &lock);
             }
             {
@@ -625,13 +843,16 @@ private:
     std::shared_ptr<Module> resolve_cycle(const Key& key, std::size_t hash,
                                           std::vector<std::string> chain,
                                           cycle_resolution on_cycle, const char* why) {
+        const auto observer = observer_.load(std::memory_order_acquire);
         if (on_cycle == cycle_resolution::partial_module) {
             const entry_type* e = registry_.find(key, hash);
             if (e != nullptr && holds_module(e->state.load(std::memory_order_relaxed))) {
+                if (observer) notify([&] { observer->on_cycle(key, chain, true); });
                 return e->owner.load(std::memory_order_relaxed);
             }
             why = "it has no module object yet: its builder, finder or factory is still running";
         }
+        if (observer) notify([&] { observer->on_cycle(key, chain, false); });
         throw circular_import_error(std::move(chain), std::string("'") + name(key) + "': " + why);
     }
 
@@ -684,9 +905,10 @@ private:
     }
 
     // Publishes `module` as the finished module of `e`. State mutex held.
-    static void mark_ready(entry_type& e, Module* module) noexcept {
+    void mark_ready(entry_type& e, Module* module) noexcept {
         e.initializer = {};
         e.last_failure = nullptr;
+        e.ready_order = ++ready_count_;
         e.state.store(entry_state::ready, std::memory_order_release);
         e.ready.store(module, std::memory_order_release);
     }
@@ -717,6 +939,8 @@ private:
     std::unordered_map<std::thread::id, std::vector<Key>> stacks_;  // keys each thread imports
     detail::process_wait_graph& waits_ = detail::process_wait_graph::instance();
     std::atomic<std::size_t> size_{0};
+    std::uint64_t ready_count_ = 0;  // modules that became ready, ever
+    std::atomic<std::shared_ptr<observer_type>> observer_;
     checked_finder_type finder_;
 };
 

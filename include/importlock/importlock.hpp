@@ -4,6 +4,7 @@
 // thread-safe, re-entrant, cycle-aware once-initialisation.
 #pragma once
 
+#include "diagnostics/import_time.hpp"
 #include "errors.hpp"
 #include "finders/finder_chain.hpp"
 #include "finders/finder_policy.hpp"
@@ -22,4 +23,6 @@
 #include "module_handle.hpp"
 #include "module_spec.hpp"
 #include "module_traits.hpp"
+#include "observer.hpp"
+#include "snapshot.hpp"
 #include "version.hpp"

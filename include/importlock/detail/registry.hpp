@@ -58,6 +58,10 @@ struct registry_entry {
     // not ready, for failure_mode::waiters_share_failure.
     std::uint64_t failures = 0;
     std::exception_ptr last_failure;
+    // The keys the last successful load imported through its importer, and
+    // the order in which it became ready (for teardown, dependents first).
+    std::vector<Key> dependencies;
+    std::uint64_t ready_order = 0;
 };
 
 template <class Key, class Module, class Hash, class KeyEqual>
@@ -99,6 +103,10 @@ public:
     template <class F>
     void for_each(F&& f) const {
         for (const entry_type& e : entries_) f(e);
+    }
+    template <class F>
+    void for_each(F&& f) {
+        for (entry_type& e : entries_) f(e);
     }
 
 private:
