@@ -805,9 +805,6 @@ private:
                 if (limit.deadline && std::chrono::steady_clock::now() >= *limit.deadline) {
                     throw import_timeout_error(name(key), lock.owner);
                 }
-                if (const auto observer = observer_.load(std::memory_order_acquire)) {
-                    observer->on_wait(key, lock.owner);
-                }
                 waits_.graph.add_wait(self, &lock);
             }
             {
@@ -817,6 +814,9 @@ private:
                     graph_lock graph(waits_.mutex);
                     waits_.graph.remove_wait(self);
                 });
+                if (const auto observer = observer_.load(std::memory_order_acquire)) {
+                    observer->on_wait(key, lock.owner);  // owner is stable under the state mutex
+                }
                 if constexpr (timed_waits) {
                     if (limit.deadline) {
                         lock.released.wait_until(state, *limit.deadline);
