@@ -1,0 +1,422 @@
+// Extension points: finder policies, single-phase modules, failure sharing,
+// key traits for paths and name sequences, module handles.
+#include <importlock/importlock.hpp>
+
+#include "support/catch.hpp"
+#include "support/watchdog.hpp"
+
+#include <atomic>
+#include <condition_variable>
+#include <exception>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using importlock_test::await;
+using importlock_test::watchdog;
+
+struct mod {
+    int value = 0;
+    std::vector<std::string> children;
+};
+
+using spec = importlock::module_spec<int, mod>;
+using string_spec = importlock::module_spec<std::string, mod>;
+
+spec value_spec(int value) {
+    spec s;
+    s.loader = [value](mod& m, importlock::importer<int, mod>&) { m.value = value; };
+    return s;
+}
+
+struct not_default_constructible {
+    explicit not_default_constructible(int v) : value(v) {}
+    int value;
+};
+
+}  // namespace
+
+// Records children bound to parents, for the key-traits tests.
+template <>
+struct importlock::module_traits<mod> {
+    template <class Key>
+    static void bind_child(mod& parent, const Key& child, const std::shared_ptr<mod>&) {
+        parent.children.push_back(importlock::key_traits<Key>::to_string(child));
+    }
+};
+
+TEST_CASE("function_finder computes specs from the key", "[finders]") {
+    int calls = 0;
+    importlock::function_finder<int, mod> finder([&calls](const int& key) -> std::optional<spec> {
+        ++calls;
+        if (key < 0) return std::nullopt;
+        return value_spec(key * 2);
+    });
+    importlock::basic_import_system<int, mod, importlock::per_key_locks,
+                                    importlock::function_finder<int, mod>>
+        system(std::move(finder));
+    REQUIRE(system.import_module(21)->value == 42);
+    REQUIRE(system.import_module(21)->value == 42);
+    REQUIRE(calls == 1);  // the hit does not ask the finder
+    REQUIRE_THROWS_AS(system.import_module(-1), importlock::module_not_found_error);
+    REQUIRE(calls == 2);
+
+    importlock::basic_import_system<int, mod, importlock::per_key_locks,
+                                    importlock::function_finder<int, mod>>
+        empty;
+    REQUIRE_THROWS_AS(empty.import_module(1), importlock::module_not_found_error);
+}
+
+TEST_CASE("finder_chain asks its finders in order", "[finders]") {
+    using chain = importlock::finder_chain<int, mod, importlock::registry_finder<int, mod>,
+                                           importlock::function_finder<int, mod>>;
+    chain finders(importlock::registry_finder<int, mod>{},
+                  importlock::function_finder<int, mod>([](const int& key) -> std::optional<spec> {
+                      if (key >= 100) return std::nullopt;
+                      return value_spec(key);
+                  }));
+    finders.get<0>().define(7, [](mod& m, auto&) { m.value = 700; });
+    importlock::basic_import_system<int, mod, importlock::per_key_locks, chain> system(
+        std::move(finders));
+    REQUIRE(system.import_module(7)->value == 700);  // the registry wins
+    REQUIRE(system.import_module(8)->value == 8);    // the function answers
+    REQUIRE_THROWS_AS(system.import_module(100), importlock::module_not_found_error);
+    REQUIRE(&system.finder().get<importlock::registry_finder<int, mod>>() ==
+            &system.finder().get<0>());
+}
+
+TEST_CASE("meta_path_finder changes while imports run", "[finders]") {
+    using meta = importlock::meta_path_finder<std::string, mod>;
+    importlock::basic_import_system<std::string, mod, importlock::per_key_locks, meta> system;
+    auto registry = std::make_shared<importlock::registry_finder<std::string, mod>>();
+    registry->define("shared", [](mod& m, auto&) { m.value = 1; });
+    const auto registry_id = system.finder().append(registry);
+    const auto computed_id =
+        system.finder().append([](const std::string& key) -> std::optional<string_spec> {
+            if (key.rfind("auto_", 0) != 0) return std::nullopt;
+            string_spec s;
+            s.loader = [](mod& m, auto&) { m.value = 2; };
+            return s;
+        });
+    REQUIRE(system.finder().size() == 2);
+    REQUIRE(system.import_module("shared")->value == 1);
+    REQUIRE(system.import_module("auto_x")->value == 2);
+
+    registry->define("later", [](mod& m, auto&) { m.value = 3; });  // shared: still defining
+    REQUIRE(system.import_module("later")->value == 3);
+
+    SECTION("a prepended finder takes precedence") {
+        system.finder().prepend([](const std::string& key) -> std::optional<string_spec> {
+            string_spec s;
+            s.loader = [](mod& m, auto&) { m.value = 9; };
+            return key == "auto_y" ? std::optional<string_spec>(s) : std::nullopt;
+        });
+        REQUIRE(system.import_module("auto_y")->value == 9);
+    }
+    SECTION("a removed finder is no longer asked") {
+        REQUIRE(system.finder().remove(computed_id));
+        REQUIRE_FALSE(system.finder().remove(computed_id));
+        REQUIRE_THROWS_AS(system.import_module("auto_z"), importlock::module_not_found_error);
+        REQUIRE(system.import_module("auto_x")->value == 2);  // already loaded
+    }
+    SECTION("a finder may change the list from inside find_spec, in flight imports finish") {
+        std::atomic<int> asked{0};
+        system.finder().prepend([&](const std::string& key) -> std::optional<string_spec> {
+            ++asked;
+            if (key == "trigger") system.finder().remove(registry_id);
+            return std::nullopt;
+        });
+        registry->define("trigger", [](mod& m, auto&) { m.value = 5; });
+        // The snapshot taken when find_spec began still holds the registry.
+        REQUIRE(system.import_module("trigger")->value == 5);
+        REQUIRE_THROWS_AS(system.import_module("unseen"), importlock::module_not_found_error);
+        REQUIRE(asked == 2);
+    }
+    SECTION("clear removes every finder") {
+        system.finder().clear();
+        REQUIRE(system.finder().size() == 0);
+        REQUIRE_THROWS_AS(system.import_module("fresh"), importlock::module_not_found_error);
+    }
+    REQUIRE(system.lock_count() == 0);
+}
+
+TEST_CASE("meta_path_finder is safe to change from other threads during imports",
+          "[finders][threaded]") {
+    watchdog dog("meta path churn");
+    using meta = importlock::meta_path_finder<int, mod>;
+    importlock::basic_import_system<int, mod, importlock::per_key_locks, meta> system;
+    system.finder().append([](const int& key) -> std::optional<spec> { return value_spec(key); });
+    std::atomic<bool> stop{false};
+    std::thread churn([&] {
+        while (!stop) {
+            const auto id = system.finder().prepend(
+                [](const int&) -> std::optional<spec> { return std::nullopt; });
+            system.finder().remove(id);
+        }
+    });
+    std::vector<int> values;
+    for (int key = 0; key < 500; ++key) values.push_back(system.import_module(key)->value);
+    stop = true;
+    churn.join();
+    for (int key = 0; key < 500; ++key) REQUIRE(values[static_cast<std::size_t>(key)] == key);
+    REQUIRE(system.lock_count() == 0);
+}
+
+TEST_CASE("factories create modules that are not default-constructible", "[creation]") {
+    importlock::basic_import_system<std::string, not_default_constructible> system;
+    system.finder().define(
+        "n", [](not_default_constructible& m, auto&) { m.value += 1; },
+        [](const std::string& key) {
+            return std::make_shared<not_default_constructible>(static_cast<int>(key.size()));
+        });
+    REQUIRE(system.import_module("n")->value == 2);
+    system.finder().define("missing factory", [](not_default_constructible&, auto&) {});
+    REQUIRE_THROWS_AS(system.import_module("missing factory"), importlock::import_error);
+    REQUIRE_FALSE(system.contains("missing factory"));
+}
+
+TEST_CASE("define_value builds single-phase modules with no partial object", "[creation]") {
+    importlock::import_system<mod> system;
+    int builds = 0;
+    system.finder().define_value("by value", [&](auto&) {
+        ++builds;
+        mod m;
+        m.value = 1;
+        return m;
+    });
+    system.finder().define_value("by pointer", [](auto& imp) {
+        auto m = std::make_shared<mod>();
+        m->value = imp.import_module("by value")->value + 1;
+        return m;
+    });
+    REQUIRE(system.import_module("by pointer")->value == 2);
+    REQUIRE(system.import_module("by value")->value == 1);
+    REQUIRE(builds == 1);
+    REQUIRE(system.dependencies("by pointer") == std::vector<std::string>{"by value"});
+
+    SECTION("a cycle through a single-phase module throws in the lenient policy too") {
+        bool saw_partial = false;
+        system.finder().define_value("x", [](auto& imp) {
+            imp.import_module("y");
+            return mod{};
+        });
+        system.finder().define("y", [&](mod&, auto& imp) {
+            // x has no object while its builder runs: nothing to be partial.
+            try {
+                imp.import_module("x");
+                saw_partial = true;
+            } catch (const importlock::circular_import_error& e) {
+                REQUIRE(e.chain() == std::vector<std::string>{"x", "y", "x"});
+                throw;
+            }
+        });
+        REQUIRE_THROWS_AS(system.import_module("x"), importlock::circular_import_error);
+        REQUIRE_FALSE(saw_partial);
+        REQUIRE_FALSE(system.contains("x"));
+        REQUIRE_FALSE(system.contains("y"));
+    }
+    SECTION("is_initializing is false while a builder runs, and reload is refused") {
+        system.finder().define_value("probe", [&](auto&) {
+            REQUIRE_FALSE(system.contains("probe"));
+            REQUIRE_FALSE(system.is_initializing("probe"));
+            return mod{};
+        });
+        system.import_module("probe");
+        REQUIRE_THROWS_AS(system.reload("probe"), importlock::import_error);
+        REQUIRE(system.contains("probe"));
+    }
+    SECTION("a builder returning null is an import_error") {
+        system.finder().define_value("null", [](auto&) { return std::shared_ptr<mod>(); });
+        REQUIRE_THROWS_AS(system.import_module("null"), importlock::import_error);
+        REQUIRE_FALSE(system.contains("null"));
+    }
+    REQUIRE(system.lock_count() == 0);
+}
+
+TEST_CASE("singleflight: the waiters of a failed import rethrow its exception",
+          "[failure][threaded]") {
+    watchdog dog("singleflight");
+    const int waiters = GENERATE(1, 3, 8);
+    importlock::basic_import_system<std::string, mod, importlock::singleflight_per_key_locks>
+        system;
+    std::atomic<int> runs{0};
+    system.finder().define("k", [&](mod& m, auto&) {
+        if (++runs == 1) {
+            await([&] { return system.waiter_count("k") == static_cast<std::size_t>(waiters); });
+            throw std::runtime_error("first run fails");
+        }
+        m.value = 1;
+    });
+    std::vector<std::exception_ptr> errors(static_cast<std::size_t>(waiters) + 1);
+    std::vector<std::thread> threads;
+    for (std::size_t i = 0; i < errors.size(); ++i) {
+        threads.emplace_back([&, i] {
+            try {
+                system.import_module("k");
+            } catch (...) {
+                errors[i] = std::current_exception();
+            }
+        });
+    }
+    for (auto& t : threads) t.join();
+    REQUIRE(runs == 1);
+    for (const auto& e : errors) {
+        REQUIRE(e != nullptr);
+        REQUIRE(e == errors.front());  // the same exception object for everyone
+    }
+    REQUIRE_FALSE(system.contains("k"));
+    REQUIRE(system.import_module("k")->value == 1);  // the next import retries
+    REQUIRE(runs == 2);
+    REQUIRE(system.lock_count() == 0);
+}
+
+TEST_CASE("singleflight shares finder failures too, and late importers retry",
+          "[failure][threaded]") {
+    watchdog dog("singleflight finder");
+    using system_t =
+        importlock::basic_import_system<std::string, mod, importlock::singleflight_per_key_locks,
+                                        importlock::function_finder<std::string, mod>>;
+    std::atomic<int> finds{0};
+    system_t* self = nullptr;
+    system_t system(importlock::function_finder<std::string, mod>(
+        [&](const std::string& key) -> std::optional<string_spec> {
+            if (++finds == 1) {
+                await([&] { return self->waiter_count(key) == 2; });
+                throw std::runtime_error("finder down");
+            }
+            return std::nullopt;
+        }));
+    self = &system;
+    std::vector<std::exception_ptr> errors(3);
+    std::vector<std::thread> threads;
+    for (std::size_t i = 0; i < 3; ++i) {
+        threads.emplace_back([&, i] {
+            try {
+                system.import_module("k");
+            } catch (...) {
+                errors[i] = std::current_exception();
+            }
+        });
+    }
+    for (auto& t : threads) t.join();
+    REQUIRE(finds == 1);
+    REQUIRE(errors[0] == errors[1]);
+    REQUIRE(errors[1] == errors[2]);
+    REQUIRE_THROWS_AS(system.import_module("k"), importlock::module_not_found_error);
+    REQUIRE(finds == 2);
+    REQUIRE(system.lock_count() == 0);
+}
+
+TEST_CASE("std::filesystem::path keys import their parent directory first", "[keys]") {
+    importlock::basic_import_system<std::filesystem::path, mod> system;
+    std::vector<std::string> order;
+    for (const char* key : {"plugins", "plugins/audio", "plugins/audio/mp3"}) {
+        system.finder().define(key, [&order, key](mod&, auto&) { order.emplace_back(key); });
+    }
+    system.import_module("plugins/audio/mp3");
+    REQUIRE(order == std::vector<std::string>{"plugins", "plugins/audio", "plugins/audio/mp3"});
+    REQUIRE(system.get("plugins")->children == std::vector<std::string>{"plugins/audio"});
+    REQUIRE(importlock::key_traits<std::filesystem::path>::parent("/abs") == std::nullopt);
+    REQUIRE(importlock::key_traits<std::filesystem::path>::parent("single") == std::nullopt);
+    try {
+        system.import_module("other/x");
+        FAIL("expected module_not_found_error");
+    } catch (const importlock::module_not_found_error& e) {
+        REQUIRE(e.key() == "other");
+    }
+}
+
+TEST_CASE("std::vector<std::string> keys are dotted names already split", "[keys]") {
+    using key = std::vector<std::string>;
+    importlock::basic_import_system<key, mod> system;
+    system.finder().define(key{"pkg"}, [](mod&, auto&) {});
+    system.finder().define(key{"pkg", "sub"}, [](mod& m, auto&) { m.value = 1; });
+    REQUIRE(system.import_module(key{"pkg", "sub"})->value == 1);
+    REQUIRE(system.get(key{"pkg"})->children == std::vector<std::string>{"pkg.sub"});
+    REQUIRE(importlock::key_traits<key>::hasher{}(key{"a", "b"}) !=
+            importlock::key_traits<key>::hasher{}(key{"ab"}));
+}
+
+TEST_CASE("module_handle imports once, then follows erase and block", "[handle]") {
+    importlock::import_system<mod> system;
+    int runs = 0;
+    system.finder().define("k", [&](mod& m, auto&) { m.value = ++runs; });
+    auto handle = system.handle("k");
+    REQUIRE_FALSE(system.contains("k"));  // binding does not import
+    REQUIRE(handle->value == 1);
+    REQUIRE(&*handle == &system.import_ref("k"));
+    REQUIRE(handle.share() == system.get("k"));
+    REQUIRE(handle.key() == "k");
+    REQUIRE(&handle.system() == &system);
+    const auto copy = handle;
+    REQUIRE(&copy.get() == &handle.get());
+    REQUIRE(runs == 1);
+
+    REQUIRE(system.erase("k"));
+    REQUIRE(handle->value == 2);  // imported again, never the dropped module
+    REQUIRE(copy->value == 2);
+    system.block("k");
+    REQUIRE_THROWS_AS(handle.get(), importlock::import_halted_error);
+    REQUIRE(system.erase("k"));
+    REQUIRE(handle->value == 3);
+    REQUIRE(system.lock_count() == 0);
+}
+
+TEST_CASE("module_handle shared by threads initialises once", "[handle][threaded]") {
+    watchdog dog("handle threads");
+    importlock::import_system<mod> system;
+    std::atomic<int> runs{0};
+    system.finder().define("k", [&](mod& m, auto&) {
+        ++runs;
+        m.value = 42;
+    });
+    const auto handle = system.handle("k");
+    std::vector<std::thread> threads;
+    std::atomic<int> sum{0};
+    for (int i = 0; i < 8; ++i) {
+        threads.emplace_back([&] {
+            for (int j = 0; j < 1000; ++j) sum += handle->value;
+        });
+    }
+    for (auto& t : threads) t.join();
+    REQUIRE(runs == 1);
+    REQUIRE(sum == 8 * 1000 * 42);
+}
+
+TEST_CASE("a custom mutex plugs into basic_per_key_locks", "[policies][threaded]") {
+    watchdog dog("custom mutex");
+    struct counting_mutex {
+        void lock() {
+            if (!m.try_lock()) {
+                ++contended;
+                m.lock();
+            }
+            ++locked;
+        }
+        void unlock() { m.unlock(); }
+        std::mutex m;
+        std::atomic<int> contended{0};
+        std::atomic<int> locked{0};
+    };
+    using policy = importlock::basic_per_key_locks<counting_mutex, std::condition_variable_any>;
+    static_assert(importlock::lock_policy<policy>);
+    importlock::basic_import_system<std::string, mod, policy> system;
+    std::atomic<int> runs{0};
+    system.finder().define("k", [&](mod& m, auto&) {
+        ++runs;
+        m.value = 1;
+    });
+    std::vector<std::thread> threads;
+    for (int i = 0; i < 4; ++i) threads.emplace_back([&] { system.import_module("k"); });
+    for (auto& t : threads) t.join();
+    REQUIRE(runs == 1);
+    REQUIRE(system.import_module_for("k", std::chrono::seconds(1))->value == 1);
+    REQUIRE(system.lock_count() == 0);
+}
