@@ -735,7 +735,7 @@ private:
     }
 
     // Returns how many imports of `key` failed so far. State mutex held.
-    std::uint64_t failures_of(const Key& key, std::size_t hash) const noexcept {
+    std::uint64_t failures_of(const Key& key, std::size_t hash) const {
         const entry_type* e = registry_.find(key, hash);
         return e == nullptr ? 0 : e->failures;
     }

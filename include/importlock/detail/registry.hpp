@@ -76,7 +76,7 @@ public:
 
     // Returns the entry of `key` (hash `hash`), or null. Lock-free, wait-free
     // for a table without long probe runs; safe on any thread.
-    entry_type* find(const Key& key, std::size_t hash) const noexcept {
+    entry_type* find(const Key& key, std::size_t hash) const {
         const table* t = current_.load(std::memory_order_acquire);
         for (std::size_t i = t->index(hash);; i = (i + 1) & t->mask) {
             entry_type* e = t->slots[i].load(std::memory_order_acquire);

@@ -1,0 +1,293 @@
+// Exception safety under injected faults: every operation that may throw
+// (finder, factory, loader, bind_child, observer, the key's hash, equality and
+// copy, and every allocation) is made to throw at its N-th call, for every N
+// until the import succeeds. After each failure the system must be as it was
+// before the call: no lock, no waiter, nothing initialising, the same keys
+// registered; and a later import must work.
+#include <importlock/importlock.hpp>
+
+#include "support/catch.hpp"
+
+#include <chrono>
+#include <cstdlib>
+#include <functional>
+#include <memory>
+#include <new>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace {
+
+// Counts calls to the instrumented operations and throws at the armed one.
+// Single-threaded tests only.
+struct fault_injector {
+    long countdown = -1;  // < 0: disarmed
+    bool alloc_faults = false;
+    long fired = 0;
+
+    bool due() {
+        if (countdown < 0) return false;
+        if (countdown-- == 0) {
+            ++fired;
+            countdown = -1;
+            return true;
+        }
+        return false;
+    }
+};
+
+fault_injector faults;
+
+struct injected_fault : std::runtime_error {
+    injected_fault() : std::runtime_error("injected fault") {}
+};
+
+void maybe_throw() {
+    if (faults.due()) throw injected_fault();
+}
+
+// A key whose copy, hash and equality can throw.
+struct fkey {
+    int id = 0;
+    fkey() = default;
+    explicit fkey(int i) : id(i) {}
+    fkey(const fkey& other) : id(other.id) { maybe_throw(); }
+    fkey& operator=(const fkey& other) {
+        maybe_throw();
+        id = other.id;
+        return *this;
+    }
+};
+
+struct fmodule {
+    int value = 0;
+    std::vector<int> children;
+};
+
+}  // namespace
+
+template <>
+struct importlock::key_traits<fkey> {
+    struct hasher {
+        std::size_t operator()(const fkey& k) const {
+            maybe_throw();
+            return std::hash<int>{}(k.id);
+        }
+    };
+    struct key_equal {
+        bool operator()(const fkey& a, const fkey& b) const {
+            maybe_throw();
+            return a.id == b.id;
+        }
+    };
+    static std::string to_string(const fkey& k) { return "k" + std::to_string(k.id); }
+    // Keys 10..19 are children of key 1.
+    static std::optional<fkey> parent(const fkey& k) {
+        if (k.id >= 10 && k.id < 20) return fkey(1);
+        return std::nullopt;
+    }
+};
+
+template <>
+struct importlock::module_traits<fmodule> {
+    template <class Key>
+    static void bind_child(fmodule& parent, const Key& child, const std::shared_ptr<fmodule>&) {
+        maybe_throw();
+        parent.children.push_back(child.id);
+    }
+};
+
+// Allocation faults: the replaced global operator new throws when armed.
+void* operator new(std::size_t size) {
+    if (faults.alloc_faults && faults.due()) throw std::bad_alloc();
+    if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
+    throw std::bad_alloc();
+}
+void* operator new[](std::size_t size) {
+    return operator new(size);
+}
+void* operator new(std::size_t size, const std::nothrow_t&) noexcept {
+    try {
+        return operator new(size);
+    } catch (...) {
+        return nullptr;
+    }
+}
+void* operator new[](std::size_t size, const std::nothrow_t& tag) noexcept {
+    return operator new(size, tag);
+}
+void operator delete(void* p) noexcept {
+    std::free(p);
+}
+void operator delete(void* p, std::size_t) noexcept {
+    std::free(p);
+}
+void operator delete[](void* p) noexcept {
+    std::free(p);
+}
+void operator delete[](void* p, std::size_t) noexcept {
+    std::free(p);
+}
+void operator delete(void* p, const std::nothrow_t&) noexcept {
+    std::free(p);
+}
+void operator delete[](void* p, const std::nothrow_t&) noexcept {
+    std::free(p);
+}
+
+namespace {
+
+using system_t = importlock::basic_import_system<fkey, fmodule>;
+using spec_t = importlock::module_spec<fkey, fmodule>;
+
+// The dependency graph: 1 imports 2 and 11 (a child of 1), 2 imports 3,
+// 11 imports 3 and 1 (its partial parent).
+std::vector<int> dependencies_of(int id) {
+    switch (id) {
+        case 1: return {2, 11};
+        case 2: return {3};
+        case 11: return {3, 1};
+        default: return {};
+    }
+}
+
+// Counts successful initialisations; optionally a fault point itself.
+struct counting_observer : importlock::import_observer<fkey> {
+    explicit counting_observer(bool faulty) : faulty_(faulty) {}
+    void on_import_begin(const fkey&) override {
+        if (faulty_) maybe_throw();
+    }
+    void on_import_end(const fkey& key, std::chrono::nanoseconds) override {
+        ++initialised[static_cast<std::size_t>(key.id)];
+    }
+    std::vector<int> initialised = std::vector<int>(20, 0);
+
+private:
+    bool faulty_;
+};
+
+struct world {
+    system_t system;
+    std::shared_ptr<counting_observer> observer;
+
+    explicit world(bool with_observer) {
+        for (int id : {1, 2, 3, 11}) {
+            system.finder().define(
+                fkey(id),
+                [this, id](fmodule& m, importlock::importer<fkey, fmodule>& imp) {
+                    maybe_throw();
+                    for (int dep : dependencies_of(id)) imp.import_module(fkey(dep));
+                    maybe_throw();
+                    m.value = id;
+                },
+                [](const fkey&) {
+                    maybe_throw();
+                    return std::make_shared<fmodule>();
+                });
+        }
+        observer = std::make_shared<counting_observer>(with_observer);
+        system.set_observer(observer);
+    }
+
+    // The state a failed call must leave: nothing in flight, every
+    // registered module initialised.
+    void check_quiescent() const {
+        REQUIRE(system.lock_count() == 0);
+        REQUIRE(system.snapshot().empty());
+        for (int id : {1, 2, 3, 11}) {
+            REQUIRE_FALSE(system.is_initializing(fkey(id)));
+            if (system.contains(fkey(id))) REQUIRE(system.get(fkey(id))->value == id);
+        }
+    }
+};
+
+// Runs `call` with a fault at the N-th instrumented operation for N = 0, 1,
+// ... until it succeeds; returns how many faults fired.
+template <class Setup, class Call, class After>
+long inject_until_success(bool alloc, Setup setup, Call call, After after) {
+    long faults_seen = 0;
+    for (long n = 0;; ++n) {
+        auto w = setup();
+        faults.alloc_faults = alloc;
+        faults.countdown = n;
+        const long fired_before = faults.fired;
+        bool failed = false;
+        try {
+            call(*w);
+        } catch (const injected_fault&) {
+            failed = true;
+        } catch (const std::bad_alloc&) {
+            failed = true;
+        }
+        faults.countdown = -1;
+        faults.alloc_faults = false;
+        INFO("fault at operation " << n);
+        if (!failed) REQUIRE(faults.fired == fired_before);  // nothing fired, or it was absorbed
+        w->check_quiescent();
+        after(*w);
+        if (!failed && faults.fired == fired_before) return faults_seen;
+        ++faults_seen;
+        REQUIRE(n < 100000);
+    }
+}
+
+}  // namespace
+
+TEST_CASE("faults in keys, finder, factory, loader and bind_child leave nothing behind",
+          "[faults]") {
+    const bool with_observer = GENERATE(false, true);
+    const long seen = inject_until_success(
+        false, [&] { return std::make_unique<world>(with_observer); },
+        [](world& w) { w.system.import_module(fkey(1)); },
+        [](world& w) {
+            // A later import, without faults, completes everything.
+            REQUIRE(w.system.import_module(fkey(1))->value == 1);
+            for (int id : {1, 2, 3, 11}) {
+                REQUIRE(w.system.get(fkey(id))->value == id);
+                // Loaders may have run more than once (a fault after the
+                // loader fails the import), but each key initialised once.
+                REQUIRE(w.observer->initialised[static_cast<std::size_t>(id)] == 1);
+            }
+            // A child that loaded before its parent's import failed stays
+            // loaded, bound to the failed parent object; the re-imported
+            // parent does not get it again (CPython behaves the same).
+            REQUIRE(w.system.get(fkey(1))->children.size() <= 1);
+            REQUIRE(w.system.lock_count() == 0);
+        });
+    REQUIRE(seen > 20);  // the scenario really has that many fault points
+}
+
+TEST_CASE("allocation failures leave nothing behind", "[faults]") {
+    const long seen = inject_until_success(
+        true, [] { return std::make_unique<world>(false); },
+        [](world& w) { w.system.import_module(fkey(1)); },
+        [](world& w) {
+            REQUIRE(w.system.import_module(fkey(1))->value == 1);
+            REQUIRE(w.system.lock_count() == 0);
+        });
+    REQUIRE(seen > 20);
+}
+
+TEST_CASE("faults in reload, erase and block keep the module registered", "[faults]") {
+    const bool alloc = GENERATE(false, true);
+    inject_until_success(
+        alloc,
+        [] {
+            auto w = std::make_unique<world>(false);
+            w->system.import_module(fkey(2));
+            return w;
+        },
+        [](world& w) {
+            w.system.reload(fkey(2));
+            w.system.block(fkey(3));
+            if (!w.system.erase(fkey(3))) throw std::logic_error("erase found no block");
+        },
+        [](world& w) {
+            // reload may have failed: the module stays, ready, the same object.
+            REQUIRE(w.system.contains(fkey(2)));
+            REQUIRE(w.system.get(fkey(2))->value == 2);
+            REQUIRE(w.system.import_module(fkey(2))->value == 2);
+        });
+}
