@@ -112,8 +112,7 @@ class import_cancelled_error : public import_error {
 public:
     import_cancelled_error(std::string key, std::thread::id holder)
         : import_error(key, "import of '" + key + "' cancelled while waiting for thread " +
-                                import_timeout_error::describe(holder) +
-                                ", which is importing it"),
+                                import_timeout_error::describe(holder) + ", which is importing it"),
           holder_(holder) {}
 
     // Returns the thread that held the key's lock when the wait ended.

@@ -21,8 +21,8 @@
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <cassert>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -39,6 +39,7 @@
 #include <utility>
 #include <vector>
 
+#include "detail/dot_quote.hpp"
 #include "detail/lock_map.hpp"
 #include "detail/module_lock.hpp"
 #include "detail/policy_check.hpp"
@@ -147,9 +148,9 @@ public:
         const std::size_t hash = hasher_(key);
         if (auto module = hit(key, hash)) return module;
         wait_limit limit;
-        limit.deadline = std::chrono::steady_clock::now() +
-                         std::chrono::ceil<std::chrono::steady_clock::duration>(deadline -
-                                                                                Clock::now());
+        limit.deadline =
+            std::chrono::steady_clock::now() +
+            std::chrono::ceil<std::chrono::steady_clock::duration>(deadline - Clock::now());
         return import_slow(key, hash, policy::on_cycle, limit);
     }
 
@@ -359,11 +360,11 @@ public:
         registry_.for_each([&](const entry_type& e) {
             const entry_state s = e.state.load(std::memory_order_relaxed);
             if (!holds_module(s)) return;
-            out << "  " << dot_quote(name(e.key))
+            out << "  " << detail::dot_quote(name(e.key))
                 << (s == entry_state::ready ? ";\n" : " [style=dashed];\n");
             for (const Key& dependency : e.dependencies) {
-                out << "  " << dot_quote(name(e.key)) << " -> " << dot_quote(name(dependency))
-                    << ";\n";
+                out << "  " << detail::dot_quote(name(e.key)) << " -> "
+                    << detail::dot_quote(name(dependency)) << ";\n";
             }
         });
         out << "}\n";
@@ -473,8 +474,7 @@ private:
     // frame for its key; gives both back, under the state mutex, on exit.
     class held_import {
     public:
-        held_import(basic_import_system& system, state_lock& state, const Key& key,
-                    lock_type& lock)
+        held_import(basic_import_system& system, state_lock& state, const Key& key, lock_type& lock)
             : system_(system), state_(state), key_(key), lock_(lock) {
             try {
                 stack_ = &system_.stacks_[std::this_thread::get_id()];
@@ -542,18 +542,8 @@ private:
 
     static std::string name(const Key& key) { return traits_type::to_string(key); }
 
-    static std::string dot_quote(const std::string& text) {
-        std::string out = "\"";
-        for (const char c : text) {
-            if (c == '"' || c == '\\') out += '\\';
-            out += c;
-        }
-        return out + "\"";
-    }
-
     // The slow path of import_module: parent first, then `key`'s lock.
-    std::shared_ptr<Module> import_slow(const Key& key, std::size_t hash,
-                                        cycle_resolution on_cycle,
+    std::shared_ptr<Module> import_slow(const Key& key, std::size_t hash, cycle_resolution on_cycle,
                                         const wait_limit& limit = {}) {
         std::shared_ptr<Module> parent;
         if (std::optional<Key> parent_key = traits_type::parent(key)) {
@@ -717,8 +707,7 @@ private:
 
     // Hands the exception being handled to the threads waiting on `key`, when
     // the policy shares failures. Called from a catch block; relocks `state`.
-    void share_failure(const Key& key, std::size_t hash, const lock_type& lock,
-                       state_lock& state) {
+    void share_failure(const Key& key, std::size_t hash, const lock_type& lock, state_lock& state) {
         if constexpr (shares_failures) {
             if (!state.owns_lock()) state.lock();
             if (lock.waiters == 0) return;
@@ -841,8 +830,8 @@ private:
     // throws circular_import_error when the policy says so or no module
     // exists yet. State mutex held.
     std::shared_ptr<Module> resolve_cycle(const Key& key, std::size_t hash,
-                                          std::vector<std::string> chain,
-                                          cycle_resolution on_cycle, const char* why) {
+                                          std::vector<std::string> chain, cycle_resolution on_cycle,
+                                          const char* why) {
         const auto observer = observer_.load(std::memory_order_acquire);
         if (on_cycle == cycle_resolution::partial_module) {
             const entry_type* e = registry_.find(key, hash);
@@ -897,10 +886,10 @@ private:
     static void refuse_while_in_flight(const entry_type& e, const char* operation) {
         const entry_state s = e.state.load(std::memory_order_relaxed);
         if (s == entry_state::initializing || s == entry_state::reloading) {
-            throw import_error(name(e.key), std::string("cannot ") + operation + " '" +
-                                                name(e.key) + "' while it is being " +
-                                                (s == entry_state::reloading ? "reloaded"
-                                                                             : "initialised"));
+            throw import_error(name(e.key),
+                               std::string("cannot ") + operation + " '" + name(e.key) +
+                                   "' while it is being " +
+                                   (s == entry_state::reloading ? "reloaded" : "initialised"));
         }
     }
 
@@ -914,9 +903,7 @@ private:
     }
 
     // Returns the entry of `key` or null; lock-free (for module_handle).
-    const entry_type* find_entry(const Key& key) const {
-        return registry_.find(key, hasher_(key));
-    }
+    const entry_type* find_entry(const Key& key) const { return registry_.find(key, hasher_(key)); }
 
     friend class module_handle<basic_import_system>;
 

@@ -25,8 +25,7 @@ template <class Key, class Module>
 struct module_spec {
     using loader_type = std::function<void(Module&, importer<Key, Module>&)>;
     using factory_type = std::function<std::shared_ptr<Module>(const Key&)>;
-    using builder_type =
-        std::function<std::shared_ptr<Module>(const Key&, importer<Key, Module>&)>;
+    using builder_type = std::function<std::shared_ptr<Module>(const Key&, importer<Key, Module>&)>;
 
     loader_type loader;
     factory_type factory;

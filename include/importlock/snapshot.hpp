@@ -10,6 +10,8 @@
 #include <thread>
 #include <vector>
 
+#include "detail/dot_quote.hpp"
+
 namespace importlock {
 
 // What one import system's imports in flight were doing at one moment. A
@@ -17,16 +19,16 @@ namespace importlock {
 struct import_snapshot {
     // One module lock in use.
     struct lock_state {
-        std::string key;                      // formatted key ("<global import lock>")
-        std::thread::id owner;                // the thread holding it
-        std::size_t depth = 0;                // re-entrant acquisitions by owner
-        std::vector<std::thread::id> waiters; // threads blocked on it
+        std::string key;                       // formatted key ("<global import lock>")
+        std::thread::id owner;                 // the thread holding it
+        std::size_t depth = 0;                 // re-entrant acquisitions by owner
+        std::vector<std::thread::id> waiters;  // threads blocked on it
     };
     // One thread taking part.
     struct thread_state {
         std::thread::id thread;
-        std::vector<std::string> importing;   // keys it holds, outermost first
-        std::optional<std::string> waiting_for;          // key it is blocked on
+        std::vector<std::string> importing;                 // keys it holds, outermost first
+        std::optional<std::string> waiting_for;             // key it is blocked on
         std::optional<std::thread::id> waiting_for_thread;  // that key's holder
     };
 
@@ -70,12 +72,12 @@ struct import_snapshot {
     void write_dot(std::ostream& out) const {
         out << "digraph imports_in_flight {\n";
         for (const lock_state& l : locks) {
-            out << "  " << quote(l.key) << " [shape=box];\n";
-            out << "  " << quote(l.key) << " -> " << quote(thread_name(l.owner))
-                << " [label=\"held by\"];\n";
+            out << "  " << detail::dot_quote(l.key) << " [shape=box];\n";
+            out << "  " << detail::dot_quote(l.key) << " -> "
+                << detail::dot_quote(thread_name(l.owner)) << " [label=\"held by\"];\n";
             for (const std::thread::id& w : l.waiters) {
-                out << "  " << quote(thread_name(w)) << " -> " << quote(l.key)
-                    << " [label=\"waits for\", style=dashed];\n";
+                out << "  " << detail::dot_quote(thread_name(w)) << " -> "
+                    << detail::dot_quote(l.key) << " [label=\"waits for\", style=dashed];\n";
             }
         }
         out << "}\n";
@@ -93,14 +95,6 @@ private:
         std::ostringstream out;
         out << "thread " << id;
         return out.str();
-    }
-    static std::string quote(const std::string& text) {
-        std::string out = "\"";
-        for (const char c : text) {
-            if (c == '"' || c == '\\') out += '\\';
-            out += c;
-        }
-        return out + "\"";
     }
 };
 

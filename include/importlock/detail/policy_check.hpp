@@ -35,8 +35,7 @@ struct checked_lock_policy {
     static_assert(!has_mutex_type<P> || lockable_mutex<P>,
                   "importlock: the LockPolicy's mutex_type needs lock() and unlock() "
                   "(see importlock/locking/lock_policy.hpp)");
-    static_assert(!(has_mutex_type<P> && has_condition_variable_type<P>) ||
-                      waitable_condition<P>,
+    static_assert(!(has_mutex_type<P> && has_condition_variable_type<P>) || waitable_condition<P>,
                   "importlock: the LockPolicy's condition_variable_type needs "
                   "wait(std::unique_lock<mutex_type>&) and notify_all(); with a custom mutex "
                   "use std::condition_variable_any (see importlock/locking/lock_policy.hpp)");

@@ -21,12 +21,12 @@ namespace importlock {
 
 // One import that ran its loader, as import_time_recorder saw it.
 struct import_time_record {
-    std::string key;                      // formatted key
-    std::thread::id thread;               // the thread that ran the import
-    std::size_t depth = 0;                // nesting on that thread: 0 = outermost
-    std::chrono::nanoseconds self{};      // cumulative minus nested imports that ran
+    std::string key;                        // formatted key
+    std::thread::id thread;                 // the thread that ran the import
+    std::size_t depth = 0;                  // nesting on that thread: 0 = outermost
+    std::chrono::nanoseconds self{};        // cumulative minus nested imports that ran
     std::chrono::nanoseconds cumulative{};  // finder, factory, loader, nested imports
-    bool ok = true;                       // false if the import failed
+    bool ok = true;                         // false if the import failed
 };
 
 // Records self and cumulative time of every import that runs a loader, with

@@ -35,9 +35,7 @@ public:
     explicit finder_chain(Finders... finders) : finders_(std::move(finders)...) {}
 
     // Returns the first spec any finder returns for `key`, or nullopt.
-    std::optional<spec_type> find_spec(const Key& key) const {
-        return find_from<0>(key);
-    }
+    std::optional<spec_type> find_spec(const Key& key) const { return find_from<0>(key); }
 
     // Returns the I-th finder, e.g. to define loaders on a registry_finder.
     template <std::size_t I>

@@ -58,8 +58,8 @@ public:
     bool remove(finder_id id) {
         std::unique_lock lock(mutex_);
         auto next = std::make_shared<list>(*finders_);
-        const auto it = std::find_if(next->begin(), next->end(),
-                                     [id](const slot& s) { return s.id == id; });
+        const auto it =
+            std::find_if(next->begin(), next->end(), [id](const slot& s) { return s.id == id; });
         if (it == next->end()) return false;
         next->erase(it);
         finders_ = std::move(next);
@@ -119,10 +119,11 @@ private:
         } else if constexpr (finder_policy<Finder, Key, Module>) {
             return erase_type(std::make_shared<Finder>(std::move(finder)));
         } else {
-            static_assert(std::is_invocable_r_v<std::optional<spec_type>, const Finder&, const Key&>,
-                          "importlock: a meta_path_finder entry must be a finder policy (with "
-                          "find_spec), a shared_ptr to one, or a callable (const Key&) -> "
-                          "std::optional<module_spec<Key, Module>>");
+            static_assert(
+                std::is_invocable_r_v<std::optional<spec_type>, const Finder&, const Key&>,
+                "importlock: a meta_path_finder entry must be a finder policy (with "
+                "find_spec), a shared_ptr to one, or a callable (const Key&) -> "
+                "std::optional<module_spec<Key, Module>>");
             return [finder = std::move(finder)](const Key& key) -> std::optional<spec_type> {
                 return finder(key);
             };

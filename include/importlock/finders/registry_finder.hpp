@@ -70,8 +70,9 @@ public:
         requires std::invocable<Build&, importer<Key, Module>&>
     void define_value(const Key& key, Build build) {
         spec_type spec;
-        spec.builder = [build = std::move(build)](const Key&, importer<Key, Module>& imp) mutable
-            -> std::shared_ptr<Module> {
+        spec.builder = [build = std::move(build)](
+                           const Key&,
+                           importer<Key, Module>& imp) mutable -> std::shared_ptr<Module> {
             using result = std::invoke_result_t<Build&, importer<Key, Module>&>;
             if constexpr (std::is_convertible_v<result, std::shared_ptr<Module>>) {
                 return build(imp);

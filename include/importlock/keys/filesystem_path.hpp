@@ -22,9 +22,7 @@ struct key_traits<std::filesystem::path> {
     using key_equal = std::equal_to<std::filesystem::path>;
 
     // Returns the path in generic form ('/' separators).
-    static std::string to_string(const std::filesystem::path& key) {
-        return key.generic_string();
-    }
+    static std::string to_string(const std::filesystem::path& key) { return key.generic_string(); }
 
     // Returns the parent directory, or nullopt for a single component (and
     // for a child of the root: "/" is not imported).

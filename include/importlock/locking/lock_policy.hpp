@@ -91,11 +91,11 @@ concept lockable_mutex = has_mutex_type<P> && requires(typename P::mutex_type& m
 
 template <class P>
 concept waitable_condition = has_mutex_type<P> && has_condition_variable_type<P> &&
-    requires(typename P::condition_variable_type& cv,
-             std::unique_lock<typename P::mutex_type>& lock) {
-        cv.wait(lock);
-        cv.notify_all();
-    };
+                             requires(typename P::condition_variable_type& cv,
+                                      std::unique_lock<typename P::mutex_type>& lock) {
+                                 cv.wait(lock);
+                                 cv.notify_all();
+                             };
 
 }  // namespace detail
 
