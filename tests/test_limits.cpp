@@ -44,9 +44,16 @@ struct held_import {
         await([this] { return system.is_initializing("slow"); });
     }
     ~held_import() {
-        release.count_down();
-        holder.join();
+        let_go();
+        if (holder.joinable()) holder.join();
     }
+
+    // Lets the slow loader finish (once).
+    void let_go() {
+        if (!released.test_and_set()) release.count_down();
+    }
+
+    std::atomic_flag released;
 };
 
 }  // namespace
@@ -70,13 +77,32 @@ TEST_CASE("import_module_for gives up waiting, leaving the initialiser alone", "
     REQUIRE(h.system.waiter_count("slow") == 0);  // no waiter record left behind
     REQUIRE(h.system.is_initializing("slow"));
     REQUIRE(h.system.lock_count() == 1);  // only the holder's lock
-    h.release.count_down();
+    h.let_go();
     h.holder.join();
-    h.holder = std::thread([] {});
     REQUIRE(h.system.import_module_for("slow", 1s)->value == 5);
     REQUIRE(h.system.import_module_for("slow.child", 1s)->value == 6);
     REQUIRE(h.runs == 1);
     REQUIRE(h.system.lock_count() == 0);
+}
+
+TEST_CASE("a limit beyond the clock's range waits without limit", "[limits]") {
+    watchdog dog("unlimited timeouts");
+    const int variant = GENERATE(0, 1, 2);
+    held_import h;
+    std::thread releaser([&] {
+        await([&] { return h.system.waiter_count("slow") == 1; });
+        h.let_go();
+    });
+    std::shared_ptr<mod> m;
+    if (variant == 0) m = h.system.import_module_for("slow", std::chrono::nanoseconds::max());
+    if (variant == 1) {
+        m = h.system.import_module_until("slow", std::chrono::steady_clock::time_point::max());
+    }
+    if (variant == 2) {
+        m = h.system.import_module_until("slow", std::chrono::system_clock::time_point::max());
+    }
+    releaser.join();
+    REQUIRE(m->value == 5);
 }
 
 TEST_CASE("a timed import of a free key imports it", "[limits]") {
@@ -123,7 +149,7 @@ TEST_CASE("import_module(key, stop_token) is cancelled from another thread", "[l
                           importlock::import_cancelled_error);
         cancel_other.join();
         REQUIRE(h.system.waiter_count("slow") == 1);
-        h.release.count_down();
+        h.let_go();
         patient.join();
         REQUIRE(patient_value == 5);
     }

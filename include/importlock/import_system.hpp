@@ -134,13 +134,6 @@ public:
     template <class Rep, class Period>
     std::shared_ptr<Module> import_module_for(const Key& key,
                                               const std::chrono::duration<Rep, Period>& timeout) {
-        return import_module_until(key, std::chrono::steady_clock::now() + timeout);
-    }
-
-    // Imports `key` like import_module_for, waiting until `deadline` at most.
-    template <class Clock, class Duration>
-    std::shared_ptr<Module> import_module_until(
-        const Key& key, const std::chrono::time_point<Clock, Duration>& deadline) {
         static_assert(timed_waits,
                       "importlock: timed imports need the LockPolicy's condition_variable_type "
                       "to provide wait_until(std::unique_lock<mutex_type>&, time_point) "
@@ -148,10 +141,21 @@ public:
         const std::size_t hash = hasher_(key);
         if (auto module = hit(key, hash)) return module;
         wait_limit limit;
-        limit.deadline =
-            std::chrono::steady_clock::now() +
-            std::chrono::ceil<std::chrono::steady_clock::duration>(deadline - Clock::now());
+        limit.deadline = deadline_after(timeout);
         return import_slow(key, hash, policy::on_cycle, limit);
+    }
+
+    // Imports `key` like import_module_for, waiting until `deadline` at most
+    // (on any clock; time_point::max() waits without limit).
+    template <class Clock, class Duration>
+    std::shared_ptr<Module> import_module_until(
+        const Key& key, const std::chrono::time_point<Clock, Duration>& deadline) {
+        const auto now = Clock::now();
+        if (deadline == std::chrono::time_point<Clock, Duration>::max()) {
+            return import_module_for(key, std::chrono::steady_clock::duration::max());
+        }
+        // deadline - deadline: a zero of the same duration type.
+        return import_module_for(key, deadline <= now ? deadline - deadline : deadline - now);
     }
 
     // Imports `key` like import_module, but stops waiting for other threads'
@@ -525,6 +529,22 @@ private:
         bool reentered_ = false;
         bool pushed_ = false;
     };
+
+    // Returns the steady-clock time `timeout` from now, or nullopt (no limit)
+    // when that is beyond what the clock can represent.
+    template <class Rep, class Period>
+    static std::optional<std::chrono::steady_clock::time_point> deadline_after(
+        const std::chrono::duration<Rep, Period>& timeout) {
+        using steady = std::chrono::steady_clock;
+        const steady::time_point now = steady::now();
+        if (timeout <= timeout.zero()) return now;
+        const auto headroom = steady::time_point::max() - now;
+        if (std::chrono::duration<double, Period>(timeout) >=
+            std::chrono::duration<double, steady::period>(headroom)) {
+            return std::nullopt;
+        }
+        return now + std::chrono::ceil<steady::duration>(timeout);
+    }
 
     // Returns the fully initialised module of `key`, or null. Lock-free.
     std::shared_ptr<Module> hit(const Key& key, std::size_t hash) const {

@@ -40,6 +40,32 @@ public:
     // Identifies one installed finder, for remove().
     using finder_id = std::uint64_t;
 
+    meta_path_finder() = default;
+
+    // Copies or moves the list (finders are shared, not copied; ids carry over).
+    meta_path_finder(const meta_path_finder& other) {
+        std::shared_lock lock(other.mutex_);
+        finders_ = other.finders_;
+        next_id_ = other.next_id_;
+    }
+    meta_path_finder(meta_path_finder&& other) : meta_path_finder(std::as_const(other)) {}
+    meta_path_finder& operator=(const meta_path_finder& other) {
+        if (this != &other) {
+            std::shared_ptr<const list> finders;
+            finder_id next_id;
+            {
+                std::shared_lock lock(other.mutex_);
+                finders = other.finders_;
+                next_id = other.next_id_;
+            }
+            std::unique_lock lock(mutex_);
+            finders_ = std::move(finders);
+            next_id_ = next_id;
+        }
+        return *this;
+    }
+    meta_path_finder& operator=(meta_path_finder&& other) { return *this = std::as_const(other); }
+
     // Appends a finder: an object satisfying finder_policy (moved in), a
     // std::shared_ptr to one (shared: keep defining on it), or a callable
     // `(const Key&) -> std::optional<spec_type>`. Returns its id.
