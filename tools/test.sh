@@ -1,0 +1,190 @@
+#!/usr/bin/env bash
+# Runs every test: bash tools/test.sh [STAGE...]
+#
+# Stages (default: all, in this order):
+#   gcc      CMake preset gcc:   build (-Werror) + ctest
+#   clang    CMake preset clang: build (-Werror) + ctest
+#   tsan     CMake preset tsan:  clang ThreadSanitizer build + ctest
+#   asan     CMake preset asan:  clang AddressSanitizer + UBSan build + ctest
+#   meson    meson setup -Dwerror=true + meson test
+#   bench    CMake preset release: build the benchmarks (-O2), do not run them
+#   fuzz     libFuzzer target (clang, ASan+UBSan), run for FUZZ_SECONDS (default 30)
+#   consumers  install + find_package, add_subdirectory and a Meson subproject consumer
+#   format   clang-format-19 --dry-run --Werror over include/ tests/ examples/ benchmarks/
+#            (fix with: bash tools/format.sh)
+#
+# Each stage is timed and reported as one PASS/FAIL line; a failing stage does not stop the
+# others. The exit status is non-zero when any stage failed, and the last line is
+# "N passed, N failed" (counting stages).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+ALL_STAGES=(gcc clang tsan asan meson bench fuzz consumers format)
+JOBS="${JOBS:-2}"
+
+usage() {
+    sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
+}
+
+# --- Which stages ---------------------------------------------------------------------------
+stages=()
+for arg in "$@"; do
+    case "$arg" in
+        -h | --help) usage; exit 0 ;;
+        all) stages+=("${ALL_STAGES[@]}") ;;
+        gcc | clang | tsan | asan | meson | fuzz | consumers | format) stages+=("$arg") ;;
+        bench | benchmarks | release) stages+=(bench) ;;
+        clang-format) stages+=(format) ;;
+        *) echo "test.sh: unknown stage '$arg' (stages: ${ALL_STAGES[*]})" >&2; exit 2 ;;
+    esac
+done
+if [ "${#stages[@]}" -eq 0 ]; then
+    stages=("${ALL_STAGES[@]}")
+fi
+
+# shellcheck source=tools/lib/ensure-deps.sh
+source tools/lib/ensure-deps.sh
+importlock_ensure_deps
+
+# --- Stages -----------------------------------------------------------------------------------
+# Each runs in a subshell with errexit on: the first failing command fails the stage.
+
+cmake_preset_stage() {
+    local preset="$1"
+    cmake --preset "$preset"
+    cmake --build --preset "$preset" --parallel "$JOBS"
+    ctest --preset "$preset" -j "$JOBS"
+}
+
+stage_gcc() { cmake_preset_stage gcc; }
+stage_clang() { cmake_preset_stage clang; }
+
+stage_tsan() {
+    export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1"
+    cmake --preset tsan
+    cmake --build --preset tsan --parallel "$JOBS"
+    # TSan of clang 14 cannot map its shadow memory with more than 28 bits of mmap
+    # randomisation (newer kernels default to 32): run the tests without ASLR then.
+    local wrap=()
+    local rnd_bits
+    rnd_bits="$(cat /proc/sys/vm/mmap_rnd_bits 2>/dev/null || echo 0)"
+    if [ "$rnd_bits" -gt 28 ] && setarch "$(uname -m)" -R true 2>/dev/null; then
+        echo "tsan: vm.mmap_rnd_bits=$rnd_bits, running ctest under setarch -R"
+        wrap=(setarch "$(uname -m)" -R)
+    fi
+    "${wrap[@]}" ctest --preset tsan -j "$JOBS"
+}
+
+stage_asan() {
+    export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1"
+    export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+    cmake_preset_stage asan
+}
+
+stage_meson() {
+    local dir=build/meson
+    if [ -f "$dir/meson-private/coredata.dat" ]; then
+        meson setup --wipe "$dir" -Dwerror=true
+    else
+        rm -rf "$dir"
+        meson setup "$dir" -Dwerror=true
+    fi
+    meson compile -C "$dir" -j "$JOBS"
+    meson test -C "$dir" --print-errorlogs --num-processes "$JOBS"
+}
+
+have_benchmarks() {
+    compgen -G "benchmarks/*.cpp" >/dev/null
+}
+
+stage_bench() {
+    cmake --preset release
+    cmake --build --preset benchmarks --parallel "$JOBS"
+}
+
+stage_fuzz() {
+    local dir=build/fuzz
+    mkdir -p "$dir/corpus"
+    clang++ -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+        -Wall -Wextra -Werror -Iinclude tests/fuzz/fuzz_import_system.cpp -o "$dir/fuzz_import_system"
+    "$dir/fuzz_import_system" -max_total_time="${FUZZ_SECONDS:-30}" -print_final_stats=1 \
+        "$dir/corpus"
+}
+
+stage_consumers() {
+    local dir
+    dir="$(pwd)/build/consumers"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    # 1. Installed, found with find_package (version file checked).
+    cmake -S . -B "$dir/lib" -G Ninja -DCMAKE_INSTALL_PREFIX="$dir/prefix"
+    cmake --install "$dir/lib"
+    cmake -S tests/consumers/cmake -B "$dir/find_package" -G Ninja \
+        -DIMPORTLOCK_ROUTE=find_package -DCMAKE_PREFIX_PATH="$dir/prefix"
+    cmake --build "$dir/find_package"
+    "$dir/find_package/consumer"
+    # 2. add_subdirectory (as FetchContent does): no tests, examples or warnings leak.
+    cmake -S tests/consumers/cmake -B "$dir/subdirectory" -G Ninja \
+        -DIMPORTLOCK_ROUTE=subdirectory -DIMPORTLOCK_SOURCE_DIR="$(pwd)"
+    cmake --build "$dir/subdirectory"
+    "$dir/subdirectory/consumer"
+    # 3. A Meson subproject.
+    mkdir -p "$dir/meson_src/subprojects"
+    cp tests/consumers/meson/meson.build "$dir/meson_src/"
+    cp tests/consumers/consumer.cpp "$dir/"
+    ln -s "$(pwd)" "$dir/meson_src/subprojects/importlock"
+    meson setup "$dir/meson" "$dir/meson_src"
+    meson test -C "$dir/meson" --print-errorlogs
+    # 4. pkg-config from the CMake install.
+    PKG_CONFIG_PATH="$dir/prefix/share/pkgconfig:$dir/prefix/lib/pkgconfig" \
+        pkg-config --cflags importlock
+}
+
+stage_format() {
+    local files=()
+    mapfile -d '' files < <(importlock_cpp_sources)
+    echo "format: checking ${#files[@]} files with $("$IMPORTLOCK_CLANG_FORMAT" --version)"
+    if [ "${#files[@]}" -gt 0 ] &&
+        ! "$IMPORTLOCK_CLANG_FORMAT" --dry-run --Werror "${files[@]}"; then
+        echo "format: to fix, run: bash tools/format.sh"
+        return 1
+    fi
+}
+
+# --- Run ------------------------------------------------------------------------------------
+results=()
+passed=0
+failed=0
+for stage in "${stages[@]}"; do
+    if [ "$stage" = bench ] && ! have_benchmarks; then
+        echo "SKIP  bench (no benchmarks/*.cpp)"
+        results+=("SKIP  bench (no benchmarks/*.cpp; not counted)")
+        continue
+    fi
+    echo
+    echo "=== stage $stage ==="
+    start=$(date +%s)
+    set +e
+    (
+        set -euo pipefail
+        "stage_$stage"
+    )
+    rc=$?
+    set -e
+    elapsed=$(($(date +%s) - start))
+    if [ "$rc" -eq 0 ]; then
+        line="PASS  $stage (${elapsed}s)"
+        passed=$((passed + 1))
+    else
+        line="FAIL  $stage (${elapsed}s, exit $rc)"
+        failed=$((failed + 1))
+    fi
+    echo "$line"
+    results+=("$line")
+done
+
+echo
+echo "=== summary ==="
+printf '%s\n' "${results[@]}"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
