@@ -263,7 +263,8 @@ public:
         return e != nullptr && holds_module(e->state.load(std::memory_order_acquire));
     }
 
-    // Returns whether `key`'s module is registered and its loader is running.
+    // Returns whether `key`'s module is registered and its first load is
+    // running (false during a reload, like CPython's spec._initializing).
     bool is_initializing(const Key& key) const {
         const entry_type* e = registry_.find(key, hasher_(key));
         return e != nullptr &&
@@ -643,7 +644,7 @@ private:
             if (parent) module_traits<Module>::bind_child(*parent, key, module);
             std::vector<Key> dependencies = recorder.take();
             state.lock();
-            entry_type& e = publish(key, hash, module);
+            entry_type& e = publish_or_drop(key, hash, module, state);
             e.dependencies.swap(dependencies);
             mark_ready(e, module.get());
             return module;
@@ -651,7 +652,7 @@ private:
         require_loader(key, *spec);
         std::shared_ptr<Module> module = create(key, *spec);
         state.lock();
-        entry_type& e = publish(key, hash, module);
+        entry_type& e = publish_or_drop(key, hash, module, state);
         state.unlock();
         std::vector<Key> dependencies;
         try {
@@ -725,6 +726,20 @@ private:
         return e;
     }
 
+    // publish(), but if it throws (the key was blocked meanwhile, or no
+    // memory), drops `module` after releasing the state mutex, so that its
+    // destructor never runs under it.
+    entry_type& publish_or_drop(const Key& key, std::size_t hash, std::shared_ptr<Module>& module,
+                                state_lock& state) {
+        try {
+            return publish(key, hash, module);
+        } catch (...) {
+            state.unlock();
+            module.reset();
+            throw;
+        }
+    }
+
     // Hands the exception being handled to the threads waiting on `key`, when
     // the policy shares failures. Called from a catch block; relocks `state`.
     void share_failure(const Key& key, std::size_t hash, const lock_type& lock, state_lock& state) {
@@ -760,8 +775,10 @@ private:
         {
             state_lock state(state_mutex_);
             const entry_type* e = registry_.find(parent_key, hash);
+            // Initialising or reloading on this thread: a package whose
+            // (re)load imports its own child.
             if (e != nullptr && e->initializer == std::this_thread::get_id() &&
-                e->state.load(std::memory_order_relaxed) == entry_state::initializing) {
+                holds_module(e->state.load(std::memory_order_relaxed))) {
                 return e->owner.load(std::memory_order_relaxed);
             }
         }
@@ -793,29 +810,26 @@ private:
         const auto self = std::this_thread::get_id();
         const std::uint64_t failures_before = share_failures ? failures_of(key, hash) : 0;
         for (;;) {
+            std::vector<std::pair<std::string, std::thread::id>> cycle_locks;
             {
                 graph_lock graph(waits_.mutex);
                 if (lock.try_acquire(self)) return {};
-                const auto cycle = waits_.graph.find_cycle(self, &lock);
-                if (!cycle.empty()) {
-                    // Described under the graph's mutex: the chain's locks
-                    // cannot be released, so not destroyed, meanwhile.
-                    std::vector<std::string> keys;
-                    keys.reserve(cycle.size() + 1);
-                    keys.push_back(cycle.back()->describe(*cycle.back()));
-                    for (const detail::wait_node* node : cycle) {
-                        keys.push_back(node->describe(*node));
+                // Described under the graph's mutex: the chain's locks cannot
+                // be released, so not destroyed, meanwhile.
+                for (const detail::wait_node* node : waits_.graph.find_cycle(self, &lock)) {
+                    cycle_locks.emplace_back(node->describe(*node), node->owner);
+                }
+                if (cycle_locks.empty()) {
+                    if (limit.stop.stop_requested()) {
+                        throw import_cancelled_error(name(key), lock.owner);
                     }
-                    return {std::move(keys), nullptr};
+                    if (limit.deadline && std::chrono::steady_clock::now() >= *limit.deadline) {
+                        throw import_timeout_error(name(key), lock.owner);
+                    }
+                    waits_.graph.add_wait(self, &lock);
                 }
-                if (limit.stop.stop_requested()) {
-                    throw import_cancelled_error(name(key), lock.owner);
-                }
-                if (limit.deadline && std::chrono::steady_clock::now() >= *limit.deadline) {
-                    throw import_timeout_error(name(key), lock.owner);
-                }
-                waits_.graph.add_wait(self, &lock);
             }
+            if (!cycle_locks.empty()) return {import_chain(self, cycle_locks), nullptr};
             {
                 ++lock.waiters;
                 detail::scope_exit unwait([&]() noexcept {
@@ -844,6 +858,37 @@ private:
                 }
             }
         }
+    }
+
+    // Returns the imports that form a cross-thread cycle, "a -> c -> b -> d ->
+    // a": starting at the lock this thread holds, each lock's key followed by
+    // the keys its owner imported on top of it (from this system's import
+    // stacks; a lock of another system contributes its key only). `locks`
+    // runs from the lock wanted to the one this thread holds, with owners.
+    // State mutex held.
+    std::vector<std::string> import_chain(
+        std::thread::id self,
+        const std::vector<std::pair<std::string, std::thread::id>>& locks) const {
+        const auto stacked_above = [&](std::thread::id thread, const std::string& key,
+                                       std::vector<std::string>& out) {
+            const auto it = stacks_.find(thread);
+            if (it == stacks_.end()) return;
+            const std::vector<Key>& stack = it->second;
+            for (std::size_t i = 0; i < stack.size(); ++i) {
+                if (name(stack[i]) != key) continue;
+                for (std::size_t j = i + 1; j < stack.size(); ++j) out.push_back(name(stack[j]));
+                return;
+            }
+        };
+        std::vector<std::string> chain;
+        chain.push_back(locks.back().first);
+        stacked_above(self, locks.back().first, chain);
+        for (std::size_t i = 0; i + 1 < locks.size(); ++i) {
+            chain.push_back(locks[i].first);
+            stacked_above(locks[i].second, locks[i].first, chain);
+        }
+        chain.push_back(locks.back().first);
+        return chain;
     }
 
     // Gives the partial module of `key` to an import that closed a cycle, or

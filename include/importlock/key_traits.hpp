@@ -70,8 +70,17 @@ struct key_traits<std::string> {
 
 // Holds when importlock can use Key with the traits `Traits`: copyable, and
 // hashable and comparable through the traits' hasher and key_equal.
+namespace detail {
+
+// std::equal_to<Key>'s call operator is unconstrained: check operator== itself.
+template <class Key, class KeyEqual>
+concept usable_key_equal =
+    !std::is_same_v<KeyEqual, std::equal_to<Key>> || std::equality_comparable<Key>;
+
+}  // namespace detail
+
 template <class Key, class Traits = key_traits<Key>>
-concept import_key =
+concept import_key = detail::usable_key_equal<Key, typename Traits::key_equal> &&
     std::copy_constructible<Key> && std::default_initializable<typename Traits::hasher> &&
     std::default_initializable<typename Traits::key_equal> &&
     requires(const Key& key, const typename Traits::hasher& hash,

@@ -1,0 +1,246 @@
+// Unit tests of importlock::detail::registry: lookups, growth, entry stability, colliding
+// hashes, and lock-free readers running beside a writer.
+#include <importlock/importlock.hpp>
+
+#include "support/catch.hpp"
+#include "support/watchdog.hpp"
+
+#include <atomic>
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using importlock::detail::entry_state;
+
+// Every key hashes to the same value: each lookup probes past every other key.
+struct constant_hash {
+    std::size_t operator()(const std::string&) const noexcept { return 42; }
+};
+
+template <class Key, class Hash = std::hash<Key>>
+using registry_of = importlock::detail::registry<Key, int, Hash, std::equal_to<Key>>;
+
+std::string string_key(int i) {
+    return "module." + std::to_string(i);
+}
+
+}  // namespace
+
+TEST_CASE("registry: find and find_or_insert", "[registry]") {
+    registry_of<std::string> reg;
+    const std::hash<std::string> hash;
+    CHECK(reg.entry_count() == 0);
+    CHECK(reg.find("a", hash("a")) == nullptr);
+
+    auto& a = reg.find_or_insert("a", hash("a"));
+    CHECK(reg.entry_count() == 1);
+    CHECK(a.key == "a");
+    CHECK(a.hash == hash("a"));
+    CHECK(a.state.load() == entry_state::absent);
+    CHECK(a.owner.load() == nullptr);
+    CHECK(a.initializer == std::thread::id{});
+
+    CHECK(reg.find("a", hash("a")) == &a);
+    CHECK(&reg.find_or_insert("a", hash("a")) == &a);  // no second entry
+    CHECK(reg.entry_count() == 1);
+    CHECK(reg.find("b", hash("b")) == nullptr);
+
+    auto& b = reg.find_or_insert("b", hash("b"));
+    CHECK(&b != &a);
+    CHECK(reg.entry_count() == 2);
+    CHECK(reg.find("b", hash("b")) == &b);
+    CHECK(reg.find("a", hash("a")) == &a);
+
+    // A matching hash is not enough: the key must be equal too.
+    CHECK(reg.find("c", hash("a")) == nullptr);
+
+    std::set<std::string> seen;
+    reg.for_each([&](const auto& e) { seen.insert(e.key); });
+    CHECK(seen == std::set<std::string>{"a", "b"});
+}
+
+TEST_CASE("registry: an entry keeps what a writer stores in it", "[registry]") {
+    registry_of<int> reg;
+    auto& e = reg.find_or_insert(7, std::hash<int>{}(7));
+    auto module = std::make_shared<int>(70);
+    e.owner.store(module);
+    e.state.store(entry_state::ready);
+    const auto* found = reg.find(7, std::hash<int>{}(7));
+    REQUIRE(found == &e);
+    CHECK(found->state.load() == entry_state::ready);
+    CHECK(found->owner.load() == module);
+    CHECK(*found->owner.load() == 70);
+}
+
+TEST_CASE("registry: growth keeps every int key findable and entries in place", "[registry]") {
+    constexpr int count = 50000;
+    registry_of<int> reg;
+    const std::hash<int> hash;
+    std::vector<const void*> addresses;
+    addresses.reserve(count);
+    std::size_t wrong_keys = 0;
+    for (int i = 0; i < count; ++i) {
+        auto& e = reg.find_or_insert(i, hash(i));
+        if (e.key != i || e.hash != hash(i)) ++wrong_keys;
+        addresses.push_back(&e);
+    }
+    CHECK(wrong_keys == 0);
+    CHECK(reg.entry_count() == static_cast<std::size_t>(count));
+
+    std::size_t found = 0;
+    std::size_t moved = 0;
+    for (int i = 0; i < count; ++i) {
+        const auto* e = reg.find(i, hash(i));
+        if (e != nullptr) ++found;
+        if (e != addresses[static_cast<std::size_t>(i)]) ++moved;
+    }
+    CHECK(found == static_cast<std::size_t>(count));
+    CHECK(moved == 0);
+    CHECK(reg.find(-1, hash(-1)) == nullptr);
+    CHECK(reg.find(count, hash(count)) == nullptr);
+
+    // Re-inserting returns the original entries.
+    for (int i = 0; i < count; i += 997) {
+        CHECK(&reg.find_or_insert(i, hash(i)) == addresses[static_cast<std::size_t>(i)]);
+    }
+    CHECK(reg.entry_count() == static_cast<std::size_t>(count));
+}
+
+TEST_CASE("registry: growth keeps every std::string key findable and entries in place",
+          "[registry]") {
+    constexpr int count = 20000;
+    registry_of<std::string> reg;
+    const std::hash<std::string> hash;
+    std::vector<const void*> addresses;
+    for (int i = 0; i < count; ++i) {
+        const std::string key = string_key(i);
+        addresses.push_back(&reg.find_or_insert(key, hash(key)));
+    }
+    CHECK(reg.entry_count() == static_cast<std::size_t>(count));
+    std::size_t wrong = 0;
+    for (int i = 0; i < count; ++i) {
+        const std::string key = string_key(i);
+        const auto* e = reg.find(key, hash(key));
+        if (e == nullptr || e != addresses[static_cast<std::size_t>(i)] || e->key != key) ++wrong;
+    }
+    CHECK(wrong == 0);
+    CHECK(reg.find("module.", hash("module.")) == nullptr);
+    std::size_t visited = 0;
+    reg.for_each([&](const auto&) { ++visited; });
+    CHECK(visited == static_cast<std::size_t>(count));
+}
+
+TEST_CASE("registry: keys whose hashes collide", "[registry]") {
+    constexpr int count = 3000;  // every lookup probes a run of up to `count` entries
+    registry_of<std::string, constant_hash> reg;
+    const constant_hash hash;
+    std::vector<const void*> addresses;
+    for (int i = 0; i < count; ++i) {
+        const std::string key = string_key(i);
+        REQUIRE(reg.find(key, hash(key)) == nullptr);
+        addresses.push_back(&reg.find_or_insert(key, hash(key)));
+    }
+    CHECK(reg.entry_count() == static_cast<std::size_t>(count));
+    std::size_t wrong = 0;
+    for (int i = 0; i < count; ++i) {
+        const std::string key = string_key(i);
+        const auto* e = reg.find(key, hash(key));
+        if (e == nullptr || e != addresses[static_cast<std::size_t>(i)] || e->key != key ||
+            e->hash != 42)
+            ++wrong;
+    }
+    CHECK(wrong == 0);
+    CHECK(reg.find("absent", hash("absent")) == nullptr);
+    CHECK(&reg.find_or_insert(string_key(1234), 42) == addresses[1234]);
+    CHECK(reg.entry_count() == static_cast<std::size_t>(count));
+}
+
+TEST_CASE("registry: readers find every published key while a writer inserts",
+          "[registry][threads]") {
+    importlock_test::watchdog dog("registry readers beside a writer");
+    constexpr int count = 20000;
+    constexpr int reader_count = 2;
+    registry_of<std::string> reg;
+    const std::hash<std::string> hash;
+
+    // Built before the threads start; the writer fills `entries` and then publishes the
+    // count with release, so a reader that acquires the count sees the entries.
+    std::vector<std::string> keys;
+    for (int i = 0; i < count; ++i) keys.push_back(string_key(i));
+    std::vector<const void*> entries(count, nullptr);
+    std::atomic<int> published{0};
+    std::atomic<int> readers_started{0};
+
+    struct reader_result {
+        std::size_t lookups = 0;
+        std::size_t concurrent_lookups = 0;  // made while the writer was still inserting
+        std::size_t missing = 0;
+        std::size_t wrong = 0;
+        std::size_t phantom = 0;
+        int first_bad = -1;
+    };
+    std::vector<reader_result> results(reader_count);
+
+    const auto read = [&](reader_result& r) {
+        readers_started.fetch_add(1);
+        std::size_t cursor = 0;
+        const auto check = [&](int i) {
+            const std::string& key = keys[static_cast<std::size_t>(i)];
+            const auto* e = reg.find(key, hash(key));
+            ++r.lookups;
+            if (e == nullptr) {
+                ++r.missing;
+            } else if (e != entries[static_cast<std::size_t>(i)] || e->key != key) {
+                ++r.wrong;
+            } else {
+                return;
+            }
+            if (r.first_bad < 0) r.first_bad = i;
+        };
+        while (true) {
+            const int n = published.load(std::memory_order_acquire);
+            if (n == count) break;
+            if (n == 0) continue;
+            // The newest key, one older key in turn, and a key never inserted.
+            check(n - 1);
+            check(static_cast<int>(cursor++ % static_cast<std::size_t>(n)));
+            if (reg.find("never." + std::to_string(cursor), 0) != nullptr) ++r.phantom;
+            r.concurrent_lookups += 2;
+        }
+        for (int i = 0; i < count; ++i) check(i);
+    };
+
+    std::vector<std::thread> readers;
+    for (auto& r : results) readers.emplace_back(read, std::ref(r));
+    // The writer: the only thread that calls find_or_insert (it is its own writer lock).
+    std::thread writer([&] {
+        while (readers_started.load() != reader_count) std::this_thread::yield();
+        for (int i = 0; i < count; ++i) {
+            const std::string& key = keys[static_cast<std::size_t>(i)];
+            entries[static_cast<std::size_t>(i)] = &reg.find_or_insert(key, hash(key));
+            published.store(i + 1, std::memory_order_release);
+        }
+    });
+    writer.join();
+    for (auto& t : readers) t.join();
+
+    CHECK(reg.entry_count() == static_cast<std::size_t>(count));
+    std::size_t concurrent = 0;
+    for (const auto& r : results) {
+        INFO("first bad key index " << r.first_bad);
+        CHECK(r.missing == 0);
+        CHECK(r.wrong == 0);
+        CHECK(r.phantom == 0);
+        CHECK(r.lookups >= static_cast<std::size_t>(count));
+        concurrent += r.concurrent_lookups;
+    }
+    // How much the readers overlapped the writer is the scheduler's choice, not a result;
+    // -s shows it.
+    SUCCEED("lookups made while the writer inserted: " << concurrent);
+}
