@@ -80,8 +80,9 @@ concept usable_key_equal =
 }  // namespace detail
 
 template <class Key, class Traits = key_traits<Key>>
-concept import_key = detail::usable_key_equal<Key, typename Traits::key_equal> &&
-    std::copy_constructible<Key> && std::default_initializable<typename Traits::hasher> &&
+concept import_key =
+    detail::usable_key_equal<Key, typename Traits::key_equal> && std::copy_constructible<Key> &&
+    std::default_initializable<typename Traits::hasher> &&
     std::default_initializable<typename Traits::key_equal> &&
     requires(const Key& key, const typename Traits::hasher& hash,
              const typename Traits::key_equal& equal) {

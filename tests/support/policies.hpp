@@ -2,6 +2,7 @@
 #pragma once
 
 #include <importlock/importlock.hpp>
+
 #include <tuple>
 
 namespace importlock_test {
@@ -12,9 +13,8 @@ using threaded_policies =
                importlock::singleflight_per_key_locks, importlock::global_lock>;
 
 // Every policy, for single-threaded scenarios.
-using all_policies =
-    std::tuple<importlock::per_key_locks, importlock::strict_per_key_locks,
-               importlock::singleflight_per_key_locks, importlock::global_lock,
-               importlock::no_locks>;
+using all_policies = std::tuple<importlock::per_key_locks, importlock::strict_per_key_locks,
+                                importlock::singleflight_per_key_locks, importlock::global_lock,
+                                importlock::no_locks>;
 
 }  // namespace importlock_test
