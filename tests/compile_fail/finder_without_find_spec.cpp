@@ -1,6 +1,5 @@
 // A finder with the wrong member name.
-// expect: the FinderPolicy needs `std::optional<module_spec<Key, Module>> find_spec(const Key&)
-// const`
+// expect: the FinderPolicy needs `std::optional<module_spec<Key, Module>> find_spec
 #include <importlock/importlock.hpp>
 
 #include <optional>
