@@ -176,7 +176,7 @@ struct world {
         for (int id : {1, 2, 3, 11}) {
             system.finder().define(
                 fkey(id),
-                [this, id](fmodule& m, importlock::importer<fkey, fmodule>& imp) {
+                [id](fmodule& m, importlock::importer<fkey, fmodule>& imp) {
                     maybe_throw();
                     for (int dep : dependencies_of(id)) imp.import_module(fkey(dep));
                     maybe_throw();
