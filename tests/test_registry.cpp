@@ -43,7 +43,7 @@ TEST_CASE("registry: find and find_or_insert", "[registry]") {
     CHECK(a.key == "a");
     CHECK(a.hash == hash("a"));
     CHECK(a.state.load() == entry_state::absent);
-    CHECK(a.owner.load() == nullptr);
+    CHECK(a.load_owner() == nullptr);
     CHECK(a.initializer == std::thread::id{});
 
     CHECK(reg.find("a", hash("a")) == &a);
@@ -69,13 +69,13 @@ TEST_CASE("registry: an entry keeps what a writer stores in it", "[registry]") {
     registry_of<int> reg;
     auto& e = reg.find_or_insert(7, std::hash<int>{}(7));
     auto module = std::make_shared<int>(70);
-    e.owner.store(module);
+    e.exchange_owner(module);
     e.state.store(entry_state::ready);
     const auto* found = reg.find(7, std::hash<int>{}(7));
     REQUIRE(found == &e);
     CHECK(found->state.load() == entry_state::ready);
-    CHECK(found->owner.load() == module);
-    CHECK(*found->owner.load() == 70);
+    CHECK(found->load_owner() == module);
+    CHECK(*found->load_owner() == 70);
 }
 
 TEST_CASE("registry: growth keeps every int key findable and entries in place", "[registry]") {

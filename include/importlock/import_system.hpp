@@ -216,7 +216,7 @@ public:
                                               "' while this thread is initialising it");
         }
         entry_type& e = require_loaded(key, hash, "reload");
-        std::shared_ptr<Module> module = e.owner.load(std::memory_order_relaxed);
+        std::shared_ptr<Module> module = e.load_owner();
         e.initializer = self;
         e.ready.store(nullptr, std::memory_order_relaxed);
         e.state.store(entry_state::reloading, std::memory_order_relaxed);
@@ -254,7 +254,7 @@ public:
     std::shared_ptr<Module> get(const Key& key) const override {
         const entry_type* e = registry_.find(key, hasher_(key));
         if (e == nullptr || !holds_module(e->state.load(std::memory_order_acquire))) return {};
-        return e->owner.load(std::memory_order_acquire);
+        return e->load_owner();
     }
 
     // Returns whether a module (initialised or not) is registered for `key`.
@@ -551,7 +551,7 @@ private:
     std::shared_ptr<Module> hit(const Key& key, std::size_t hash) const {
         if (const entry_type* e = registry_.find(key, hash);
             e != nullptr && e->ready.load(std::memory_order_acquire) != nullptr) {
-            return e->owner.load(std::memory_order_acquire);
+            return e->load_owner();
         }
         return nullptr;
     }
@@ -719,7 +719,7 @@ private:
         if (e.state.load(std::memory_order_relaxed) == entry_state::blocked) {
             throw import_halted_error(name(key));
         }
-        e.owner.store(module, std::memory_order_relaxed);
+        e.exchange_owner(module);
         e.initializer = std::this_thread::get_id();
         e.state.store(entry_state::initializing, std::memory_order_release);
         size_.fetch_add(1, std::memory_order_relaxed);
@@ -779,7 +779,7 @@ private:
             // (re)load imports its own child.
             if (e != nullptr && e->initializer == std::this_thread::get_id() &&
                 holds_module(e->state.load(std::memory_order_relaxed))) {
-                return e->owner.load(std::memory_order_relaxed);
+                return e->load_owner();
             }
         }
         return import_slow(parent_key, hash, on_cycle, limit);
@@ -791,7 +791,7 @@ private:
         const entry_type* e = registry_.find(key, hash);
         if (e == nullptr) return {};
         switch (e->state.load(std::memory_order_relaxed)) {
-            case entry_state::ready: return e->owner.load(std::memory_order_relaxed);
+            case entry_state::ready: return e->load_owner();
             case entry_state::blocked: throw import_halted_error(name(key));
             default: return {};
         }
@@ -902,7 +902,7 @@ private:
             const entry_type* e = registry_.find(key, hash);
             if (e != nullptr && holds_module(e->state.load(std::memory_order_relaxed))) {
                 if (observer) notify([&] { observer->on_cycle(key, chain, true); });
-                return e->owner.load(std::memory_order_relaxed);
+                return e->load_owner();
             }
             why = "it has no module object yet: its builder, finder or factory is still running";
         }
@@ -980,7 +980,7 @@ private:
         }
         e.ready.store(nullptr, std::memory_order_relaxed);
         e.state.store(next, std::memory_order_release);
-        return e.owner.exchange(nullptr, std::memory_order_acq_rel);
+        return e.exchange_owner(nullptr);
     }
 
     [[no_unique_address]] hasher hasher_{};

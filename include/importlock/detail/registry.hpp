@@ -49,9 +49,19 @@ struct registry_entry {
     // owner.get() while state == ready, else null: the whole hit path is one
     // acquire load of it. Stored with release after the loader returned.
     std::atomic<Module*> ready{nullptr};
-    // The registry's reference; atomic so the hit path can copy it while a
-    // writer drops it.
-    std::atomic<std::shared_ptr<Module>> owner;
+    // Returns a copy of the registry's reference (null when none). Lock-free
+    // readers may call it while a writer swaps it.
+    std::shared_ptr<Module> load_owner() const noexcept {
+        owner_guard guard(owner_busy_);
+        return owner_;
+    }
+
+    // Replaces the registry's reference; returns the previous one.
+    std::shared_ptr<Module> exchange_owner(std::shared_ptr<Module> next) noexcept {
+        owner_guard guard(owner_busy_);
+        owner_.swap(next);
+        return next;
+    }
     // The thread running the loader while initializing or reloading.
     std::thread::id initializer{};
     // Failed imports so far, and the last one's exception while the key is
@@ -62,6 +72,29 @@ struct registry_entry {
     // the order in which it became ready (for teardown, dependents first).
     std::vector<Key> dependencies;
     std::uint64_t ready_order = 0;
+
+private:
+    // A spin lock held only to copy or swap `owner_` (one reference-count
+    // update). std::atomic<std::shared_ptr> would do, but libstdc++ 12's
+    // releases its internal lock with memory_order_relaxed after a load,
+    // which ThreadSanitizer rightly reports as a race with a later store.
+    class owner_guard {
+    public:
+        explicit owner_guard(std::atomic<bool>& busy) noexcept : busy_(busy) {
+            while (busy_.exchange(true, std::memory_order_acquire)) {
+                while (busy_.load(std::memory_order_relaxed)) std::this_thread::yield();
+            }
+        }
+        owner_guard(const owner_guard&) = delete;
+        owner_guard& operator=(const owner_guard&) = delete;
+        ~owner_guard() { busy_.store(false, std::memory_order_release); }
+
+    private:
+        std::atomic<bool>& busy_;
+    };
+
+    mutable std::atomic<bool> owner_busy_{false};
+    std::shared_ptr<Module> owner_;
 };
 
 template <class Key, class Module, class Hash, class KeyEqual>
