@@ -45,6 +45,7 @@
 #include "detail/policy_check.hpp"
 #include "detail/registry.hpp"
 #include "detail/scope_exit.hpp"
+#include "detail/spin_lock.hpp"
 #include "detail/wait_for_graph.hpp"
 #include "errors.hpp"
 #include "finders/finder_policy.hpp"
@@ -221,7 +222,7 @@ public:
         e.ready.store(nullptr, std::memory_order_relaxed);
         e.state.store(entry_state::reloading, std::memory_order_relaxed);
         state.unlock();
-        const std::shared_ptr<observer_type> observer = observer_.load(std::memory_order_acquire);
+        const std::shared_ptr<observer_type> observer = load_observer();
         const auto start = std::chrono::steady_clock::now();
         std::vector<Key> dependencies;
         try {
@@ -378,13 +379,16 @@ public:
     // Installs `observer` (or removes it, with null) for the imports that
     // start afterwards. See observer.hpp for what its hooks may do.
     void set_observer(std::shared_ptr<import_observer<Key>> observer) {
-        observer_.store(std::move(observer), std::memory_order_release);
-    }
+        const bool installed = observer != nullptr;
+        {
+            std::lock_guard guard(observer_lock_);
+            observer_.swap(observer);
+        }
+        has_observer_.store(installed, std::memory_order_release);
+    }  // the previous observer is released here, outside the lock
 
     // Returns the installed observer, or null.
-    std::shared_ptr<import_observer<Key>> observer() const {
-        return observer_.load(std::memory_order_acquire);
-    }
+    std::shared_ptr<import_observer<Key>> observer() const { return load_observer(); }
 
     // Returns what the system's imports in flight are doing: which thread
     // initialises which keys, which threads wait for which key and for whom.
@@ -547,6 +551,13 @@ private:
         return now + std::chrono::ceil<steady::duration>(timeout);
     }
 
+    // Returns the installed observer or null; one atomic load when none.
+    std::shared_ptr<observer_type> load_observer() const {
+        if (!has_observer_.load(std::memory_order_acquire)) return nullptr;
+        std::lock_guard guard(observer_lock_);
+        return observer_;
+    }
+
     // Returns the fully initialised module of `key`, or null. Lock-free.
     std::shared_ptr<Module> hit(const Key& key, std::size_t hash) const {
         if (const entry_type* e = registry_.find(key, hash);
@@ -592,7 +603,7 @@ private:
         }
         if (std::shared_ptr<Module> done = registered_or_halted(key, hash)) return done;
         state.unlock();
-        const std::shared_ptr<observer_type> observer = observer_.load(std::memory_order_acquire);
+        const std::shared_ptr<observer_type> observer = load_observer();
         const auto start = std::chrono::steady_clock::now();
         try {
             if (observer) observer->on_import_begin(key);
@@ -837,7 +848,7 @@ private:
                     graph_lock graph(waits_.mutex);
                     waits_.graph.remove_wait(self);
                 });
-                if (const auto observer = observer_.load(std::memory_order_acquire)) {
+                if (const auto observer = load_observer()) {
                     observer->on_wait(key, lock.owner);  // owner is stable under the state mutex
                 }
                 if constexpr (timed_waits) {
@@ -897,7 +908,7 @@ private:
     std::shared_ptr<Module> resolve_cycle(const Key& key, std::size_t hash,
                                           std::vector<std::string> chain, cycle_resolution on_cycle,
                                           const char* why) {
-        const auto observer = observer_.load(std::memory_order_acquire);
+        const auto observer = load_observer();
         if (on_cycle == cycle_resolution::partial_module) {
             const entry_type* e = registry_.find(key, hash);
             if (e != nullptr && holds_module(e->state.load(std::memory_order_relaxed))) {
@@ -992,7 +1003,11 @@ private:
     detail::process_wait_graph& waits_ = detail::process_wait_graph::instance();
     std::atomic<std::size_t> size_{0};
     std::uint64_t ready_count_ = 0;  // modules that became ready, ever
-    std::atomic<std::shared_ptr<observer_type>> observer_;
+    // The observer: a flag for the common case of none, and the pointer under
+    // a spin lock (see detail/spin_lock.hpp).
+    std::atomic<bool> has_observer_{false};
+    mutable detail::spin_lock observer_lock_;
+    std::shared_ptr<observer_type> observer_;
     checked_finder_type finder_;
 };
 

@@ -24,8 +24,11 @@
 #include <deque>
 #include <exception>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <vector>
+
+#include "spin_lock.hpp"
 
 namespace importlock::detail {
 
@@ -52,13 +55,13 @@ struct registry_entry {
     // Returns a copy of the registry's reference (null when none). Lock-free
     // readers may call it while a writer swaps it.
     std::shared_ptr<Module> load_owner() const noexcept {
-        owner_guard guard(owner_busy_);
+        std::lock_guard guard(owner_lock_);
         return owner_;
     }
 
     // Replaces the registry's reference; returns the previous one.
     std::shared_ptr<Module> exchange_owner(std::shared_ptr<Module> next) noexcept {
-        owner_guard guard(owner_busy_);
+        std::lock_guard guard(owner_lock_);
         owner_.swap(next);
         return next;
     }
@@ -74,26 +77,7 @@ struct registry_entry {
     std::uint64_t ready_order = 0;
 
 private:
-    // A spin lock held only to copy or swap `owner_` (one reference-count
-    // update). std::atomic<std::shared_ptr> would do, but libstdc++ 12's
-    // releases its internal lock with memory_order_relaxed after a load,
-    // which ThreadSanitizer rightly reports as a race with a later store.
-    class owner_guard {
-    public:
-        explicit owner_guard(std::atomic<bool>& busy) noexcept : busy_(busy) {
-            while (busy_.exchange(true, std::memory_order_acquire)) {
-                while (busy_.load(std::memory_order_relaxed)) std::this_thread::yield();
-            }
-        }
-        owner_guard(const owner_guard&) = delete;
-        owner_guard& operator=(const owner_guard&) = delete;
-        ~owner_guard() { busy_.store(false, std::memory_order_release); }
-
-    private:
-        std::atomic<bool>& busy_;
-    };
-
-    mutable std::atomic<bool> owner_busy_{false};
+    mutable spin_lock owner_lock_;  // guards owner_
     std::shared_ptr<Module> owner_;
 };
 
