@@ -770,7 +770,7 @@ private:
     }
 
     // Returns how many imports of `key` failed so far. State mutex held.
-    std::uint64_t failures_of(const Key& key, std::size_t hash) const {
+    std::uint32_t failures_of(const Key& key, std::size_t hash) const {
         const entry_type* e = registry_.find(key, hash);
         return e == nullptr ? 0 : e->failures;
     }
@@ -819,7 +819,7 @@ private:
     acquisition acquire(lock_type& lock, state_lock& state, const Key& key, std::size_t hash,
                         bool share_failures, const wait_limit& limit) {
         const auto self = std::this_thread::get_id();
-        const std::uint64_t failures_before = share_failures ? failures_of(key, hash) : 0;
+        const std::uint32_t failures_before = share_failures ? failures_of(key, hash) : 0;
         for (;;) {
             std::vector<std::pair<std::string, std::thread::id>> cycle_locks;
             {

@@ -45,40 +45,43 @@ template <class Key, class Module>
 struct registry_entry {
     registry_entry(const Key& k, std::size_t h) : key(k), hash(h) {}
 
-    const Key key;
-    const std::size_t hash;
-    // Published with release by writers; readers acquire it.
-    std::atomic<entry_state> state{entry_state::absent};
-    // owner.get() while state == ready, else null: the whole hit path is one
-    // acquire load of it. Stored with release after the loader returned.
-    std::atomic<Module*> ready{nullptr};
     // Returns a copy of the registry's reference (null when none). Lock-free
     // readers may call it while a writer swaps it.
     std::shared_ptr<Module> load_owner() const noexcept {
-        std::lock_guard guard(owner_lock_);
-        return owner_;
+        std::lock_guard guard(owner_lock);
+        return owner;
     }
 
     // Replaces the registry's reference; returns the previous one.
     std::shared_ptr<Module> exchange_owner(std::shared_ptr<Module> next) noexcept {
-        std::lock_guard guard(owner_lock_);
-        owner_.swap(next);
+        std::lock_guard guard(owner_lock);
+        owner.swap(next);
         return next;
     }
+
+    // Members are ordered so that the small ones share one word: an entry is
+    // 120 bytes with a std::string key.
+    const Key key;
+    const std::size_t hash;
+    // Published with release by writers; readers acquire it.
+    std::atomic<entry_state> state{entry_state::absent};
+    // Guards `owner`; use load_owner and exchange_owner.
+    mutable spin_lock owner_lock;
+    // Failed imports so far (wrapping), and the last one's exception while
+    // the key is not ready, for failure_mode::waiters_share_failure.
+    std::uint32_t failures = 0;
+    // owner.get() while state == ready, else null: the whole hit path is one
+    // acquire load of it. Stored with release after the loader returned.
+    std::atomic<Module*> ready{nullptr};
+    // The registry's reference to the module.
+    std::shared_ptr<Module> owner;
     // The thread running the loader while initializing or reloading.
     std::thread::id initializer{};
-    // Failed imports so far, and the last one's exception while the key is
-    // not ready, for failure_mode::waiters_share_failure.
-    std::uint64_t failures = 0;
     std::exception_ptr last_failure;
     // The keys the last successful load imported through its importer, and
     // the order in which it became ready (for teardown, dependents first).
     std::vector<Key> dependencies;
     std::uint64_t ready_order = 0;
-
-private:
-    mutable spin_lock owner_lock_;  // guards owner_
-    std::shared_ptr<Module> owner_;
 };
 
 template <class Key, class Module, class Hash, class KeyEqual>
