@@ -89,7 +89,9 @@ inline std::vector<std::uint32_t> shuffled_order(std::uint32_t count, std::size_
 
 // Runs body(t) on `threads` new threads released together by a spin barrier;
 // returns the wall time in ns from the first thread's start to the last
-// thread's end (thread creation is not timed).
+// thread's end (thread creation is not timed). Before the barrier each thread
+// spins for 2 ms, so that the scheduler has spread the threads over the cores
+// before timing starts (a new thread may first share its parent's core).
 template <class Body>
 double run_parallel(unsigned threads, Body&& body) {
     std::atomic<unsigned> arrived{0};
@@ -98,6 +100,7 @@ double run_parallel(unsigned threads, Body&& body) {
     pool.reserve(threads);
     for (unsigned t = 0; t < threads; ++t) {
         pool.emplace_back([&, t] {
+            if (threads > 1) busy_wait(std::chrono::milliseconds(2));
             arrived.fetch_add(1, std::memory_order_acq_rel);
             while (arrived.load(std::memory_order_acquire) < threads) std::this_thread::yield();
             start[t] = now();
