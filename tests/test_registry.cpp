@@ -23,8 +23,17 @@ struct constant_hash {
     std::size_t operator()(const std::string&) const noexcept { return 42; }
 };
 
+// Entries carry no per-system data here.
+struct no_extra {
+    template <class Entry>
+    explicit no_extra(Entry&) noexcept {}
+};
+
+template <class Key>
+using entry_of = importlock::detail::registry_entry<Key, int, importlock::detail::spin_lock, no_extra>;
+
 template <class Key, class Hash = std::hash<Key>>
-using registry_of = importlock::detail::registry<Key, int, Hash, std::equal_to<Key>>;
+using registry_of = importlock::detail::registry<entry_of<Key>, Hash, std::equal_to<Key>>;
 
 std::string string_key(int i) {
     return "module." + std::to_string(i);
@@ -42,9 +51,9 @@ TEST_CASE("registry: find and find_or_insert", "[registry]") {
     CHECK(reg.entry_count() == 1);
     CHECK(a.key == "a");
     CHECK(a.hash == hash("a"));
-    CHECK(a.state.load() == entry_state::absent);
-    CHECK(a.load_owner() == nullptr);
-    CHECK(a.initializer == std::thread::id{});
+    CHECK(a.current_state() == entry_state::absent);
+    CHECK(a.registered() == nullptr);
+    CHECK(a.holder_thread == std::thread::id{});
 
     CHECK(reg.find("a", hash("a")) == &a);
     CHECK(&reg.find_or_insert("a", hash("a")) == &a);  // no second entry
@@ -69,13 +78,63 @@ TEST_CASE("registry: an entry keeps what a writer stores in it", "[registry]") {
     registry_of<int> reg;
     auto& e = reg.find_or_insert(7, std::hash<int>{}(7));
     auto module = std::make_shared<int>(70);
-    e.exchange_owner(module);
-    e.state.store(entry_state::ready);
+    e.publish_built(module, {}, 1);
     const auto* found = reg.find(7, std::hash<int>{}(7));
     REQUIRE(found == &e);
-    CHECK(found->state.load() == entry_state::ready);
-    CHECK(found->load_owner() == module);
-    CHECK(*found->load_owner() == 70);
+    CHECK(found->current_state() == entry_state::ready);
+    CHECK(found->published() == module);
+    CHECK(*found->published() == 70);
+}
+
+TEST_CASE("registry entry: each transition changes state and module together", "[registry][entry]") {
+    entry_of<std::string> e("k", 1);
+    const auto self = std::this_thread::get_id();
+    auto module = std::make_shared<int>(1);
+
+    e.begin_load(module, self);  // absent -> initializing
+    CHECK(e.current_state() == entry_state::initializing);
+    CHECK(e.registered() == module);
+    CHECK(e.published() == nullptr);  // never handed out while initialising
+    CHECK(e.ready_module() == nullptr);
+
+    e.finish_load({"dep"}, 7);  // initializing -> ready
+    CHECK(e.current_state() == entry_state::ready);
+    CHECK(e.published() == module);
+    CHECK(e.ready_module() == module.get());
+    CHECK(e.holder_thread == std::thread::id{});
+    CHECK(e.ready_order == 7);
+    CHECK(e.dependencies == std::vector<std::string>{"dep"});
+
+    e.begin_reload(self);  // ready -> reloading
+    CHECK(e.current_state() == entry_state::reloading);
+    CHECK(e.published() == nullptr);
+    CHECK(e.ready_module() == nullptr);
+    CHECK(e.registered() == module);
+    std::vector<std::string> deps{"other"};
+    e.finish_reload(&deps);  // reloading -> ready, place in teardown order kept
+    CHECK(e.published() == module);
+    CHECK(e.ready_order == 7);
+    CHECK(e.dependencies == std::vector<std::string>{"other"});
+    e.begin_reload(self);
+    e.finish_reload(nullptr);  // a failed reload keeps the dependencies
+    CHECK(e.dependencies == std::vector<std::string>{"other"});
+
+    CHECK(e.drop() == module);  // ready -> absent
+    CHECK(e.current_state() == entry_state::absent);
+    CHECK(e.registered() == nullptr);
+    CHECK(e.dependencies.empty());
+
+    e.begin_load(std::make_shared<int>(2), self);
+    CHECK(e.abandon_load() != nullptr);  // initializing -> absent
+    CHECK(e.current_state() == entry_state::absent);
+    CHECK(e.registered() == nullptr);
+
+    e.publish_built(module, {}, 9);  // absent -> ready (single-phase)
+    CHECK(e.block() == module);      // ready -> blocked
+    CHECK(e.current_state() == entry_state::blocked);
+    CHECK(e.published() == nullptr);
+    CHECK(e.drop() == nullptr);  // blocked -> absent
+    CHECK(e.current_state() == entry_state::absent);
 }
 
 TEST_CASE("registry: growth keeps every int key findable and entries in place", "[registry]") {

@@ -20,22 +20,22 @@
 namespace {
 
 struct fake_lock {
-    int owner = 0;  // 0: free
+    int holder = 0;  // 0: free
 };
 
 using graph = importlock::detail::wait_for_graph<fake_lock, int>;
 using chain = std::vector<const fake_lock*>;
 
 // Builds `n` locks forming a chain from locks[0] to locks[n - 1]: locks[i] is owned by
-// thread i + 2, which waits on locks[i + 1]; the last lock is owned by `last_owner`.
-void build_chain(graph& g, std::vector<fake_lock>& locks, std::size_t n, int last_owner) {
+// thread i + 2, which waits on locks[i + 1]; the last lock is owned by `last_holder`.
+void build_chain(graph& g, std::vector<fake_lock>& locks, std::size_t n, int last_holder) {
     locks.assign(n, fake_lock{});
     for (std::size_t i = 0; i + 1 < n; ++i) {
         const int thread = static_cast<int>(i) + 2;
-        locks[i].owner = thread;
+        locks[i].holder = thread;
         g.add_wait(thread, &locks[i + 1]);
     }
-    locks[n - 1].owner = last_owner;
+    locks[n - 1].holder = last_holder;
 }
 
 chain addresses(const std::vector<fake_lock>& locks) {
@@ -56,7 +56,7 @@ TEST_CASE("wait_for_graph: an empty graph has no cycle", "[wait_for_graph]") {
     CHECK(g.find_cycle(1, nullptr).empty());
 }
 
-TEST_CASE("wait_for_graph: a lock owned by self is a cycle of length 1", "[wait_for_graph]") {
+TEST_CASE("wait_for_graph: a lock held by self is a cycle of length 1", "[wait_for_graph]") {
     graph g;
     fake_lock own{1};
     CHECK(g.find_cycle(1, &own) == chain{&own});
@@ -76,7 +76,7 @@ TEST_CASE("wait_for_graph: chains reaching self are returned in order", "[wait_f
     REQUIRE(found.size() == n);
     CHECK(found == addresses(locks));
     CHECK(found.front() == &locks[0]);     // first: the lock wanted
-    CHECK(found.back()->owner == 1);       // last: owned by self
+    CHECK(found.back()->holder == 1);       // last: held by self
     CHECK(found.back() == &locks[n - 1]);  // ... and it is the end of the chain
 
     // Entering the chain in the middle finds the tail only.
@@ -165,11 +165,11 @@ TEST_CASE("wait_for_graph: removing a wait or freeing a lock breaks a cycle", "[
         CHECK(g.find_cycle(1, &locks[2]) == (chain{&locks[2], &locks[3]}));
     }
     SECTION("the last lock is released") {
-        locks[3].owner = 0;
+        locks[3].holder = 0;
         CHECK(g.find_cycle(1, &locks[0]).empty());
     }
-    SECTION("the last lock changes owner to a running thread") {
-        locks[3].owner = 9;
+    SECTION("the last lock changes holder to a running thread") {
+        locks[3].holder = 9;
         CHECK(g.find_cycle(1, &locks[0]).empty());
         CHECK(g.find_cycle(9, &locks[0]).size() == 4);
     }
@@ -197,15 +197,15 @@ public:
         std::set<const fake_lock*> visited;
         for (const fake_lock* lock = wanted; lock != nullptr && visited.insert(lock).second;) {
             out.push_back(lock);
-            if (lock->owner == self) return out;
-            if (lock->owner == 0) break;
-            const auto it = waits.find(lock->owner);
+            if (lock->holder == self) return out;
+            if (lock->holder == 0) break;
+            const auto it = waits.find(lock->holder);
             lock = it == waits.end() ? nullptr : it->second;
         }
         return {};
     }
 
-    // Brute force: true when following thread -> lock -> owner from some thread revisits.
+    // Brute force: true when following thread -> lock -> holder from some thread revisits.
     bool has_cycle() const {
         for (const auto& [start, ignored] : waits) {
             std::set<int> visited;
@@ -213,8 +213,8 @@ public:
             while (true) {
                 if (!visited.insert(thread).second) return true;
                 const auto it = waits.find(thread);
-                if (it == waits.end() || it->second->owner == 0) break;
-                thread = it->second->owner;
+                if (it == waits.end() || it->second->holder == 0) break;
+                thread = it->second->holder;
             }
         }
         return false;
@@ -294,7 +294,7 @@ TEST_CASE("wait_for_graph: find_cycle agrees with a brute-force oracle (randomis
             fake_lock& lock = random_lock();
             const std::vector<int> idle = not_waiting();
             const bool release = idle.empty() || std::uniform_int_distribution<int>(0, 3)(rng) == 0;
-            lock.owner = release ? 0 : pick(idle);
+            lock.holder = release ? 0 : pick(idle);
         } else {
             // A pure query, also for threads that are waiting.
             const int self = random_thread();

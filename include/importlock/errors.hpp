@@ -6,6 +6,7 @@
 // import_module receives the loader's own exception object.
 #pragma once
 
+#include <cstddef>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -88,8 +89,13 @@ private:
 class import_timeout_error : public import_error {
 public:
     import_timeout_error(std::string key, std::thread::id holder)
+        : import_timeout_error(std::move(key), holder, "it") {}
+
+    // Builds the error; `held` says what the holder imports ("it", or
+    // "'slow' under the global import lock").
+    import_timeout_error(std::string key, std::thread::id holder, const std::string& held)
         : import_error(key, "import of '" + key + "' timed out waiting for thread " +
-                                describe(holder) + ", which is importing it"),
+                                describe(holder) + ", which is importing " + held),
           holder_(holder) {}
 
     // Returns the thread that held the key's lock when the wait ended.
@@ -111,8 +117,13 @@ private:
 class import_cancelled_error : public import_error {
 public:
     import_cancelled_error(std::string key, std::thread::id holder)
+        : import_cancelled_error(std::move(key), holder, "it") {}
+
+    // Builds the error; `held` as for import_timeout_error.
+    import_cancelled_error(std::string key, std::thread::id holder, const std::string& held)
         : import_error(key, "import of '" + key + "' cancelled while waiting for thread " +
-                                import_timeout_error::describe(holder) + ", which is importing it"),
+                                import_timeout_error::describe(holder) + ", which is importing " +
+                                held),
           holder_(holder) {}
 
     // Returns the thread that held the key's lock when the wait ended.
@@ -120,6 +131,25 @@ public:
 
 private:
     std::thread::id holder_;
+};
+
+// Reports an import nested deeper than the system's limit
+// (basic_import_system::set_max_import_depth; CPython's RecursionError), or a
+// hierarchical key with more unloaded ancestors than the limit. Nothing of the
+// refused import is registered.
+class import_depth_error : public import_error {
+public:
+    import_depth_error(std::string key, std::size_t limit, const std::string& what)
+        : import_error(key, "import of '" + key + "' is nested too deep: " + what +
+                                " (the limit is " + std::to_string(limit) +
+                                "; raise it with set_max_import_depth)"),
+          limit_(limit) {}
+
+    // Returns the limit in force when the import was refused.
+    std::size_t limit() const noexcept { return limit_; }
+
+private:
+    std::size_t limit_;
 };
 
 }  // namespace importlock

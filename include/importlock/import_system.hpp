@@ -1,23 +1,18 @@
 // importlock/import_system.hpp: basic_import_system, CPython's _find_and_load
 // for any keyed resource.
 //
-// import_module(k) behaves as CPython's import statement, generalised:
-//  1. Hit: a fully initialised module is returned without a lock or a shared
-//     write (import_ref; import_module copies a shared_ptr).
-//  2. Otherwise the parent key (key_traits<Key>::parent) is imported first,
-//     fully and under its own lock, then k's module lock is taken. Locks live
-//     in a lock map and exist only while held or awaited.
-//  3. A thread that already holds k's lock (a circular import on its own
-//     stack) does not wait for itself: it gets the partial module.
-//  4. Before blocking on a lock owned by another thread, the wait-for graph is
-//     walked; if blocking would deadlock, this thread (only) gets the partial
-//     module (CPython's _DeadlockError path) or circular_import_error.
-//  5. Under the lock: re-check, find the spec, create the module, register it
-//     as initialising, run the loader, offer the child to its parent, mark it
-//     initialised.
-//  6. If any of that throws, k is unregistered, the lock released and the
-//     same exception object rethrown; waiters retry the import themselves.
+// The public interface comes first. After it, the algorithm of DESIGN §1 in
+// §1 order, each step marked `§1.x`; the machinery lives in detail/:
+//   registry.hpp, registry_entry.hpp  the registry and each key's state machine
+//   lock_protocol.hpp                 module locks, import stacks, cycle chains
+//   dependency_recorder.hpp           what a loader imported (the graph's edges)
+//   teardown_order.hpp                dependents before dependencies
+//   observer_slot.hpp, snapshot_builder.hpp, deadline.hpp
 #pragma once
+
+#if __has_include(<version>)
+#include <version>
+#endif
 
 #include <algorithm>
 #include <atomic>
@@ -26,66 +21,85 @@
 #include <cstddef>
 #include <cstdint>
 #include <exception>
-#include <iterator>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <ostream>
-#include <stop_token>
 #include <string>
 #include <thread>
 #include <type_traits>
-#include <unordered_map>
 #include <utility>
 #include <vector>
+#if defined(__cpp_lib_jthread)
+#include <stop_token>
+#endif
 
+#include "detail/deadline.hpp"
+#include "detail/dependency_recorder.hpp"
 #include "detail/dot_quote.hpp"
-#include "detail/lock_map.hpp"
-#include "detail/module_lock.hpp"
+#include "detail/lock_protocol.hpp"
+#include "detail/observer_slot.hpp"
 #include "detail/policy_check.hpp"
 #include "detail/registry.hpp"
-#include "detail/scope_exit.hpp"
+#include "detail/snapshot_builder.hpp"
 #include "detail/spin_lock.hpp"
-#include "detail/wait_for_graph.hpp"
+#include "detail/teardown_order.hpp"
 #include "errors.hpp"
-#include "finders/finder_policy.hpp"
 #include "finders/registry_finder.hpp"
 #include "importer.hpp"
 #include "key_traits.hpp"
-#include "locking/lock_policy.hpp"
 #include "locking/per_key_locks.hpp"
 #include "module_handle.hpp"
 #include "module_spec.hpp"
 #include "module_traits.hpp"
 #include "observer.hpp"
 #include "snapshot.hpp"
+#include "wait_graph_domain.hpp"
 
 namespace importlock {
 
-// Keyed once-initialisation with CPython's import-lock semantics.
+// Keyed once-initialisation with CPython's import-lock semantics (DESIGN §1).
 //
-// Key is hashable and copyable (see key_traits.hpp); the registry holds
+// Key is hashable and copyable (key_traits.hpp); the registry holds
 // std::shared_ptr<Module>. LockPolicy says how imports synchronise and what a
-// cycle gets (see locking/lock_policy.hpp); FinderPolicy turns a key into a
-// module_spec (see finders/finder_policy.hpp).
+// cycle gets (locking/lock_policy.hpp); FinderPolicy turns a key into a
+// module_spec (finders/finder_policy.hpp).
 //
-// Thread-safety: every member may be called from any thread concurrently,
-// except with no_locks. Instances share nothing: two systems have separate
-// registries, locks and wait-for graphs (CPython's subinterpreters).
+// Thread-safety: every member may be called from any thread, from loaders,
+// module destructors and observer hooks, except with no_locks (one thread).
+// Systems share no registry and no lock; they share a wait_graph_domain (by
+// default the process-wide one) so that cycles across systems are found.
 //
-// Reference validity: a reference from import_ref stays valid until its key is
-// erased or blocked, its import fails (for a partial module seen through a
-// cycle), or the system is destroyed, like a reference into a node container.
+// Cost: a hit (import_ref, module_handle) is a hash probe and one acquire
+// load: no lock, no shared write. An owning hit (import_module, get) adds
+// the entry's spin lock around one reference-count increment. A cold import
+// takes the system's state mutex a few times and allocates the entry (first
+// import of the key only), the lock record and the module; the wait-for
+// graph is touched only when a thread has to wait.
+//
+// Reference validity: a reference from import_ref stays valid until its key
+// is erased, blocked or cleared, its import fails (a partial module seen
+// through a cycle), or the system is destroyed.
 template <class Key, class Module, class LockPolicy = per_key_locks,
           class FinderPolicy = registry_finder<Key, Module>>
 class basic_import_system final : public importer<Key, Module> {
-    // One readable error per broken argument (see detail/policy_check.hpp).
     static_assert(detail::checked_module<Module>::value);
     using policy = typename detail::checked_lock_policy<LockPolicy>::type;
     using checked_finder_type =
         typename std::conditional_t<detail::checked_key<Key>::ok,
                                     detail::checked_finder<FinderPolicy, Key, Module>,
                                     std::type_identity<detail::null_finder<Key, Module>>>::type;
+    struct entry_extra;
+    using guard_type = std::conditional_t<detail::single_threaded<policy>, detail::null_guard,
+                                          detail::spin_lock>;
+    using entry_type = detail::registry_entry<Key, Module, guard_type, entry_extra>;
+    using protocol_type = detail::lock_protocol<Key, policy, entry_type>;
+    using state_lock = std::unique_lock<typename policy::mutex_type>;
+    using hasher = typename detail::key_functions<Key>::hasher;
+    using key_equal = typename detail::key_functions<Key>::key_equal;
+    using entry_state = detail::entry_state;
+    using frame_type = detail::load_frame<Key, hasher, key_equal>;
+    friend class module_handle<basic_import_system>;
 
 public:
     using key_type = Key;
@@ -95,258 +109,176 @@ public:
     using importer_type = importer<Key, Module>;
     using spec_type = module_spec<Key, Module>;
     using traits_type = key_traits<Key>;
+    using observer_type = import_observer<Key>;
 
-    // Builds an empty system with a default-constructed finder.
-    basic_import_system() = default;
+    // The default of max_import_depth(), CPython's default recursion limit.
+    static constexpr std::size_t default_max_import_depth = 1000;
 
-    // Builds an empty system that finds specs with `finder`.
-    explicit basic_import_system(FinderPolicy finder) : finder_(std::move(finder)) {}
-
+    // Builds an empty system with `finder`, whose cycles are checked in `domain`.
+    basic_import_system() : basic_import_system(FinderPolicy{}) {}
+    explicit basic_import_system(FinderPolicy finder,
+                                 wait_graph_domain& domain = wait_graph_domain::process_wide())
+        : protocol_(domain), finder_(std::move(finder)) {}
+    explicit basic_import_system(wait_graph_domain& domain)
+        : basic_import_system(FinderPolicy{}, domain) {}
     basic_import_system(const basic_import_system&) = delete;
     basic_import_system& operator=(const basic_import_system&) = delete;
 
-    // Drops every module the system still holds, dependents before their
-    // dependencies (see clear). Precondition: no import is in flight (checked
-    // by an assertion in debug builds).
+    // Tears the modules down, dependents first (§1.11); imports made by their
+    // destructors succeed and are torn down too, until the final round, in
+    // which they throw import_error. Precondition: no import in flight.
     ~basic_import_system() {
-        assert(locks_.size() == 0 &&
-               "importlock: basic_import_system destroyed while imports are in flight");
-        clear();
+        assert(lock_count() == 0 && "importlock: import system destroyed while imports are in flight");
+        teardown(true);
     }
 
     // Returns the finder, e.g. to define loaders.
     checked_finder_type& finder() noexcept { return finder_; }
     const checked_finder_type& finder() const noexcept { return finder_; }
 
-    // Imports `key` (see the file comment) and returns the module: fully
-    // initialised, or partially initialised when this import closed a cycle
-    // and the lock policy allows it. Throws module_not_found_error,
-    // import_halted_error, circular_import_error, or what the loader threw.
+    // --- Importing -----------------------------------------------------------------------
+
+    // Imports `key` and returns the module: fully initialised, or partial when
+    // this import closed a cycle and the policy allows it. Throws
+    // module_not_found_error, import_halted_error, circular_import_error,
+    // import_depth_error, or what the loader threw. Cost: see the class.
     std::shared_ptr<Module> import_module(const Key& key) override {
         const std::size_t hash = hasher_(key);
-        if (auto module = hit(key, hash)) return module;
-        return import_slow(key, hash, policy::on_cycle);
+        return find_and_load(key, hash, find_entry(key, hash), policy::on_cycle, {});
     }
 
-    // Imports `key` like import_module, but waits at most `timeout` for other
-    // threads' imports of `key` (and of its parents) before throwing
-    // import_timeout_error. Once this thread runs the loader it is not
-    // interrupted, and imports the loader makes are not limited.
+    // Imports `key`, waiting at most `timeout` for other threads' imports of
+    // it and its parents (import_timeout_error); a limit beyond the clock's
+    // range waits without limit; NaN throws std::invalid_argument. The
+    // loader this thread runs is never interrupted.
     template <class Rep, class Period>
     std::shared_ptr<Module> import_module_for(const Key& key,
                                               const std::chrono::duration<Rep, Period>& timeout) {
-        static_assert(timed_waits,
-                      "importlock: timed imports need the LockPolicy's condition_variable_type "
-                      "to provide wait_until(std::unique_lock<mutex_type>&, time_point) "
-                      "(see importlock/locking/lock_policy.hpp)");
-        const std::size_t hash = hasher_(key);
-        if (auto module = hit(key, hash)) return module;
-        wait_limit limit;
-        limit.deadline = deadline_after(timeout);
-        return import_slow(key, hash, policy::on_cycle, limit);
+        return import_limited(key, [&] { return detail::deadline_after(timeout, name(key)); });
     }
 
-    // Imports `key` like import_module_for, waiting until `deadline` at most
-    // (on any clock; time_point::max() waits without limit).
+    // Imports `key` like import_module_for, waiting until `deadline` at most,
+    // on any clock (time_point::max() waits without limit).
     template <class Clock, class Duration>
     std::shared_ptr<Module> import_module_until(
         const Key& key, const std::chrono::time_point<Clock, Duration>& deadline) {
-        const auto now = Clock::now();
-        if (deadline == std::chrono::time_point<Clock, Duration>::max()) {
-            return import_module_for(key, std::chrono::steady_clock::duration::max());
-        }
-        // deadline - deadline: a zero of the same duration type.
-        return import_module_for(key, deadline <= now ? deadline - deadline : deadline - now);
+        return import_limited(key, [&] { return detail::deadline_at(deadline, name(key)); });
     }
 
+#if defined(__cpp_lib_jthread)
     // Imports `key` like import_module, but stops waiting for other threads'
-    // imports of `key` (and of its parents) with import_cancelled_error when
-    // `stop` is requested. Once this thread runs the loader it is not
-    // interrupted.
+    // imports with import_cancelled_error once `stop` is requested.
     std::shared_ptr<Module> import_module(const Key& key, std::stop_token stop) {
         const std::size_t hash = hasher_(key);
-        if (auto module = hit(key, hash)) return module;
-        // Wakes this system's waiters so that this one sees the request; the
-        // others check their own tokens and wait again.
+        entry_type* e = find_entry(key, hash);
+        if (auto module = published(e)) return module;
         std::stop_callback wake(stop, [this] {
             state_lock state(state_mutex_);
-            locks_.for_each([](lock_type& lock) { lock.released.notify_all(); });
+            protocol_.notify_all_waiters();
         });
-        wait_limit limit;
-        limit.stop = std::move(stop);
-        return import_slow(key, hash, policy::on_cycle, limit);
+        detail::wait_limit limit;
+        limit.stop_state = &stop;
+        limit.stop_requested = [](const void* s) {
+            return static_cast<const std::stop_token*>(s)->stop_requested();
+        };
+        return find_and_load(key, hash, e, policy::on_cycle, limit);
     }
+#endif
 
-    // Imports `key` like import_module and returns a reference to the module.
-    // A hit takes no lock and writes no shared memory: a probe and one acquire
+    // Imports `key` and returns a reference; a hit is a probe and one acquire
     // load. See the class comment for how long the reference stays valid.
     Module& import_ref(const Key& key) override {
         const std::size_t hash = hasher_(key);
-        if (const entry_type* e = registry_.find(key, hash)) {
-            if (Module* module = e->ready.load(std::memory_order_acquire)) return *module;
+        entry_type* e = find_entry(key, hash);
+        if (e != nullptr) {
+            detail::yield_point<policy>();
+            if (Module* module = e->ready_module()) return *module;
         }
-        return *import_slow(key, hash, policy::on_cycle);
+        return *find_and_load(key, hash, e, policy::on_cycle, {});
     }
 
-    // Returns a handle on `key` that imports on first use and then costs one
-    // acquire load (see module_handle.hpp). Does not import.
+    // Returns a handle that imports `key` on first use, then costs one acquire
+    // load per use (module_handle.hpp). Does not import.
     module_handle<basic_import_system> handle(Key key) {
         return module_handle<basic_import_system>(*this, std::move(key));
     }
 
-    // Re-runs the loader of the loaded `key` on the same module object, under
-    // `key`'s lock (importlib.reload): holders of the module see the new
-    // state, and imports of `key` wait until the reload ends. If the loader
-    // throws, the module stays registered and the exception propagates.
-    // Throws import_error when `key` is not loaded or this thread is
-    // initialising it.
-    std::shared_ptr<Module> reload(const Key& key) {
-        const std::size_t hash = hasher_(key);
-        const auto self = std::this_thread::get_id();
-        state_lock state(state_mutex_);
-        require_loaded(key, hash, "reload");
-        lock_type& lock = locks_.lock_for(key, hash);
-        if (acquisition got = acquire(lock, state, key, hash, false, {}); !got.cycle.empty()) {
-            throw circular_import_error(
-                std::move(got.cycle),
-                "reloading it would wait for a thread that waits for this one");
-        }
-        held_import held(*this, state, key, lock);
-        if (held.reentered()) {
-            throw import_error(name(key), "cannot reload '" + name(key) +
-                                              "' while this thread is initialising it");
-        }
-        entry_type& e = require_loaded(key, hash, "reload");
-        std::shared_ptr<Module> module = e.load_owner();
-        e.initializer = self;
-        e.ready.store(nullptr, std::memory_order_relaxed);
-        e.state.store(entry_state::reloading, std::memory_order_relaxed);
-        state.unlock();
-        const std::shared_ptr<observer_type> observer = load_observer();
-        const auto start = std::chrono::steady_clock::now();
-        std::vector<Key> dependencies;
-        try {
-            std::optional<spec_type> spec = finder_.find_spec(key);
-            if (!spec) throw module_not_found_error(name(key));
-            if (spec->builder) {
-                throw import_error(name(key), "cannot reload '" + name(key) +
-                                                  "': it is a single-phase module; erase it "
-                                                  "and import it again");
-            }
-            require_loader(key, *spec);
-            recording_importer recorder(*this);
-            spec->loader(*module, recorder);
-            dependencies = recorder.take();
-        } catch (...) {
-            if (observer) notify([&] { observer->on_reload(key, since(start), false); });
-            state.lock();
-            mark_ready(e, module.get());
-            throw;
-        }
-        if (observer) notify([&] { observer->on_reload(key, since(start), true); });
-        state.lock();
-        e.dependencies.swap(dependencies);
-        mark_ready(e, module.get());
-        return module;
-    }
+    // Re-runs the loader of the loaded `key` on the same module object under
+    // its lock (importlib.reload, §1.9); imports of `key` wait meanwhile. If
+    // the loader throws, the module stays registered and the exception
+    // propagates. Throws import_error when `key` is not loaded or this thread
+    // is initialising it. Cost: a cold import's, without the allocations.
+    std::shared_ptr<Module> reload(const Key& key) { return reload_key(key, hasher_(key)); }
 
-    // Returns the module registered for `key`, also while it initialises (as
-    // sys.modules.get), or null. Never imports; takes no lock.
+    // --- The registry (CPython's sys.modules) --------------------------------------------
+
+    // Returns the module registered for `key`, also while it initialises
+    // (sys.modules.get), or null. Never imports; takes the entry's spin lock.
     std::shared_ptr<Module> get(const Key& key) const override {
-        const entry_type* e = registry_.find(key, hasher_(key));
-        if (e == nullptr || !holds_module(e->state.load(std::memory_order_acquire))) return {};
-        return e->load_owner();
+        const entry_type* e = find_entry(key, hasher_(key));
+        return e == nullptr ? nullptr : e->registered();
     }
 
-    // Returns whether a module (initialised or not) is registered for `key`.
-    bool contains(const Key& key) const {
-        const entry_type* e = registry_.find(key, hasher_(key));
-        return e != nullptr && holds_module(e->state.load(std::memory_order_acquire));
-    }
+    // Returns whether a module, initialised or not, is registered for `key`.
+    // Lock-free: a probe and one acquire load (as are the two below).
+    bool contains(const Key& key) const { return detail::holds_module(state_of(key)); }
 
-    // Returns whether `key`'s module is registered and its first load is
-    // running (false during a reload, like CPython's spec._initializing).
+    // Returns whether `key`'s first load is running (false during a reload,
+    // like CPython's spec._initializing).
     bool is_initializing(const Key& key) const {
-        const entry_type* e = registry_.find(key, hasher_(key));
-        return e != nullptr &&
-               e->state.load(std::memory_order_acquire) == entry_state::initializing;
+        return state_of(key) == entry_state::initializing;
     }
 
     // Returns whether `key` is blocked (see block).
-    bool is_blocked(const Key& key) const {
-        const entry_type* e = registry_.find(key, hasher_(key));
-        return e != nullptr && e->state.load(std::memory_order_acquire) == entry_state::blocked;
-    }
+    bool is_blocked(const Key& key) const { return state_of(key) == entry_state::blocked; }
 
     // Blocks `key`: importing it throws import_halted_error until erase(key)
-    // (CPython's `sys.modules[k] = None`). A loaded module is dropped from the
-    // registry. Throws import_error while `key` initialises or reloads.
-    void block(const Key& key) {
-        std::shared_ptr<Module> dropped;  // destroyed after the state mutex is released
-        state_lock state(state_mutex_);
-        entry_type& e = registry_.find_or_insert(key, hasher_(key));
-        refuse_while_in_flight(e, "block");
-        dropped = unregister(e, entry_state::blocked);
-    }
+    // (`sys.modules[k] = None`); a loaded module is dropped. Throws
+    // import_error while `key` is being imported or reloaded. O(1).
+    void block(const Key& key) { unregister(key, true); }
 
-    // Removes `key`'s module or block from the registry; returns whether there
-    // was one. The next import runs the loader again. Invalidates references
-    // from import_ref. Throws import_error while `key` initialises or reloads.
-    bool erase(const Key& key) {
-        std::shared_ptr<Module> dropped;  // destroyed after the state mutex is released
-        state_lock state(state_mutex_);
-        entry_type* e = registry_.find(key, hasher_(key));
-        if (e == nullptr || e->state.load(std::memory_order_relaxed) == entry_state::absent)
-            return false;
-        refuse_while_in_flight(*e, "erase");
-        dropped = unregister(*e, entry_state::absent);
-        return true;
-    }
+    // Removes `key`'s module or block; returns whether there was one. The next
+    // import runs the loader again; references from import_ref die. Throws
+    // import_error while `key` is being imported or reloaded. O(1).
+    bool erase(const Key& key) { return unregister(key, false); }
 
-    // Drops every initialised module and every block, dependents before their
-    // dependencies: in the reverse of the order in which they became ready,
-    // which puts each module before the modules its loader imported (folly's
-    // singleton teardown). A module is destroyed when its last shared_ptr goes;
-    // references from import_ref are invalidated. Modules still initialising
-    // or reloading stay. Returns the number of modules dropped.
-    std::size_t clear() {
-        std::vector<std::pair<std::uint64_t, std::shared_ptr<Module>>> dropped;
-        {
-            state_lock state(state_mutex_);
-            dropped.reserve(size_.load(std::memory_order_relaxed));
-            registry_.for_each([&](entry_type& e) {
-                const entry_state s = e.state.load(std::memory_order_relaxed);
-                if (s == entry_state::ready) {
-                    dropped.emplace_back(e.ready_order, unregister(e, entry_state::absent));
-                    e.dependencies.clear();
-                } else if (s == entry_state::blocked) {
-                    unregister(e, entry_state::absent);
-                }
-            });
-        }
-        std::sort(dropped.begin(), dropped.end(),
-                  [](const auto& a, const auto& b) { return a.first > b.first; });
-        for (auto& [order, module] : dropped) module.reset();
-        return dropped.size();
+    // Drops every loaded module and every block, dependents before their
+    // dependencies (§1.11), and repeats for modules their destructors
+    // imported. Modules in flight stay. Returns the number of modules
+    // dropped. O(modules + dependency edges) per round.
+    std::size_t clear() { return teardown(false); }
+
+    // Returns the number of registered modules, initialised or not. O(1).
+    std::size_t size() const noexcept { return size_.load(std::memory_order_relaxed); }
+
+    // --- Limits, dependencies and diagnostics --------------------------------------------
+
+    // Sets how deeply imports may nest on one thread (over every system)
+    // before import_depth_error (§1.12); default_max_import_depth by default.
+    void set_max_import_depth(std::size_t depth) noexcept {
+        max_depth_.store(depth, std::memory_order_relaxed);
+    }
+    // Returns the nesting limit.
+    std::size_t max_import_depth() const noexcept {
+        return max_depth_.load(std::memory_order_relaxed);
     }
 
     // Returns the keys the last successful load of `key` imported through its
-    // importer (the dependency graph's edges from `key`), in first-import
-    // order; empty when `key` is not loaded. Imports a loader makes through
-    // the system object directly, not its importer, are not recorded.
+    // importer and that succeeded, each once, in first-import order; empty
+    // when `key` is not loaded. Takes the state mutex; O(result).
     std::vector<Key> dependencies(const Key& key) const {
         state_lock state(state_mutex_);
         const entry_type* e = registry_.find(key, hasher_(key));
-        if (e == nullptr || !holds_module(e->state.load(std::memory_order_relaxed))) return {};
-        return e->dependencies;
+        return e != nullptr && detail::holds_module(e->current_state()) ? e->dependencies
+                                                                          : std::vector<Key>{};
     }
 
-    // Returns the loaded keys whose loaders imported `key`. O(modules).
+    // Returns the loaded keys whose loaders imported `key`. O(modules + edges).
     std::vector<Key> dependents(const Key& key) const {
         state_lock state(state_mutex_);
         std::vector<Key> out;
         registry_.for_each([&](const entry_type& e) {
-            if (!holds_module(e.state.load(std::memory_order_relaxed))) return;
+            if (!detail::holds_module(e.current_state())) return;
             for (const Key& dependency : e.dependencies) {
                 if (equal_(dependency, key)) {
                     out.push_back(e.key);
@@ -357,568 +289,512 @@ public:
         return out;
     }
 
-    // Writes the dependency graph of the registered modules in Graphviz DOT:
-    // an edge a -> b when a's loader imported b. Initialising modules are
-    // dashed.
+    // Writes the dependency graph in Graphviz DOT: a -> b when a's loader
+    // imported b; initialising modules dashed. O(modules + edges).
     void write_dependency_dot(std::ostream& out) const {
         state_lock state(state_mutex_);
         out << "digraph imports {\n";
         registry_.for_each([&](const entry_type& e) {
-            const entry_state s = e.state.load(std::memory_order_relaxed);
-            if (!holds_module(s)) return;
-            out << "  " << detail::dot_quote(name(e.key))
-                << (s == entry_state::ready ? ";\n" : " [style=dashed];\n");
-            for (const Key& dependency : e.dependencies) {
-                out << "  " << detail::dot_quote(name(e.key)) << " -> "
-                    << detail::dot_quote(name(dependency)) << ";\n";
+            const entry_state s = e.current_state();
+            if (!detail::holds_module(s)) return;
+            const std::string from = detail::dot_quote(name(e.key));
+            out << "  " << from << (s == entry_state::ready ? ";\n" : " [style=dashed];\n");
+            for (const Key& to : e.dependencies) {
+                out << "  " << from << " -> " << detail::dot_quote(name(to)) << ";\n";
             }
         });
         out << "}\n";
     }
 
-    // Installs `observer` (or removes it, with null) for the imports that
-    // start afterwards. See observer.hpp for what its hooks may do.
-    void set_observer(std::shared_ptr<import_observer<Key>> observer) {
-        const bool installed = observer != nullptr;
-        {
-            std::lock_guard guard(observer_lock_);
-            observer_.swap(observer);
-        }
-        has_observer_.store(installed, std::memory_order_release);
-    }  // the previous observer is released here, outside the lock
-
+    // Installs `observer` (null: removes it) for the imports that start
+    // afterwards. Hooks run outside every internal lock (observer.hpp).
+    void set_observer(std::shared_ptr<observer_type> observer) {
+        observer_.set(std::move(observer));
+    }
     // Returns the installed observer, or null.
-    std::shared_ptr<import_observer<Key>> observer() const { return load_observer(); }
+    std::shared_ptr<observer_type> observer() const { return observer_.load(); }
 
-    // Returns what the system's imports in flight are doing: which thread
-    // initialises which keys, which threads wait for which key and for whom.
-    // A thread dump for imports; callable from any thread (e.g. a watchdog),
-    // cheap when nothing is in flight.
+    // Returns what the imports in flight are doing: a thread dump for imports.
+    // Callable from any thread, hook or destructor; takes the state mutex and
+    // the domain's mutex; O(threads x locks).
     import_snapshot snapshot() const {
-        import_snapshot out;
+        detail::snapshot_builder out;
         state_lock state(state_mutex_);
-        for (const auto& [thread, keys] : stacks_) {
-            import_snapshot::thread_state t;
-            t.thread = thread;
-            for (const Key& key : keys) t.importing.push_back(name(key));
-            out.threads.push_back(std::move(t));
-        }
-        graph_lock graph(waits_.mutex);
-        locks_.for_each([&](const lock_type& lock) {
-            import_snapshot::lock_state l;
-            l.key = lock.describe(lock);
-            l.owner = lock.owner;
-            l.depth = lock.depth;
-            waits_.graph.for_each([&](std::thread::id thread, const detail::wait_node* node) {
-                if (node != &lock) return;
-                l.waiters.push_back(thread);
-                auto it = std::find_if(out.threads.begin(), out.threads.end(),
-                                       [&](const auto& t) { return t.thread == thread; });
-                if (it == out.threads.end()) {
-                    out.threads.emplace_back();
-                    it = std::prev(out.threads.end());
-                    it->thread = thread;
-                }
-                it->waiting_for = l.key;
-                it->waiting_for_thread = lock.owner;
-            });
-            out.locks.push_back(std::move(l));
+        protocol_.for_each_stack([&](std::thread::id thread, const auto& stack) {
+            std::vector<std::string> keys;
+            for (const entry_type* e : stack) keys.push_back(name(e->key));
+            out.add_stack(thread, std::move(keys));
         });
-        return out;
+        std::vector<const void*> locks;
+        protocol_.for_each_lock([&](const auto& lock) {
+            out.add_lock(protocol_type::describe(lock), lock.holder_id(), lock.depth);
+            locks.push_back(&lock);
+        });
+        protocol_.for_each_waiter([&](std::thread::id thread, const auto& lock) {
+            for (std::size_t i = 0; i < locks.size(); ++i) {
+                if (locks[i] == &lock) out.add_waiter(i, thread);
+            }
+        });
+        return out.take();
     }
 
-    // Returns the number of registered modules, initialised or not.
-    std::size_t size() const noexcept { return size_.load(std::memory_order_relaxed); }
-
-    // Returns the number of module locks alive: held or awaited by some
-    // thread. It is 0 whenever no import is in flight.
+    // Returns the number of module locks held or awaited: 0 whenever no import
+    // is in flight. Takes the state mutex; O(1).
     std::size_t lock_count() const {
         state_lock state(state_mutex_);
-        return locks_.size();
+        return protocol_.lock_count();
     }
 
-    // Returns the number of threads blocked waiting for `key`'s module lock
-    // (for global_lock: waiting for the global lock). For diagnostics and
-    // tests that must know a thread is parked before they go on.
+    // Returns the number of threads waiting for `key`'s lock (for
+    // global_lock: for the global lock). Takes the state mutex; O(1).
     std::size_t waiter_count(const Key& key) const {
         state_lock state(state_mutex_);
-        std::size_t count = 0;
-        locks_.for_each([&](const lock_type& lock) {
-            if (lock.key == nullptr || equal_(*lock.key, key)) count += lock.waiters;
-        });
-        return count;
+        return protocol_.waiters_of(registry_.find(key, hasher_(key)));
     }
+
+    // ===================== End of the public interface. =====================
+    // The algorithm of DESIGN §1 follows, in §1 order.
 
 private:
-    using entry_state = detail::entry_state;
-    using entry_type = detail::registry_entry<Key, Module>;
-    using hasher = typename detail::key_functions<Key>::hasher;
-    using key_equal = typename detail::key_functions<Key>::key_equal;
-    using mutex_type = typename policy::mutex_type;
-    using state_lock = std::unique_lock<mutex_type>;
-    using lock_type = detail::module_lock<Key, typename policy::condition_variable_type>;
-    using graph_lock = std::lock_guard<std::mutex>;
-    using observer_type = import_observer<Key>;
-
-    static constexpr bool timed_waits =
-        requires(typename policy::condition_variable_type& cv, state_lock& lock,
-                 std::chrono::steady_clock::time_point deadline) { cv.wait_until(lock, deadline); };
-
-    static constexpr bool shares_failures =
-        detail::failure_mode_of<policy>() == failure_mode::waiters_share_failure;
-
-    // How an attempt to take a module lock ended without taking it.
-    struct acquisition {
-        std::vector<std::string> cycle;  // non-empty: waiting would close this cycle
-        std::exception_ptr failure;      // non-null: the awaited import failed (shared)
-    };
-
-    // How long an import may wait for other threads' imports.
-    struct wait_limit {
-        std::optional<std::chrono::steady_clock::time_point> deadline;
-        std::stop_token stop;
-    };
-
-    // Holds one acquisition of a module lock and this thread's import-stack
-    // frame for its key; gives both back, under the state mutex, on exit.
-    class held_import {
-    public:
-        held_import(basic_import_system& system, state_lock& state, const Key& key, lock_type& lock)
-            : system_(system), state_(state), key_(key), lock_(lock) {
-            try {
-                stack_ = &system_.stacks_[std::this_thread::get_id()];
-                reentered_ = std::find_if(stack_->begin(), stack_->end(), [&](const Key& k) {
-                                 return system_.equal_(k, key_);
-                             }) != stack_->end();
-                if (!reentered_) {
-                    stack_->push_back(key);
-                    pushed_ = true;
-                }
-            } catch (...) {
-                release();
-                throw;
-            }
-        }
-        held_import(const held_import&) = delete;
-        held_import& operator=(const held_import&) = delete;
-        ~held_import() {
-            if (!state_.owns_lock()) state_.lock();
-            if (pushed_) stack_->pop_back();
-            release();
-        }
-
-        // Returns whether this thread was already importing the key: a
-        // circular import on its own stack.
-        bool reentered() const noexcept { return reentered_; }
-
-        // Returns this thread's import stack (keys whose locks it holds).
-        const std::vector<Key>& stack() const noexcept { return *stack_; }
-
-    private:
-        void release() noexcept {
-            if (stack_ != nullptr && stack_->empty()) {
-                system_.stacks_.erase(std::this_thread::get_id());
-            }
-            {
-                graph_lock graph(system_.waits_.mutex);
-                lock_.release();
-            }
-            system_.locks_.forget_if_unused(lock_);
-        }
-
-        basic_import_system& system_;
-        state_lock& state_;
-        const Key& key_;
-        lock_type& lock_;
-        std::vector<Key>* stack_ = nullptr;
-        bool reentered_ = false;
-        bool pushed_ = false;
-    };
-
-    // Returns the steady-clock time `timeout` from now, or nullopt (no limit)
-    // when that is beyond what the clock can represent.
-    template <class Rep, class Period>
-    static std::optional<std::chrono::steady_clock::time_point> deadline_after(
-        const std::chrono::duration<Rep, Period>& timeout) {
-        using steady = std::chrono::steady_clock;
-        const steady::time_point now = steady::now();
-        if (timeout <= timeout.zero()) return now;
-        const auto headroom = steady::time_point::max() - now;
-        if (std::chrono::duration<double, Period>(timeout) >=
-            std::chrono::duration<double, steady::period>(headroom)) {
-            return std::nullopt;
-        }
-        return now + std::chrono::ceil<steady::duration>(timeout);
+    // §1.1 Hit: every read path finds the key's entry here, once, and an
+    // import carries it through the algorithm. An entry's published module
+    // is non-null only while ready: state and module are read together.
+    entry_type* find_entry(const Key& key, std::size_t hash) const {
+        detail::yield_point<policy>();
+        return registry_.find(key, hash);
+    }
+    static std::shared_ptr<Module> published(const entry_type* e) {
+        if (e == nullptr) return nullptr;
+        detail::yield_point<policy>();
+        return e->published();
+    }
+    entry_state state_of(const Key& key) const {
+        const entry_type* e = find_entry(key, hasher_(key));
+        return e == nullptr ? entry_state::absent : e->current_state();
     }
 
-    // Returns the installed observer or null; one atomic load when none.
-    std::shared_ptr<observer_type> load_observer() const {
-        if (!has_observer_.load(std::memory_order_acquire)) return nullptr;
-        std::lock_guard guard(observer_lock_);
-        return observer_;
-    }
-
-    // Returns the fully initialised module of `key`, or null. Lock-free.
-    std::shared_ptr<Module> hit(const Key& key, std::size_t hash) const {
-        if (const entry_type* e = registry_.find(key, hash);
-            e != nullptr && e->ready.load(std::memory_order_acquire) != nullptr) {
-            return e->load_owner();
+    // CPython's _find_and_load: hit, blocked, parents (§1.7), then the key.
+    // `e` is the key's entry, or null when it has none yet.
+    std::shared_ptr<Module> find_and_load(const Key& key, std::size_t hash, entry_type* e,
+                                          cycle_resolution on_cycle,
+                                          const detail::wait_limit& limit) {
+        if (auto module = published(e)) return module;
+        // §1.8 A blocked key throws before any parent is touched.
+        if (e != nullptr && e->current_state() == entry_state::blocked) {
+            throw import_halted_error(name(key));
         }
-        return nullptr;
-    }
-
-    static bool holds_module(entry_state s) noexcept {
-        return s == entry_state::initializing || s == entry_state::ready ||
-               s == entry_state::reloading;
-    }
-
-    static std::string name(const Key& key) { return traits_type::to_string(key); }
-
-    // The slow path of import_module: parent first, then `key`'s lock.
-    std::shared_ptr<Module> import_slow(const Key& key, std::size_t hash, cycle_resolution on_cycle,
-                                        const wait_limit& limit = {}) {
+        // §1.7 Parents first, outermost first, each fully imported; iterative,
+        // and refused before any copy when deeper than the limit (§1.12).
         std::shared_ptr<Module> parent;
-        if (std::optional<Key> parent_key = traits_type::parent(key)) {
-            parent = import_parent(*parent_key, on_cycle, limit);
+        std::vector<std::pair<Key, entry_type*>> ancestors;
+        const std::size_t room = max_import_depth() - std::min(max_import_depth(), detail::thread_import_depth());
+        if constexpr (requires { traits_type::ancestor_count(key); }) {
+            if (traits_type::ancestor_count(key) > room && !published(find_entry_of_parent(key))) {
+                throw import_depth_error(name(key), max_import_depth(),
+                                         "it has more parents than the limit allows");
+            }
         }
+        for (std::optional<Key> p = traits_type::parent(key); p; p = traits_type::parent(ancestors.back().first)) {
+            entry_type* pe = find_entry(*p, hasher_(*p));
+            if ((parent = published(pe))) break;
+            if (ancestors.size() >= room) {
+                throw import_depth_error(name(key), max_import_depth(),
+                                         "it has more unloaded parents than the limit allows");
+            }
+            ancestors.emplace_back(std::move(*p), pe);
+        }
+        for (std::size_t i = ancestors.size(); i-- > 0;) {
+            auto& [k, pe] = ancestors[i];
+            parent = load_key(k, hasher_(k), pe, parent, on_cycle, limit, true);
+        }
+        return load_key(key, hash, e, parent, on_cycle, limit, false);
+    }
+
+    entry_type* find_entry_of_parent(const Key& key) const {
+        std::optional<Key> p = traits_type::parent(key);
+        return p ? find_entry(*p, hasher_(*p)) : nullptr;
+    }
+
+    // §1.2-§1.6 for one key whose parent is loaded: re-check, take the key's
+    // lock (re-entrantly, §1.3), or resolve a cycle (§1.4); then load it.
+    std::shared_ptr<Module> load_key(const Key& key, std::size_t hash, entry_type* found,
+                                     const std::shared_ptr<Module>& parent,
+                                     cycle_resolution on_cycle, const detail::wait_limit& limit,
+                                     bool as_parent) {
+        const auto self = std::this_thread::get_id();
         state_lock state(state_mutex_);
-        if (std::shared_ptr<Module> done = registered_or_halted(key, hash)) return done;
-        lock_type& lock = locks_.lock_for(key, hash);
-        acquisition got = acquire(lock, state, key, hash, shares_failures, limit);
+        if (closing_) {
+            throw import_error(name(key), "cannot import '" + name(key) +
+                                              "': its import system is being destroyed");
+        }
+        entry_type& e = found != nullptr ? *found : registry_.find_or_insert(key, hash, *this);
+        if (auto done = settled(e)) return done;
+        // §1.3 This thread already imports `key`: a circular import on its own
+        // stack. A parent is handed over partial under every policy (a
+        // package whose loader imports its own submodule).
+        if (e.holder_thread == self) {
+            if (as_parent && detail::holds_module(e.current_state())) return e.registered();
+            return resolve_cycle(e, state, protocol_.reentry_chain(e), on_cycle,
+                                 "this thread is already importing it");
+        }
+        if (detail::thread_import_depth() >= max_import_depth()) {
+            throw import_depth_error(name(key), max_import_depth(),
+                                     "imports are nested " +
+                                         std::to_string(detail::thread_import_depth()) + " deep");
+        }
+        // §1.2/§1.4 Take the key's lock, unless waiting would close a cycle.
+        auto got = protocol_.acquire(e, state, limit, shares_failures, [&](std::thread::id h) {
+            if (auto o = observer_.load()) o->on_wait(key, h);
+        });
         if (!got.cycle.empty()) {
-            return resolve_cycle(key, hash, std::move(got.cycle), on_cycle,
+            return resolve_cycle(e, state, std::move(got.cycle), on_cycle,
                                  "another thread importing it waits for this one");
         }
         if (got.failure) std::rethrow_exception(got.failure);
-        held_import held(*this, state, key, lock);
-        if (held.reentered()) {
-            std::vector<std::string> chain;
-            const auto& stack = held.stack();
-            auto first = std::find_if(stack.begin(), stack.end(),
-                                      [&](const Key& k) { return equal_(k, key); });
-            for (; first != stack.end(); ++first) chain.push_back(name(*first));
-            chain.push_back(name(key));
-            return resolve_cycle(key, hash, std::move(chain), on_cycle,
-                                 "this thread is already importing it");
-        }
-        if (std::shared_ptr<Module> done = registered_or_halted(key, hash)) return done;
+        claim held(*this, e, *got.lock, state);
+        if (auto done = settled(e)) return done;  // another thread loaded it meanwhile
         state.unlock();
-        const std::shared_ptr<observer_type> observer = load_observer();
+        return run_first_load(e, parent, held);
+    }
+
+    // Returns the ready module, throws for a blocked key, else null. State mutex.
+    std::shared_ptr<Module> settled(const entry_type& e) const {
+        const entry_state s = e.current_state();
+        if (s == entry_state::blocked) throw import_halted_error(name(e.key));
+        return s == entry_state::ready ? e.published() : nullptr;
+    }
+
+    // This thread's hold on a key's import: the lock, the stack frame, the
+    // depth count and the entry's holder_thread; all given back, under the
+    // state mutex, on exit (also when the load throws).
+    class claim {
+    public:
+        claim(basic_import_system& s, entry_type& e, typename protocol_type::module_lock& lock,
+              state_lock& state)
+            : system_(s), entry_(e), lock_(lock), state_(state) {
+            try {
+                system_.protocol_.push(e);
+            } catch (...) {
+                system_.protocol_.release(lock_);
+                throw;
+            }
+            e.holder_thread = std::this_thread::get_id();
+            ++detail::thread_import_depth();
+        }
+        claim(const claim&) = delete;
+        claim& operator=(const claim&) = delete;
+        ~claim() {
+            if (!state_.owns_lock()) state_.lock();
+            --detail::thread_import_depth();
+            if (entry_.holder_thread == std::this_thread::get_id()) entry_.holder_thread = {};
+            system_.protocol_.pop();
+            system_.protocol_.release(lock_);
+        }
+        typename protocol_type::module_lock& lock() const noexcept { return lock_; }
+
+    private:
+        basic_import_system& system_;
+        entry_type& entry_;
+        typename protocol_type::module_lock& lock_;
+        state_lock& state_;
+    };
+
+    // §1.4 Gives the partial module to the import that closed a cycle, or
+    // throws circular_import_error. The observer hears of it outside the lock.
+    std::shared_ptr<Module> resolve_cycle(entry_type& e, state_lock& state,
+                                          std::vector<std::string> chain,
+                                          cycle_resolution on_cycle, std::string why) {
+        std::shared_ptr<Module> partial;
+        if (on_cycle == cycle_resolution::partial_module) {
+            partial = e.registered();
+            if (!partial) {
+                why = "it has no module object yet: its builder, finder or factory is still running";
+            }
+        }
+        state.unlock();
+        if (auto o = observer_.load()) {
+            observer_.notify([&] { o->on_cycle(e.key, chain, partial != nullptr); });
+        }
+        if (partial) return partial;
+        throw circular_import_error(std::move(chain), "'" + name(e.key) + "': " + why);
+    }
+
+    // §1.5 Find, create, insert, execute (CPython's _find_and_load_unlocked);
+    // §1.6 on failure unregister and rethrow the loader's own exception. Runs
+    // with the key's lock held and the state mutex released.
+    std::shared_ptr<Module> run_first_load(entry_type& e, const std::shared_ptr<Module>& parent,
+                                           claim& held) {
+        const auto observer = observer_.load();
         const auto start = std::chrono::steady_clock::now();
         try {
-            if (observer) observer->on_import_begin(key);
-            std::shared_ptr<Module> module = load(key, hash, parent, state);
-            if (observer) {
-                state.unlock();
-                notify([&] { observer->on_import_end(key, since(start)); });
-            }
+            if (observer) observer->on_import_begin(e.key);  // may abort the import
+            std::shared_ptr<Module> module = load_module(e, parent);
+            if (observer) observer_.notify([&] { observer->on_import_end(e.key, since(start)); });
             return module;
         } catch (...) {
             if (observer) {
-                if (state.owns_lock()) state.unlock();
-                notify([&] { observer->on_import_failed(key, std::current_exception()); });
+                observer_.notify([&] { observer->on_import_failed(e.key, std::current_exception()); });
             }
-            share_failure(key, hash, lock, state);
+            if constexpr (shares_failures) {
+                state_lock state(state_mutex_);
+                protocol_type::share_failure(held.lock(), std::current_exception());
+            }
             throw;
         }
     }
 
-    // Calls an outcome hook of the observer; its exceptions are swallowed so
-    // that the import's outcome stands (see observer.hpp).
-    template <class Hook>
-    static void notify(Hook&& hook) noexcept {
-        try {
-            hook();
-        } catch (...) {
+    std::shared_ptr<Module> load_module(entry_type& e, const std::shared_ptr<Module>& parent) {
+        std::optional<spec_type> spec = finder_.find_spec(e.key);
+        if (!spec) throw not_found(e.key);
+        frame_type frame;
+        if (spec->builder) {  // single-phase: registered only when finished
+            std::shared_ptr<Module> module = run_loader(e, frame, [&](importer_type& imp) {
+                return spec->builder(e.key, imp);
+            });
+            if (!module) throw import_error(name(e.key), "the builder of '" + name(e.key) + "' returned null");
+            if (parent) module_traits<Module>::bind_child(*parent, e.key, module);
+            std::vector<Key> deps = frame.take();
+            std::lock_guard state(state_mutex_);
+            if (e.current_state() == entry_state::blocked) throw import_halted_error(name(e.key));
+            e.publish_built(std::move(module), std::move(deps), ++ready_count_);
+            size_.fetch_add(1, std::memory_order_relaxed);
+            return e.published();
         }
-    }
-
-    static std::chrono::nanoseconds since(std::chrono::steady_clock::time_point start) {
-        return std::chrono::duration_cast<std::chrono::nanoseconds>(
-            std::chrono::steady_clock::now() - start);
-    }
-
-    // Finds, creates, registers and initialises `key`, whose lock this thread
-    // holds (CPython's _find_and_load_unlocked). Called and returns with the
-    // state mutex released; on success it returns with it held.
-    std::shared_ptr<Module> load(const Key& key, std::size_t hash,
-                                 const std::shared_ptr<Module>& parent, state_lock& state) {
-        std::optional<spec_type> spec = finder_.find_spec(key);
-        if (!spec) throw module_not_found_error(name(key));
-        recording_importer recorder(*this);
-        if (spec->builder) {
-            // Single-phase: nothing is registered until the module is finished.
-            std::shared_ptr<Module> module = spec->builder(key, recorder);
-            if (!module) {
-                throw import_error(name(key), "the builder of '" + name(key) + "' returned null");
+        require_loader(e.key, *spec);
+        std::shared_ptr<Module> module = create(e.key, *spec);
+        {
+            std::lock_guard state(state_mutex_);
+            // Blocked meanwhile (by the finder, the factory or another thread).
+            if (e.current_state() == entry_state::blocked) throw import_halted_error(name(e.key));
+            e.begin_load(module, std::this_thread::get_id());  // §1.5 insert before exec
+            size_.fetch_add(1, std::memory_order_relaxed);
+        }
+        std::vector<Key> deps;
+        try {
+            run_loader(e, frame, [&](importer_type& imp) { spec->loader(*module, imp); });
+            // Bound before it is ready: no ready child is missing from its parent (gh-149728).
+            if (parent) module_traits<Module>::bind_child(*parent, e.key, module);
+            deps = frame.take();
+        } catch (...) {
+            std::shared_ptr<Module> dropped;
+            {
+                std::lock_guard state(state_mutex_);
+                dropped = e.abandon_load();  // §1.6 (gh-143650: waiters never see it)
+                size_.fetch_sub(1, std::memory_order_relaxed);
             }
-            if (parent) module_traits<Module>::bind_child(*parent, key, module);
-            std::vector<Key> dependencies = recorder.take();
-            state.lock();
-            entry_type& e = publish_or_drop(key, hash, module, state);
-            e.dependencies.swap(dependencies);
-            mark_ready(e, module.get());
-            return module;
-        }
-        require_loader(key, *spec);
-        std::shared_ptr<Module> module = create(key, *spec);
-        state.lock();
-        entry_type& e = publish_or_drop(key, hash, module, state);
-        state.unlock();
-        std::vector<Key> dependencies;
-        try {
-            spec->loader(*module, recorder);
-            // Bound before it is marked ready: no thread sees a ready child
-            // missing from its parent (gh-149728).
-            if (parent) module_traits<Module>::bind_child(*parent, key, module);
-            dependencies = recorder.take();
-        } catch (...) {
-            state.lock();
-            unregister(e, entry_state::absent);
-            state.unlock();
-            module.reset();  // a destructor that imports must not run under the state mutex
+            dropped.reset();  // a destructor that imports runs outside the mutex
             throw;
         }
-        state.lock();
-        e.dependencies.swap(dependencies);
-        mark_ready(e, module.get());
+        std::lock_guard state(state_mutex_);
+        e.finish_load(std::move(deps), ++ready_count_);
         return module;
     }
 
-    // The importer a loader gets: forwards to the system and records the keys
-    // imported, the edges of the dependency graph. Thread-safe, for a loader
-    // that hands it to a helper thread.
-    class recording_importer final : public importer<Key, Module> {
-    public:
-        explicit recording_importer(basic_import_system& system) : system_(system) {}
+    // Runs a loader or builder with `e`'s importer recording into `frame`.
+    template <class Run>
+    decltype(auto) run_loader(entry_type& e, frame_type& frame, Run&& run) {
+        e.extra.importer.attach(&frame);
+        struct detach {
+            entry_extra& extra;
+            ~detach() { extra.importer.attach(nullptr); }
+        } detach_after{e.extra};
+        return run(e.extra.importer);
+    }
 
+    // The importer a loader gets (§1.13): one per entry, alive as long as the
+    // system, so a module may keep it. It records the imports that succeed
+    // while a load of its key runs; later ones are not recorded.
+    class entry_importer final : public importer<Key, Module> {
+    public:
+        explicit entry_importer(basic_import_system& system) noexcept : system_(system) {}
         std::shared_ptr<Module> import_module(const Key& key) override {
+            std::shared_ptr<Module> module = system_.import_module(key);
             record(key);
-            return system_.import_module(key);
+            return module;
         }
         Module& import_ref(const Key& key) override {
+            Module& module = system_.import_ref(key);
             record(key);
-            return system_.import_ref(key);
+            return module;
         }
         std::shared_ptr<Module> get(const Key& key) const override { return system_.get(key); }
-
-        // Returns the keys imported so far, each once, in first-import order.
-        std::vector<Key> take() {
-            std::lock_guard lock(mutex_);
-            return std::move(imported_);
+        void attach(frame_type* frame) noexcept {
+            std::lock_guard guard(guard_);
+            frame_ = frame;
         }
 
     private:
         void record(const Key& key) {
-            std::lock_guard lock(mutex_);
-            const bool seen = std::any_of(imported_.begin(), imported_.end(),
-                                          [&](const Key& k) { return system_.equal_(k, key); });
-            if (!seen) imported_.push_back(key);
+            std::lock_guard guard(guard_);
+            if (frame_ != nullptr) frame_->record(key);
         }
-
         basic_import_system& system_;
-        std::mutex mutex_;
-        std::vector<Key> imported_;
+        detail::spin_lock guard_;  // frame_, and the frame's list
+        frame_type* frame_ = nullptr;
     };
 
-    // Registers `module` as the initialising module of `key`, before its
-    // loader runs (CPython inserts into sys.modules before exec_module).
-    // State mutex held. Throws import_halted_error if `key` was blocked
-    // meanwhile.
-    entry_type& publish(const Key& key, std::size_t hash, const std::shared_ptr<Module>& module) {
-        entry_type& e = registry_.find_or_insert(key, hash);
-        if (e.state.load(std::memory_order_relaxed) == entry_state::blocked) {
-            throw import_halted_error(name(key));
+    struct entry_extra {
+        entry_extra(entry_type&, basic_import_system& system) noexcept : importer(system) {}
+        typename protocol_type::module_lock* lock = nullptr;  // see lock_protocol
+        entry_importer importer;
+    };
+
+    // §1.8 block / erase.
+    bool unregister(const Key& key, bool block_it) {
+        std::shared_ptr<Module> dropped;  // destroyed after the state mutex
+        state_lock state(state_mutex_);
+        entry_type* e = block_it ? &registry_.find_or_insert(key, hasher_(key), *this)
+                                 : registry_.find(key, hasher_(key));
+        if (e == nullptr || (!block_it && e->current_state() == entry_state::absent)) return false;
+        if (detail::in_flight(e->current_state())) {
+            const char* how = e->current_state() == entry_state::reloading ? "reloaded" : "initialised";
+            throw import_error(name(key), std::string("cannot ") + (block_it ? "block" : "erase") +
+                                              " '" + name(key) + "' while it is being " + how);
         }
-        e.exchange_owner(module);
-        e.initializer = std::this_thread::get_id();
-        e.state.store(entry_state::initializing, std::memory_order_release);
-        size_.fetch_add(1, std::memory_order_relaxed);
-        return e;
+        if (detail::holds_module(e->current_state())) size_.fetch_sub(1, std::memory_order_relaxed);
+        dropped = block_it ? e->block() : e->drop();
+        state.unlock();
+        return true;
     }
 
-    // publish(), but if it throws (the key was blocked meanwhile, or no
-    // memory), drops `module` after releasing the state mutex, so that its
-    // destructor never runs under it.
-    entry_type& publish_or_drop(const Key& key, std::size_t hash, std::shared_ptr<Module>& module,
-                                state_lock& state) {
+    // §1.9 Reload: the same object, under the key's lock, the loader-running
+    // code of the first load.
+    std::shared_ptr<Module> reload_key(const Key& key, std::size_t hash) {
+        state_lock state(state_mutex_);
+        entry_type& e = require_loaded(registry_.find(key, hash), key);
+        if (e.holder_thread == std::this_thread::get_id()) {
+            throw import_error(name(key), "cannot reload '" + name(key) +
+                                              "' while this thread is initialising it");
+        }
+        auto got = protocol_.acquire(e, state, {}, false, [](std::thread::id) {});
+        if (!got.cycle.empty()) {
+            throw circular_import_error(std::move(got.cycle),
+                                        "reloading it would wait for a thread that waits for this one");
+        }
+        claim held(*this, e, *got.lock, state);
+        if (e.current_state() != entry_state::ready) require_loaded(nullptr, key);
+        std::shared_ptr<Module> module = e.published();
+        e.begin_reload(std::this_thread::get_id());
+        state.unlock();
+        const auto observer = observer_.load();
+        const auto start = std::chrono::steady_clock::now();
+        frame_type frame;
+        std::vector<Key> deps;
         try {
-            return publish(key, hash, module);
+            std::optional<spec_type> spec = finder_.find_spec(key);
+            if (!spec) throw not_found(key);
+            if (spec->builder) {
+                throw import_error(name(key), "cannot reload '" + name(key) +
+                                                  "': it is a single-phase module; erase it and "
+                                                  "import it again");
+            }
+            require_loader(key, *spec);
+            run_loader(e, frame, [&](importer_type& imp) { spec->loader(*module, imp); });
+            deps = frame.take();
         } catch (...) {
-            state.unlock();
-            module.reset();
+            if (observer) observer_.notify([&] { observer->on_reload(key, since(start), false); });
+            state.lock();
+            e.finish_reload(nullptr);
             throw;
         }
+        if (observer) observer_.notify([&] { observer->on_reload(key, since(start), true); });
+        state.lock();
+        e.finish_reload(&deps);
+        return module;
     }
 
-    // Hands the exception being handled to the threads waiting on `key`, when
-    // the policy shares failures. Called from a catch block; relocks `state`.
-    void share_failure(const Key& key, std::size_t hash, const lock_type& lock, state_lock& state) {
-        if constexpr (shares_failures) {
-            if (!state.owns_lock()) state.lock();
-            if (lock.waiters == 0) return;
-            try {
-                entry_type& e = registry_.find_or_insert(key, hash);
-                ++e.failures;
-                e.last_failure = std::current_exception();
-            } catch (...) {
-                // Out of memory: the waiters retry instead, as with waiters_retry.
-            }
-        } else {
-            (void)key, (void)hash, (void)lock, (void)state;
+    entry_type& require_loaded(entry_type* e, const Key& key) const {
+        const entry_state s = e == nullptr ? entry_state::absent : e->current_state();
+        if (s == entry_state::blocked) throw import_halted_error(name(key));
+        if (s == entry_state::absent) {
+            throw import_error(name(key), "cannot reload '" + name(key) + "': it is not loaded");
         }
+        return *e;
     }
 
-    // Returns how many imports of `key` failed so far. State mutex held.
-    std::uint32_t failures_of(const Key& key, std::size_t hash) const {
-        const entry_type* e = registry_.find(key, hash);
-        return e == nullptr ? 0 : e->failures;
+    // §1.11 Teardown: rounds of "drop every settled module, dependents first",
+    // until a round finds none (module destructors may import). With `final`
+    // the last round refuses imports.
+    std::size_t teardown(bool final) {
+        std::size_t dropped = 0;
+        bool more = true;
+        for (int round = 0; more && round < teardown_rounds; ++round) {
+            more = teardown_round(dropped);
+        }
+        if (final) {
+            {
+                state_lock state(state_mutex_);
+                closing_ = true;
+            }
+            while (teardown_round(dropped)) {
+            }
+        }
+        return dropped;
     }
 
-    // Imports the parent of a key about to be imported. A parent that this
-    // thread is initialising is returned partial under every policy: the
-    // child needs it only to bind itself (CPython's package __init__ that
-    // imports its own submodule).
-    std::shared_ptr<Module> import_parent(const Key& parent_key, cycle_resolution on_cycle,
-                                          const wait_limit& limit) {
-        const std::size_t hash = hasher_(parent_key);
-        if (auto module = hit(parent_key, hash)) return module;
+    // Drops every settled module, dependents first, and every block; adds the
+    // modules dropped to `dropped`; returns whether there was anything.
+    bool teardown_round(std::size_t& dropped) {
+        std::vector<std::shared_ptr<Module>> doomed;
         {
             state_lock state(state_mutex_);
-            const entry_type* e = registry_.find(parent_key, hash);
-            // Initialising or reloading on this thread: a package whose
-            // (re)load imports its own child.
-            if (e != nullptr && e->initializer == std::this_thread::get_id() &&
-                holds_module(e->state.load(std::memory_order_relaxed))) {
-                return e->load_owner();
-            }
-        }
-        return import_slow(parent_key, hash, on_cycle, limit);
-    }
-
-    // Returns the ready module of `key`, throws for a blocked key, else null.
-    // State mutex held.
-    std::shared_ptr<Module> registered_or_halted(const Key& key, std::size_t hash) const {
-        const entry_type* e = registry_.find(key, hash);
-        if (e == nullptr) return {};
-        switch (e->state.load(std::memory_order_relaxed)) {
-            case entry_state::ready: return e->load_owner();
-            case entry_state::blocked: throw import_halted_error(name(key));
-            default: return {};
-        }
-    }
-
-    // Takes `lock` for this thread, waiting while another thread holds it.
-    // Returns without the lock when waiting would deadlock (the cycle's keys,
-    // from the key this thread holds: "a -> b -> a") or, with
-    // `share_failures`, when an import of `key` failed while this thread
-    // waited. Throws import_timeout_error / import_cancelled_error when
-    // `limit` runs out first. Checking the process-wide wait-for graph and
-    // registering in it happen under the graph's mutex in one step. State
-    // mutex held throughout (released while waiting).
-    acquisition acquire(lock_type& lock, state_lock& state, const Key& key, std::size_t hash,
-                        bool share_failures, const wait_limit& limit) {
-        const auto self = std::this_thread::get_id();
-        const std::uint32_t failures_before = share_failures ? failures_of(key, hash) : 0;
-        for (;;) {
-            std::vector<std::pair<std::string, std::thread::id>> cycle_locks;
-            {
-                graph_lock graph(waits_.mutex);
-                if (lock.try_acquire(self)) return {};
-                // Described under the graph's mutex: the chain's locks cannot
-                // be released, so not destroyed, meanwhile.
-                for (const detail::wait_node* node : waits_.graph.find_cycle(self, &lock)) {
-                    cycle_locks.emplace_back(node->describe(*node), node->owner);
+            std::vector<entry_type*> nodes;
+            std::size_t blocks = 0;
+            registry_.for_each([&](entry_type& e) {
+                const entry_state st = e.current_state();
+                if (st == entry_state::ready && e.holder_thread == std::thread::id{}) nodes.push_back(&e);
+                if (st == entry_state::blocked) {
+                    e.drop();
+                    ++blocks;
                 }
-                if (cycle_locks.empty()) {
-                    if (limit.stop.stop_requested()) {
-                        throw import_cancelled_error(name(key), lock.owner);
+            });
+            std::sort(nodes.begin(), nodes.end(),
+                      [](const entry_type* a, const entry_type* b) { return a->ready_order < b->ready_order; });
+            std::vector<std::vector<std::size_t>> deps(nodes.size());
+            for (std::size_t i = 0; i < nodes.size(); ++i) {
+                for (const Key& d : nodes[i]->dependencies) {
+                    const entry_type* target = registry_.find(d, hasher_(d));
+                    const auto it = std::lower_bound(nodes.begin(), nodes.end(), target,
+                                                     [](const entry_type* a, const entry_type* b) {
+                                                         return a->ready_order < b->ready_order;
+                                                     });
+                    if (target != nullptr && it != nodes.end() && *it == target) {
+                        deps[i].push_back(static_cast<std::size_t>(it - nodes.begin()));
                     }
-                    if (limit.deadline && std::chrono::steady_clock::now() >= *limit.deadline) {
-                        throw import_timeout_error(name(key), lock.owner);
-                    }
-                    waits_.graph.add_wait(self, &lock);
                 }
             }
-            if (!cycle_locks.empty()) return {import_chain(self, cycle_locks), nullptr};
-            {
-                ++lock.waiters;
-                detail::scope_exit unwait([&]() noexcept {
-                    --lock.waiters;
-                    graph_lock graph(waits_.mutex);
-                    waits_.graph.remove_wait(self);
-                });
-                if (const auto observer = load_observer()) {
-                    observer->on_wait(key, lock.owner);  // owner is stable under the state mutex
-                }
-                if constexpr (timed_waits) {
-                    if (limit.deadline) {
-                        lock.released.wait_until(state, *limit.deadline);
-                    } else {
-                        lock.released.wait(state);
-                    }
-                } else {
-                    lock.released.wait(state);
-                }
-            }
-            if (share_failures) {
-                const entry_type* e = registry_.find(key, hash);
-                if (e != nullptr && e->failures != failures_before && e->last_failure) {
-                    locks_.forget_if_unused(lock);
-                    return {{}, e->last_failure};
-                }
-            }
+            doomed.reserve(nodes.size());
+            for (std::size_t i : detail::teardown_order(deps)) doomed.push_back(nodes[i]->drop());
+            size_.fetch_sub(doomed.size(), std::memory_order_relaxed);
+            if (doomed.empty() && blocks == 0) return false;
         }
+        dropped += doomed.size();
+        for (auto& module : doomed) module.reset();  // outside the mutex: destructors may import
+        return true;
     }
 
-    // Returns the imports that form a cross-thread cycle, "a -> c -> b -> d ->
-    // a": starting at the lock this thread holds, each lock's key followed by
-    // the keys its owner imported on top of it (from this system's import
-    // stacks; a lock of another system contributes its key only). `locks`
-    // runs from the lock wanted to the one this thread holds, with owners.
-    // State mutex held.
-    std::vector<std::string> import_chain(
-        std::thread::id self,
-        const std::vector<std::pair<std::string, std::thread::id>>& locks) const {
-        const auto stacked_above = [&](std::thread::id thread, const std::string& key,
-                                       std::vector<std::string>& out) {
-            const auto it = stacks_.find(thread);
-            if (it == stacks_.end()) return;
-            const std::vector<Key>& stack = it->second;
-            for (std::size_t i = 0; i < stack.size(); ++i) {
-                if (name(stack[i]) != key) continue;
-                for (std::size_t j = i + 1; j < stack.size(); ++j) out.push_back(name(stack[j]));
-                return;
-            }
-        };
-        std::vector<std::string> chain;
-        chain.push_back(locks.back().first);
-        stacked_above(self, locks.back().first, chain);
-        for (std::size_t i = 0; i + 1 < locks.size(); ++i) {
-            chain.push_back(locks[i].first);
-            stacked_above(locks[i].second, locks[i].first, chain);
-        }
-        chain.push_back(locks.back().first);
-        return chain;
+    // --- Helpers ------------------------------------------------------------------------
+
+    template <class MakeDeadline>
+    std::shared_ptr<Module> import_limited(const Key& key, MakeDeadline&& make_deadline) {
+        static_assert(timed_waits,
+                      "importlock: timed imports need the LockPolicy's condition_variable_type "
+                      "to provide wait_until(std::unique_lock<mutex_type>&, time_point) "
+                      "(see importlock/locking/lock_policy.hpp)");
+        const std::size_t hash = hasher_(key);
+        entry_type* e = find_entry(key, hash);
+        if (auto module = published(e)) return module;
+        detail::wait_limit limit;
+        limit.deadline = make_deadline();
+        return find_and_load(key, hash, e, policy::on_cycle, limit);
     }
 
-    // Gives the partial module of `key` to an import that closed a cycle, or
-    // throws circular_import_error when the policy says so or no module
-    // exists yet. State mutex held.
-    std::shared_ptr<Module> resolve_cycle(const Key& key, std::size_t hash,
-                                          std::vector<std::string> chain, cycle_resolution on_cycle,
-                                          const char* why) {
-        const auto observer = load_observer();
-        if (on_cycle == cycle_resolution::partial_module) {
-            const entry_type* e = registry_.find(key, hash);
-            if (e != nullptr && holds_module(e->state.load(std::memory_order_relaxed))) {
-                if (observer) notify([&] { observer->on_cycle(key, chain, true); });
-                return e->load_owner();
-            }
-            why = "it has no module object yet: its builder, finder or factory is still running";
+    module_not_found_error not_found(const Key& key) const {
+        if constexpr (requires { finder_.not_found_hint(key); }) {
+            return module_not_found_error(name(key), finder_.not_found_hint(key));
+        } else {
+            return module_not_found_error(name(key));
         }
-        if (observer) notify([&] { observer->on_cycle(key, chain, false); });
-        throw circular_import_error(std::move(chain), std::string("'") + name(key) + "': " + why);
     }
 
     static void require_loader(const Key& key, const spec_type& spec) {
@@ -927,13 +803,12 @@ private:
         }
     }
 
-    // Creates the module object of `key` (CPython's module_from_spec).
+    // Creates the module object (CPython's module_from_spec).
     static std::shared_ptr<Module> create(const Key& key, const spec_type& spec) {
         if (spec.factory) {
             std::shared_ptr<Module> module = spec.factory(key);
             if (!module) {
-                throw import_error(name(key),
-                                   "the module factory of '" + name(key) + "' returned null");
+                throw import_error(name(key), "the module factory of '" + name(key) + "' returned null");
             }
             return module;
         } else if constexpr (std::is_default_constructible_v<Module>) {
@@ -945,69 +820,30 @@ private:
         }
     }
 
-    // Returns the entry of a loaded `key`, or throws. State mutex held.
-    entry_type& require_loaded(const Key& key, std::size_t hash, const char* operation) {
-        entry_type* e = registry_.find(key, hash);
-        const entry_state s =
-            e == nullptr ? entry_state::absent : e->state.load(std::memory_order_relaxed);
-        if (s == entry_state::blocked) throw import_halted_error(name(key));
-        if (s == entry_state::absent) {
-            throw import_error(name(key), std::string("cannot ") + operation + " '" + name(key) +
-                                              "': it is not loaded");
-        }
-        return *e;
+    static std::string name(const Key& key) { return traits_type::to_string(key); }
+    static std::chrono::nanoseconds since(std::chrono::steady_clock::time_point start) {
+        return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() -
+                                                                    start);
     }
+    const entry_type* find_entry(const Key& key) const { return find_entry(key, hasher_(key)); }
 
-    // Throws when `e` initialises or reloads. State mutex held.
-    static void refuse_while_in_flight(const entry_type& e, const char* operation) {
-        const entry_state s = e.state.load(std::memory_order_relaxed);
-        if (s == entry_state::initializing || s == entry_state::reloading) {
-            throw import_error(name(e.key),
-                               std::string("cannot ") + operation + " '" + name(e.key) +
-                                   "' while it is being " +
-                                   (s == entry_state::reloading ? "reloaded" : "initialised"));
-        }
-    }
-
-    // Publishes `module` as the finished module of `e`. State mutex held.
-    void mark_ready(entry_type& e, Module* module) noexcept {
-        e.initializer = {};
-        e.last_failure = nullptr;
-        e.ready_order = ++ready_count_;
-        e.state.store(entry_state::ready, std::memory_order_release);
-        e.ready.store(module, std::memory_order_release);
-    }
-
-    // Returns the entry of `key` or null; lock-free (for module_handle).
-    const entry_type* find_entry(const Key& key) const { return registry_.find(key, hasher_(key)); }
-
-    friend class module_handle<basic_import_system>;
-
-    // Drops the module of `e` and gives `e` the state `next`; returns the
-    // module so that the caller destroys it outside the state mutex.
-    std::shared_ptr<Module> unregister(entry_type& e, entry_state next) noexcept {
-        if (holds_module(e.state.load(std::memory_order_relaxed))) {
-            size_.fetch_sub(1, std::memory_order_relaxed);
-        }
-        e.ready.store(nullptr, std::memory_order_relaxed);
-        e.state.store(next, std::memory_order_release);
-        return e.exchange_owner(nullptr);
-    }
+    static constexpr bool timed_waits =
+        requires(typename policy::condition_variable_type& cv, state_lock& lock,
+                 std::chrono::steady_clock::time_point deadline) { cv.wait_until(lock, deadline); };
+    static constexpr bool shares_failures =
+        detail::failure_mode_of<policy>() == failure_mode::waiters_share_failure;
+    static constexpr int teardown_rounds = 64;
 
     [[no_unique_address]] hasher hasher_{};
     [[no_unique_address]] key_equal equal_{};
-    mutable mutex_type state_mutex_;  // guards all below but the registry's reads
-    detail::registry<Key, Module, hasher, key_equal> registry_;
-    detail::lock_map<policy::scope, Key, lock_type, key_equal> locks_;
-    std::unordered_map<std::thread::id, std::vector<Key>> stacks_;  // keys each thread imports
-    detail::process_wait_graph& waits_ = detail::process_wait_graph::instance();
+    mutable typename policy::mutex_type state_mutex_;  // guards all below but the registry's reads
+    detail::registry<entry_type, hasher, key_equal> registry_;
+    protocol_type protocol_;
     std::atomic<std::size_t> size_{0};
+    std::atomic<std::size_t> max_depth_{default_max_import_depth};
     std::uint64_t ready_count_ = 0;  // modules that became ready, ever
-    // The observer: a flag for the common case of none, and the pointer under
-    // a spin lock (see detail/spin_lock.hpp).
-    std::atomic<bool> has_observer_{false};
-    mutable detail::spin_lock observer_lock_;
-    std::shared_ptr<observer_type> observer_;
+    bool closing_ = false;           // the destructor's last round: imports refused
+    detail::observer_slot<observer_type> observer_;
     checked_finder_type finder_;
 };
 

@@ -66,6 +66,15 @@ struct key_traits<std::string> {
         if (dot == std::string::npos || dot == 0) return std::nullopt;
         return key.substr(0, dot);
     }
+
+    // Returns how many parents parent() would climb through (the dots after
+    // the first character), without copying: lets an import refuse a key
+    // deeper than its limit at once.
+    static std::size_t ancestor_count(const std::string& key) noexcept {
+        std::size_t n = 0;
+        for (std::size_t i = 1; i < key.size(); ++i) n += key[i] == '.' ? 1u : 0u;
+        return n;
+    }
 };
 
 // Holds when importlock can use Key with the traits `Traits`: copyable, and

@@ -41,7 +41,7 @@ public:
     // Returns the module, importing it on first use (see System::import_ref).
     module_type& get() const {
         if (const entry_type* e = entry_.load(std::memory_order_acquire)) {
-            if (module_type* module = e->ready.load(std::memory_order_acquire)) return *module;
+            if (module_type* module = e->ready_module()) return *module;
         }
         return resolve();
     }

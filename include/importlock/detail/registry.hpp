@@ -1,10 +1,11 @@
 // importlock/detail/registry.hpp: the registry (CPython's sys.modules) with
 // lock-free reads.
 //
-// An open-addressing table of atomic pointers to entries. An entry is created
-// the first time a key gets a module (or is blocked) and lives as long as the
-// registry: erase() and failed imports set its state to `absent` and drop the
-// module, but keep the entry, so a reader can never touch freed memory. A
+// An open-addressing table of atomic pointers to entries (registry_entry.hpp).
+// An entry is created the first time a key is imported or blocked and lives
+// as long as the registry: erase() and failed imports set its state to
+// `absent` and drop the module, but keep the entry, so a reader can never
+// touch freed memory. A
 // table that grows is replaced, and the old one kept until destruction for
 // readers still probing it (all tables together take less than twice the
 // current one). Memory therefore follows the number of distinct keys that
@@ -22,72 +23,20 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
-#include <exception>
 #include <memory>
-#include <mutex>
-#include <thread>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
-#include "spin_lock.hpp"
+#include "registry_entry.hpp"
 
 namespace importlock::detail {
 
-// The life cycle of one key's registration.
-enum class entry_state : unsigned char {
-    absent,        // no module: never imported, erased, or its import failed
-    initializing,  // inserted, loader running on `initializer`
-    ready,         // fully initialised: the hit path returns it
-    reloading,     // ready before, loader re-running on `initializer`
-    blocked,       // tombstone: importing throws import_halted_error
-};
-
-template <class Key, class Module>
-struct registry_entry {
-    registry_entry(const Key& k, std::size_t h) : key(k), hash(h) {}
-
-    // Returns a copy of the registry's reference (null when none). Lock-free
-    // readers may call it while a writer swaps it.
-    std::shared_ptr<Module> load_owner() const noexcept {
-        std::lock_guard guard(owner_lock);
-        return owner;
-    }
-
-    // Replaces the registry's reference; returns the previous one.
-    std::shared_ptr<Module> exchange_owner(std::shared_ptr<Module> next) noexcept {
-        std::lock_guard guard(owner_lock);
-        owner.swap(next);
-        return next;
-    }
-
-    // Members are ordered so that the small ones share one word: an entry is
-    // 120 bytes with a std::string key.
-    const Key key;
-    const std::size_t hash;
-    // Published with release by writers; readers acquire it.
-    std::atomic<entry_state> state{entry_state::absent};
-    // Guards `owner`; use load_owner and exchange_owner.
-    mutable spin_lock owner_lock;
-    // Failed imports so far (wrapping), and the last one's exception while
-    // the key is not ready, for failure_mode::waiters_share_failure.
-    std::uint32_t failures = 0;
-    // owner.get() while state == ready, else null: the whole hit path is one
-    // acquire load of it. Stored with release after the loader returned.
-    std::atomic<Module*> ready{nullptr};
-    // The registry's reference to the module.
-    std::shared_ptr<Module> owner;
-    // The thread running the loader while initializing or reloading.
-    std::thread::id initializer{};
-    std::exception_ptr last_failure;
-    // The keys the last successful load imported through its importer, and
-    // the order in which it became ready (for teardown, dependents first).
-    std::vector<Key> dependencies;
-    std::uint64_t ready_order = 0;
-};
-
-template <class Key, class Module, class Hash, class KeyEqual>
+template <class Entry, class Hash, class KeyEqual>
 class registry {
 public:
-    using entry_type = registry_entry<Key, Module>;
+    using entry_type = Entry;
+    using key_type = std::remove_const_t<decltype(Entry::key)>;
 
     registry() { grow(initial_capacity); }
 
@@ -96,7 +45,7 @@ public:
 
     // Returns the entry of `key` (hash `hash`), or null. Lock-free, wait-free
     // for a table without long probe runs; safe on any thread.
-    entry_type* find(const Key& key, std::size_t hash) const {
+    entry_type* find(const key_type& key, std::size_t hash) const {
         const table* t = current_.load(std::memory_order_acquire);
         for (std::size_t i = t->index(hash);; i = (i + 1) & t->mask) {
             entry_type* e = t->slots[i].load(std::memory_order_acquire);
@@ -105,12 +54,14 @@ public:
         }
     }
 
-    // Returns the entry of `key`, inserting an absent one if needed. Writer
-    // lock required. Strong guarantee: on bad_alloc nothing changed.
-    entry_type& find_or_insert(const Key& key, std::size_t hash) {
+    // Returns the entry of `key`, inserting an absent one, built from `args`
+    // after the key and hash, if needed. Writer lock required. Strong
+    // guarantee: if an allocation throws, nothing changed.
+    template <class... Args>
+    entry_type& find_or_insert(const key_type& key, std::size_t hash, Args&&... args) {
         if (entry_type* e = find(key, hash)) return *e;
         if (2 * (count_ + 1) > capacity()) grow(2 * capacity());
-        entry_type& e = entries_.emplace_back(key, hash);
+        entry_type& e = entries_.emplace_back(key, hash, std::forward<Args>(args)...);
         place(*tables_.back(), &e);
         ++count_;
         return e;

@@ -1,28 +1,37 @@
 // importlock/detail/wait_for_graph.hpp: which thread waits on which lock.
 //
 // The graph has an edge thread -> lock for every thread blocked on a lock,
-// and each lock has an edge lock -> owner. Before a thread blocks it walks
-// lock -> owner -> lock the owner waits on -> ...; reaching itself means that
+// and each lock has an edge lock -> holder. Before a thread blocks it walks
+// lock -> holder -> lock the holder waits on -> ...; reaching itself means that
 // blocking would deadlock (CPython's _ModuleLock.has_deadlock).
 //
-// Thread-safety: none; callers serialise every call (the import system holds
-// its state mutex). Cost: add_wait/remove_wait O(1) expected; find_cycle
+// Thread-safety: none; callers serialise every call (the wait_graph_domain
+// mutex). Cost: add_wait/remove_wait O(1) expected; find_cycle
 // O(length of the chain) expected, bounded by the number of waiting threads
 // because each thread waits on one lock at a time. Space: one entry per
 // blocked thread.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
-#include <mutex>
 #include <thread>
 #include <unordered_map>
+#include <string>
 #include <vector>
-
-#include "module_lock.hpp"
 
 namespace importlock::detail {
 
-// Lock must expose a member `owner` of type ThreadId (ThreadId{} when free).
+// What a wait-for graph sees of a lock, whatever its system: its holder, and
+// how to name it in a cycle report.
+struct wait_node {
+    // The thread holding the lock; id{} when free. Atomic: threads of other
+    // systems read it while walking the graph.
+    std::atomic<std::thread::id> holder{};
+    // Formats the lock for cycle reports ("'db'", "the global import lock").
+    std::string (*describe)(const wait_node&) = nullptr;
+};
+
+// Lock must expose a member `holder` of type ThreadId (ThreadId{} when free).
 template <class Lock, class ThreadId = std::thread::id, class Hash = std::hash<ThreadId>>
 class wait_for_graph {
 public:
@@ -49,10 +58,10 @@ public:
         // holds a cycle, which the protocol forbids; the bound guards it.
         for (std::size_t step = 0; lock != nullptr && step <= waiting_.size(); ++step) {
             chain.push_back(lock);
-            const ThreadId owner = lock->owner;
-            if (owner == self) return chain;
-            if (owner == ThreadId{}) break;
-            lock = waiting_on(owner);
+            const ThreadId holder = lock->holder;
+            if (holder == self) return chain;
+            if (holder == ThreadId{}) break;
+            lock = waiting_on(holder);
         }
         chain.clear();
         return chain;
@@ -69,22 +78,6 @@ public:
 
 private:
     std::unordered_map<ThreadId, const Lock*, Hash> waiting_;
-};
-
-// The wait-for graph of the whole process, with the mutex that guards it and
-// every lock's owner. The one piece of state import systems share: the graph
-// is about threads, and a thread can wait on a lock of one system while
-// holding a lock of another (a loader of A importing from B), so a per-system
-// graph would miss cycles that span systems. Never destroyed, so systems with
-// static storage duration can use it until the end.
-struct process_wait_graph {
-    std::mutex mutex;
-    wait_for_graph<wait_node> graph;
-
-    static process_wait_graph& instance() {
-        static process_wait_graph* const the_graph = new process_wait_graph;
-        return *the_graph;
-    }
 };
 
 }  // namespace importlock::detail

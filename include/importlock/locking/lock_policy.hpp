@@ -12,11 +12,17 @@
 //   static constexpr                what a circular import gets: a partially
 //     cycle_resolution on_cycle     initialised module, or circular_import_error
 //
-// Optional member (the default applies when it is absent):
+// Optional members (the default applies when one is absent):
 //
 //   static constexpr failure_mode   what threads waiting on a failed import get:
 //     on_failure                    retry it themselves (default, CPython) or
 //                                   the same exception (Go's singleflight)
+//   static void yield_point()       called before each step of the import
+//     noexcept                      protocol that touches shared state outside
+//                                   mutex_type (the registry's lock-free reads):
+//                                   a test scheduler interleaves threads there.
+//                                   Default: nothing. Never called while an
+//                                   internal lock is held.
 //
 // The shipped policies are per_key_locks (default), strict_per_key_locks,
 // singleflight_per_key_locks, global_lock and no_locks; inherit one and
@@ -65,6 +71,13 @@ constexpr failure_mode failure_mode_of() noexcept {
     } else {
         return failure_mode::waiters_retry;
     }
+}
+
+// Calls the policy's yield_point(), if it has one: a scheduling point for
+// test schedulers (see the table above).
+template <class P>
+inline void yield_point() noexcept {
+    if constexpr (requires { P::yield_point(); }) P::yield_point();
 }
 
 template <class P>

@@ -1,0 +1,408 @@
+// importlock/detail/lock_protocol.hpp: module locks, import stacks and the
+// wait-for graph of one import system (DESIGN §1.2-§1.4; CPython's
+// _ModuleLock and _ModuleLockManager).
+//
+// Purpose: lets a thread take a key's module lock, re-enter it, or learn that
+// waiting would close a cycle; keeps each thread's stack of keys it is
+// importing, for cycle chains, the depth limit and snapshots.
+//
+// A module lock is a record, not a mutex: holder, depth, waiters and a
+// condition variable, created when a key's import starts and destroyed when
+// nobody holds or awaits it (so lock_count() follows the imports in flight).
+// With lock_scope::global one record serves every key (CPython < 3.3).
+//
+// Thread-safety: every member needs the system's state mutex (passed in as
+// `state`), except that a lock's holder is atomic, so that threads of other
+// systems walking the wait_graph_domain read it safely. Checking the graph
+// for a cycle and registering as a waiter happen in one step under the
+// domain's mutex, so exactly one thread of a cycle finds it. The domain is
+// touched only when a thread has to wait.
+//
+// Cost: an uncontended acquire and release are O(1) with one allocation (the
+// record); a wait adds O(chain length) for the cycle walk under the domain's
+// mutex. The import stack costs one map lookup per acquire.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <type_traits>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "../errors.hpp"
+#include "../key_traits.hpp"
+#include "../locking/lock_policy.hpp"
+#include "../locking/no_locks.hpp"
+#include "../wait_graph_domain.hpp"
+#include "registry_entry.hpp"
+#include "scope_exit.hpp"
+
+namespace importlock::detail {
+
+// How long an import may wait for other threads' imports.
+struct wait_limit {
+    std::optional<std::chrono::steady_clock::time_point> deadline;  // none: no limit
+    bool (*stop_requested)(const void*) = nullptr;                  // cancellation, if any
+    const void* stop_state = nullptr;
+
+    bool cancelled() const { return stop_requested != nullptr && stop_requested(stop_state); }
+};
+
+// The thread's nesting of imports over every system: bounds the native stack
+// an import chain can use (§1.12; CPython's recursion limit is per thread).
+inline std::size_t& thread_import_depth() noexcept {
+    thread_local std::size_t depth = 0;
+    return depth;
+}
+
+// Whether a policy's mutex does nothing, so that only one thread may import.
+template <class Policy>
+inline constexpr bool single_threaded = std::is_same_v<typename Policy::mutex_type, null_mutex>;
+
+template <class Key, class Policy, class Entry>
+class lock_protocol {
+public:
+    using mutex_type = typename Policy::mutex_type;
+    using state_lock = std::unique_lock<mutex_type>;
+    using condition_variable_type = typename Policy::condition_variable_type;
+    static constexpr bool global = Policy::scope == lock_scope::global;
+
+    // One module lock: CPython's _ModuleLock.
+    struct module_lock : wait_node {
+        Entry* entry = nullptr;  // the key's entry; null for the global lock
+        std::size_t depth = 0;   // re-entrant acquisitions by the holder
+        std::size_t waiters = 0;
+        condition_variable_type released;  // notified when depth drops to 0
+        // Failures shared with the waiters (failure_mode::waiters_share_failure):
+        // the count of failed imports under this record and the last one's
+        // exception. Dropped with the record, when no waiter needs it.
+        std::uint64_t failures = 0;
+        std::exception_ptr failure;
+        module_lock* prev = nullptr;  // the live list
+        module_lock* next = nullptr;
+
+        std::thread::id holder_id() const noexcept {
+            return holder.load(std::memory_order_acquire);
+        }
+    };
+
+    // How an acquire ended without the lock.
+    struct acquisition {
+        module_lock* lock = nullptr;     // non-null: held by this thread
+        std::vector<std::string> cycle;  // non-empty: waiting would close it ("a -> b -> a")
+        std::exception_ptr failure;      // non-null: the awaited import failed (shared)
+    };
+
+    explicit lock_protocol(wait_graph_domain& domain) noexcept : domain_(domain) {
+        global_lock_.describe = &describe_lock;
+    }
+    lock_protocol(const lock_protocol&) = delete;
+    lock_protocol& operator=(const lock_protocol&) = delete;
+    ~lock_protocol() {
+        while (live_ != nullptr) unlink_and_delete(*live_);
+    }
+
+    // Takes `e`'s module lock for this thread, waiting while another thread
+    // holds it, unless waiting would close a cycle, `limit` runs out
+    // (import_timeout_error / import_cancelled_error), or, with
+    // `share_failures`, an import of the key fails while this thread waits.
+    // `before_wait(holder)` runs once, with `state` unlocked, before the
+    // first wait (the observer's on_wait). `state` is held on entry and exit.
+    template <class BeforeWait>
+    acquisition acquire(Entry& e, state_lock& state, const wait_limit& limit, bool share_failures,
+                        BeforeWait&& before_wait) {
+        module_lock& lock = lock_of(e);
+        const auto self = std::this_thread::get_id();
+        const std::uint64_t failures_before = lock.failures;
+        bool notified_wait = false;
+        for (;;) {
+            if (try_take(lock, self)) return {&lock, {}, {}};
+            if constexpr (single_threaded<Policy>) {
+                forget_if_unused(lock);
+                throw import_error(name(e.key),
+                                   "importlock::no_locks: a second thread imported '" +
+                                       name(e.key) + "' while thread " +
+                                       import_timeout_error::describe(lock.holder_id()) +
+                                       " was importing " + held_by(lock.holder_id(), lock) +
+                                       "; no_locks allows one importing thread: use "
+                                       "per_key_locks");
+            } else {
+                std::vector<std::string> cycle;
+                try {
+                    std::lock_guard graph(domain_.mutex_);
+                    const auto chain = domain_.graph_.find_cycle(self, &lock);
+                    if (!chain.empty()) {
+                        cycle = cycle_chain(self, chain);
+                    } else {
+                        if (limit.cancelled()) {
+                            throw import_cancelled_error(name(e.key), lock.holder_id(),
+                                                         held_by(lock.holder_id(), lock));
+                        }
+                        if (limit.deadline && std::chrono::steady_clock::now() >= *limit.deadline) {
+                            throw import_timeout_error(name(e.key), lock.holder_id(),
+                                                       held_by(lock.holder_id(), lock));
+                        }
+                        domain_.graph_.add_wait(self, &lock);
+                    }
+                } catch (...) {
+                    forget_if_unused(lock);
+                    throw;
+                }
+                if (!cycle.empty()) {
+                    forget_if_unused(lock);
+                    return {nullptr, std::move(cycle), {}};
+                }
+                try {
+                    ++lock.waiters;
+                    scope_exit unwait([&]() noexcept {
+                        if (!state.owns_lock()) state.lock();
+                        --lock.waiters;
+                        std::lock_guard graph(domain_.mutex_);
+                        domain_.graph_.remove_wait(self);
+                    });
+                    if (!notified_wait) {
+                        notified_wait = true;
+                        const std::thread::id holder = lock.holder_id();
+                        state.unlock();
+                        before_wait(holder);  // outside every internal lock
+                        state.lock();
+                    }
+                    if (lock.depth != 0 && lock.holder_id() != self &&
+                        (!share_failures || lock.failures == failures_before)) {
+                        wait(lock, state, limit);
+                    }
+                } catch (...) {
+                    forget_if_unused(lock);
+                    throw;
+                }
+            }
+            if (share_failures && lock.failures != failures_before && lock.failure) {
+                std::exception_ptr failure = lock.failure;
+                forget_if_unused(lock);  // the last waiter out drops the exception
+                return {nullptr, {}, std::move(failure)};
+            }
+        }
+    }
+
+    // Drops one acquisition of `lock`; wakes its waiters when it becomes free.
+    void release(module_lock& lock) noexcept {
+        if (--lock.depth == 0) {
+            lock.holder.store(std::thread::id{}, std::memory_order_release);
+            if (lock.waiters != 0) lock.released.notify_all();
+        }
+        forget_if_unused(lock);
+    }
+
+    // Hands `error` to the threads now waiting on `lock` (singleflight).
+    static void share_failure(module_lock& lock, std::exception_ptr error) noexcept {
+        if (lock.waiters == 0) return;
+        ++lock.failures;
+        lock.failure = std::move(error);
+    }
+
+    // Pushes `e` on this thread's import stack; strong guarantee.
+    void push(Entry& e) {
+        std::vector<Entry*>& stack = stacks_[std::this_thread::get_id()];
+        try {
+            stack.push_back(&e);
+        } catch (...) {
+            if (stack.empty()) stacks_.erase(std::this_thread::get_id());
+            throw;
+        }
+    }
+
+    // Pops this thread's innermost import.
+    void pop() noexcept {
+        const auto it = stacks_.find(std::this_thread::get_id());
+        if (it == stacks_.end()) return;
+        it->second.pop_back();
+        if (it->second.empty()) stacks_.erase(it);
+    }
+
+    // Returns the keys this thread imports from `e` (outermost) to its
+    // innermost import, then `e` again: a same-thread cycle "a -> b -> a".
+    std::vector<std::string> reentry_chain(const Entry& e) const {
+        std::vector<std::string> chain;
+        const auto it = stacks_.find(std::this_thread::get_id());
+        if (it != stacks_.end()) {
+            bool found = false;
+            for (const Entry* frame : it->second) {
+                found = found || frame == &e;
+                if (found) chain.push_back(name(frame->key));
+            }
+        }
+        if (chain.empty()) chain.push_back(name(e.key));
+        chain.push_back(name(e.key));
+        return chain;
+    }
+
+    // Returns the live module locks.
+    std::size_t lock_count() const noexcept {
+        return live_count_ + (global_lock_.depth != 0 || global_lock_.waiters != 0 ? 1 : 0);
+    }
+
+    // Returns the number of threads waiting on `e`'s lock (any key's, for
+    // the global lock).
+    std::size_t waiters_of(const Entry* e) const noexcept {
+        if constexpr (global) {
+            (void)e;
+            return global_lock_.waiters;
+        } else {
+            return e != nullptr && e->extra.lock != nullptr ? e->extra.lock->waiters : 0;
+        }
+    }
+
+    // Calls f(lock) for every live lock.
+    template <class F>
+    void for_each_lock(F&& f) const {
+        if (global_lock_.depth != 0 || global_lock_.waiters != 0) f(global_lock_);
+        for (const module_lock* l = live_; l != nullptr; l = l->next) f(*l);
+    }
+    // Wakes every waiter, e.g. to let it see a stop request.
+    void notify_all_waiters() noexcept {
+        global_lock_.released.notify_all();
+        for (module_lock* l = live_; l != nullptr; l = l->next) l->released.notify_all();
+    }
+
+    // Calls f(thread, keys) for every thread's import stack.
+    template <class F>
+    void for_each_stack(F&& f) const {
+        for (const auto& [thread, stack] : stacks_) f(thread, stack);
+    }
+
+    // Calls f(thread, lock) for every thread of the domain waiting on a lock
+    // of this system. Takes the domain's mutex.
+    template <class F>
+    void for_each_waiter(F&& f) const {
+        std::lock_guard graph(domain_.mutex_);
+        domain_.graph_.for_each([&](std::thread::id thread, const wait_node* node) {
+            for_each_lock([&](const module_lock& l) {
+                if (node == &l) f(thread, l);
+            });
+        });
+    }
+
+    // Names what `lock` guards: "'db'", or the global lock.
+    static std::string describe(const module_lock& lock) { return describe_lock(lock); }
+
+    // Returns the key `holder` imports at the top of its stack, quoted, when
+    // it holds the global lock ("'slow'"); else `lock`'s key.
+    std::string held_by(std::thread::id holder, const module_lock& lock) const {
+        if (lock.entry != nullptr) return "it";
+        const auto it = stacks_.find(holder);
+        if (it == stacks_.end() || it->second.empty()) return "under the global import lock";
+        return "'" + name(it->second.back()->key) + "' under the global import lock";
+    }
+
+private:
+    static std::string name(const Key& key) { return key_traits<Key>::to_string(key); }
+
+    static std::string describe_lock(const wait_node& node) {
+        const auto& lock = static_cast<const module_lock&>(node);
+        return lock.entry != nullptr ? name(lock.entry->key)
+                                     : std::string("<global import lock>");
+    }
+
+    // Returns `e`'s lock record, creating it if needed (strong guarantee).
+    module_lock& lock_of(Entry& e) {
+        if constexpr (global) {
+            (void)e;
+            return global_lock_;
+        } else {
+            if (e.extra.lock == nullptr) {
+                auto* lock = new module_lock;
+                lock->entry = &e;
+                lock->describe = &describe_lock;
+                lock->next = live_;
+                if (live_ != nullptr) live_->prev = lock;
+                live_ = lock;
+                ++live_count_;
+                e.extra.lock = lock;
+            }
+            return *e.extra.lock;
+        }
+    }
+
+    static bool try_take(module_lock& lock, std::thread::id self) noexcept {
+        if (lock.depth != 0 && lock.holder_id() != self) return false;
+        lock.holder.store(self, std::memory_order_release);
+        ++lock.depth;
+        return true;
+    }
+
+    void wait(module_lock& lock, state_lock& state, const wait_limit& limit) {
+        if constexpr (requires { lock.released.wait_until(state, *limit.deadline); }) {
+            if (limit.deadline) {
+                lock.released.wait_until(state, *limit.deadline);
+                return;
+            }
+        }
+        lock.released.wait(state);
+    }
+
+    void forget_if_unused(module_lock& lock) noexcept {
+        if (lock.depth != 0 || lock.waiters != 0) return;
+        lock.failure = nullptr;
+        if constexpr (!global) {
+            lock.entry->extra.lock = nullptr;
+            unlink_and_delete(lock);
+        }
+    }
+
+    void unlink_and_delete(module_lock& lock) noexcept {
+        if (lock.prev != nullptr) lock.prev->next = lock.next;
+        if (lock.next != nullptr) lock.next->prev = lock.prev;
+        if (live_ == &lock) live_ = lock.next;
+        --live_count_;
+        delete &lock;
+    }
+
+    // Returns the imports of a cross-thread cycle, "a -> c -> b -> d -> a":
+    // from the lock this thread holds, each lock's key followed by the keys
+    // its holder imported on top of it (from this system's import stacks; a
+    // lock of another system contributes its key only). `locks` runs from
+    // the lock wanted to the one this thread holds. Domain mutex held.
+    std::vector<std::string> cycle_chain(std::thread::id self,
+                                         const std::vector<const wait_node*>& locks) const {
+        const auto stacked_above = [&](std::thread::id thread, const wait_node* node,
+                                       std::vector<std::string>& out) {
+            const auto it = stacks_.find(thread);
+            if (it == stacks_.end()) return;
+            const std::vector<Entry*>& stack = it->second;
+            for (std::size_t i = 0; i < stack.size(); ++i) {
+                if (stack[i]->extra.lock != node) continue;
+                for (std::size_t j = i + 1; j < stack.size(); ++j) {
+                    out.push_back(name(stack[j]->key));
+                }
+                return;
+            }
+        };
+        std::vector<std::string> chain;
+        const wait_node* mine = locks.back();
+        chain.push_back(mine->describe(*mine));
+        stacked_above(self, mine, chain);
+        for (std::size_t i = 0; i + 1 < locks.size(); ++i) {
+            chain.push_back(locks[i]->describe(*locks[i]));
+            stacked_above(locks[i]->holder.load(std::memory_order_acquire), locks[i], chain);
+        }
+        chain.push_back(mine->describe(*mine));
+        return chain;
+    }
+
+    wait_graph_domain& domain_;
+    module_lock global_lock_;          // lock_scope::global only
+    module_lock* live_ = nullptr;      // per-key records held or awaited
+    std::size_t live_count_ = 0;
+    std::unordered_map<std::thread::id, std::vector<Entry*>> stacks_;  // keys each thread imports
+};
+
+}  // namespace importlock::detail

@@ -1,0 +1,212 @@
+// importlock/detail/registry_entry.hpp: one key's registration, a state machine.
+//
+// Purpose: everything the registry knows about one key (CPython's
+// sys.modules[k] plus the module's __spec__._initializing), with every change
+// a named transition, so that a reader learns "ready, and this is the module"
+// from one consistent read and can never pair the state of one load with the
+// module object of another.
+//
+// States and transitions. Every transition is made by the thread named in the
+// table while it holds the owning system's state mutex; the entry's `guard`
+// is held across the change of `state` and `module`, so that guarded readers
+// see both change together.
+//
+//   from           to             transition      made by
+//   absent         initializing   begin_load      the thread holding the key's import (§1.5)
+//   initializing   ready          finish_load     that thread, after loader and bind_child
+//   initializing   absent         abandon_load    that thread, when the loader threw (§1.6)
+//   absent         ready          publish_built   that thread, single-phase builders
+//   ready          reloading      begin_reload    the thread holding the key's import (§1.9)
+//   reloading      ready          finish_reload   that thread, loader returned or threw
+//   ready          absent         drop            erase / clear / block (never in flight)
+//   blocked        absent         drop            erase / clear
+//   absent|ready   blocked        block           block (never in flight)
+//
+// Readers:
+//   - published():   the module while `ready`, else null. Takes `guard` (a
+//                    spin lock held for one reference-count increment).
+//   - registered():  the module while initializing, ready or reloading.
+//   - ready_module():the raw pointer of the module while `ready`, else null:
+//                    one acquire load, no lock, no write (import_ref and
+//                    module_handle). The pointer is stored only after the
+//                    loader returned, so it never names a module that is
+//                    still initialising.
+//   - current_state(): one acquire load.
+//
+// Thread-safety: the readers above may run on any thread at any time; every
+// other member is written under the system's state mutex. Cost: every
+// transition and reader is O(1), no allocation.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <utility>
+#include <vector>
+
+namespace importlock::detail {
+
+// The life cycle of one key's registration.
+enum class entry_state : unsigned char {
+    absent,        // no module: never imported, erased, or its import failed
+    initializing,  // registered, loader running on holder_thread
+    ready,         // fully initialised: the hit path returns it
+    reloading,     // ready before, loader re-running on holder_thread
+    blocked,       // tombstone: importing throws import_halted_error
+};
+
+// Returns whether the state holds a module object.
+constexpr bool holds_module(entry_state s) noexcept {
+    return s == entry_state::initializing || s == entry_state::ready ||
+           s == entry_state::reloading;
+}
+
+// Returns whether a load or reload of the key is running.
+constexpr bool in_flight(entry_state s) noexcept {
+    return s == entry_state::initializing || s == entry_state::reloading;
+}
+
+// A guard that guards nothing: for single-threaded lock policies.
+struct null_guard {
+    void lock() noexcept {}
+    void unlock() noexcept {}
+};
+
+// One key's registration. `Guard` is a Lockable held for a few instructions
+// (spin_lock, or null_guard for no_locks). `Extra` is per-entry data of the
+// owning system (its importer, its module-lock link), constructed from the
+// entry itself.
+template <class Key, class Module, class Guard, class Extra>
+class registry_entry {
+public:
+    template <class... Args>
+    registry_entry(const Key& k, std::size_t h, Args&&... args)
+        : key(k), hash(h), extra(*this, std::forward<Args>(args)...) {}
+
+    registry_entry(const registry_entry&) = delete;
+    registry_entry& operator=(const registry_entry&) = delete;
+
+    // --- Readers: any thread, any time. ---------------------------------------------------
+
+    // Returns the state; one acquire load.
+    entry_state current_state() const noexcept { return state_.load(std::memory_order_acquire); }
+
+    // Returns the module while ready, else null; state and module are read
+    // together under the guard.
+    std::shared_ptr<Module> published() const noexcept {
+        std::lock_guard lock(guard_);
+        if (state_.load(std::memory_order_relaxed) != entry_state::ready) return nullptr;
+        return module_;
+    }
+
+    // Returns the module while initializing, ready or reloading, else null.
+    std::shared_ptr<Module> registered() const noexcept {
+        std::lock_guard lock(guard_);
+        if (!holds_module(state_.load(std::memory_order_relaxed))) return nullptr;
+        return module_;
+    }
+
+    // Returns the module's address while ready, else null; no lock, no write.
+    Module* ready_module() const noexcept { return ready_.load(std::memory_order_acquire); }
+
+    // --- Transitions: the system's state mutex held (see the table above). ----------------
+
+    void begin_load(std::shared_ptr<Module> module, std::thread::id self) noexcept {
+        holder_thread = self;
+        std::lock_guard lock(guard_);
+        module_.swap(module);
+        state_.store(entry_state::initializing, std::memory_order_release);
+    }
+
+    // Returns the module so that the caller destroys it outside the mutex.
+    std::shared_ptr<Module> abandon_load() noexcept {
+        holder_thread = {};
+        std::lock_guard lock(guard_);
+        state_.store(entry_state::absent, std::memory_order_release);
+        return std::exchange(module_, nullptr);
+    }
+
+    void finish_load(std::vector<Key>&& deps, std::uint64_t order) noexcept {
+        dependencies.swap(deps);
+        ready_order = order;
+        mark_ready();
+    }
+
+    void publish_built(std::shared_ptr<Module> module, std::vector<Key>&& deps,
+                       std::uint64_t order) noexcept {
+        {
+            std::lock_guard lock(guard_);
+            module_.swap(module);
+        }
+        finish_load(std::move(deps), order);
+    }
+
+    void begin_reload(std::thread::id self) noexcept {
+        holder_thread = self;
+        ready_.store(nullptr, std::memory_order_relaxed);
+        std::lock_guard lock(guard_);
+        state_.store(entry_state::reloading, std::memory_order_release);
+    }
+
+    // Ends a reload; `deps` replaces the dependencies when the loader
+    // succeeded (null: keep the previous ones). The place in teardown order
+    // is kept (§1.11).
+    void finish_reload(std::vector<Key>* deps) noexcept {
+        if (deps != nullptr) dependencies.swap(*deps);
+        mark_ready();
+    }
+
+    // Drops the module (or the block); returns the module for destruction
+    // outside the mutex. Precondition: not in flight.
+    std::shared_ptr<Module> drop() noexcept {
+        ready_.store(nullptr, std::memory_order_relaxed);
+        dependencies.clear();
+        std::lock_guard lock(guard_);
+        state_.store(entry_state::absent, std::memory_order_release);
+        return std::exchange(module_, nullptr);
+    }
+
+    // Blocks the key; returns the dropped module, if any. Precondition: not
+    // in flight.
+    std::shared_ptr<Module> block() noexcept {
+        std::shared_ptr<Module> dropped = drop();
+        std::lock_guard lock(guard_);
+        state_.store(entry_state::blocked, std::memory_order_release);
+        return dropped;
+    }
+
+    // --- Fields ----------------------------------------------------------------------------
+
+    const Key key;
+    const std::size_t hash;
+    // The thread loading or reloading the key (id{} when none). State mutex.
+    std::thread::id holder_thread{};
+    // The keys the last successful load imported through its importer, each
+    // once, in first-import order. State mutex.
+    std::vector<Key> dependencies;
+    // When this registration first became ready (teardown order). State mutex.
+    std::uint64_t ready_order = 0;
+    Extra extra;
+
+private:
+    void mark_ready() noexcept {
+        holder_thread = {};
+        Module* raw = nullptr;
+        {
+            std::lock_guard lock(guard_);
+            raw = module_.get();
+            state_.store(entry_state::ready, std::memory_order_release);
+        }
+        ready_.store(raw, std::memory_order_release);
+    }
+
+    std::atomic<entry_state> state_{entry_state::absent};
+    mutable Guard guard_;
+    std::atomic<Module*> ready_{nullptr};  // module_.get() while ready, else null
+    std::shared_ptr<Module> module_;       // guard_
+};
+
+}  // namespace importlock::detail

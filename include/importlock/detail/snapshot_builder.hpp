@@ -1,0 +1,64 @@
+// importlock/detail/snapshot_builder.hpp: assembles an import_snapshot.
+//
+// Purpose: collects, from the lock protocol, each thread's import stack and
+// each live lock with its holder and waiters, into the rows of an
+// import_snapshot, one row per thread however it takes part.
+//
+// Thread-safety: none (a local object of snapshot()). Cost: O(threads x
+// waiters) for the rows; everything else O(1) per call.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "../snapshot.hpp"
+
+namespace importlock::detail {
+
+class snapshot_builder {
+public:
+    // Adds a thread's import stack (outermost first).
+    void add_stack(std::thread::id thread, std::vector<std::string> keys) {
+        row(thread).importing = std::move(keys);
+    }
+
+    // Adds a live lock; returns its index for add_waiter.
+    std::size_t add_lock(std::string key, std::thread::id holder, std::size_t depth) {
+        import_snapshot::lock_state l;
+        l.key = std::move(key);
+        l.owner = holder;
+        l.depth = depth;
+        out_.locks.push_back(std::move(l));
+        return out_.locks.size() - 1;
+    }
+
+    // Records that `thread` waits on the lock `lock` (an add_lock index).
+    void add_waiter(std::size_t lock, std::thread::id thread) {
+        import_snapshot::lock_state& l = out_.locks[lock];
+        l.waiters.push_back(thread);
+        import_snapshot::thread_state& t = row(thread);
+        t.waiting_for = l.key;
+        t.waiting_for_thread = l.owner;
+    }
+
+    // Returns the snapshot.
+    import_snapshot take() { return std::move(out_); }
+
+private:
+    import_snapshot::thread_state& row(std::thread::id thread) {
+        auto it = std::find_if(out_.threads.begin(), out_.threads.end(),
+                               [&](const auto& t) { return t.thread == thread; });
+        if (it != out_.threads.end()) return *it;
+        out_.threads.emplace_back();
+        out_.threads.back().thread = thread;
+        return out_.threads.back();
+    }
+
+    import_snapshot out_;
+};
+
+}  // namespace importlock::detail
