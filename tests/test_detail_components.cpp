@@ -1,0 +1,1015 @@
+// Unit tests of the small detail components of the core, in the style of abseil's
+// graphcycles tests: each header's opening comment states a contract, and these tests check
+// exactly that contract, its edge cases, and its cost claims where they can be checked
+// structurally (no recursion at depth 10^6, correctness at 10^5 keys).
+//
+//   detail/teardown_order.hpp       dependents before dependencies
+//   detail/dependency_recorder.hpp  load_frame: first-import order, no duplicates
+//   detail/deadline.hpp             saturating deadlines, NaN rejected
+//   detail/snapshot_builder.hpp     one row per thread
+//   detail/observer_slot.hpp        set / load / notify, concurrently
+//   detail/registry_entry.hpp       lock-free readers never see an unfinished module
+//   wait_graph_domain.hpp           process_wide() and a fresh domain
+#include <importlock/importlock.hpp>
+
+#include "support/catch.hpp"
+#include "support/watchdog.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <barrier>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <numeric>
+#include <optional>
+#include <random>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#if __has_include(<pthread.h>)
+#include <pthread.h>
+#define IMPORTLOCK_TEST_HAVE_PTHREAD 1
+#endif
+
+namespace {
+
+// The seed Catch runs with (--rng-seed): v3 names its accessor getSeed, v2 rngSeed.
+std::uint32_t catch_seed() {
+#if defined(IMPORTLOCK_CATCH2_V3)
+    return Catch::getSeed();
+#else
+    return static_cast<std::uint32_t>(Catch::rngSeed());
+#endif
+}
+
+// Runs `body` on a thread with a small native stack (when the platform lets us choose),
+// so that a recursive implementation would overflow it whatever `ulimit -s` says.
+template <class Body>
+void run_on_small_stack(Body body) {
+#if defined(IMPORTLOCK_TEST_HAVE_PTHREAD)
+    constexpr std::size_t stack_bytes = std::size_t{4} << 20;  // 4 MiB
+    pthread_attr_t attr;
+    REQUIRE(pthread_attr_init(&attr) == 0);
+    REQUIRE(pthread_attr_setstacksize(&attr, stack_bytes) == 0);
+    pthread_t thread;
+    auto trampoline = [](void* arg) -> void* {
+        (*static_cast<Body*>(arg))();
+        return nullptr;
+    };
+    const int created = pthread_create(&thread, &attr, trampoline, &body);
+    pthread_attr_destroy(&attr);
+    REQUIRE(created == 0);
+    REQUIRE(pthread_join(thread, nullptr) == 0);
+#else
+    body();
+#endif
+}
+
+// Returns `count` distinct thread ids (threads alive at the same time, then joined).
+std::vector<std::thread::id> distinct_thread_ids(std::size_t count) {
+    std::vector<std::thread::id> ids(count);
+    std::barrier<> all_started(static_cast<std::ptrdiff_t>(count));
+    std::vector<std::thread> threads;
+    for (std::size_t i = 0; i < count; ++i) {
+        threads.emplace_back([&, i] {
+            ids[i] = std::this_thread::get_id();
+            all_started.arrive_and_wait();  // all alive at once: ids are distinct
+        });
+    }
+    for (auto& t : threads) t.join();
+    return ids;
+}
+
+}  // namespace
+
+// =========================================================================================
+// detail/teardown_order.hpp
+// =========================================================================================
+
+namespace {
+
+using deps_t = std::vector<std::vector<std::size_t>>;
+using importlock::detail::teardown_order;
+
+// Returns whether `order` holds each of 0..n-1 exactly once.
+bool is_permutation_of_nodes(const std::vector<std::size_t>& order, std::size_t n) {
+    if (order.size() != n) return false;
+    std::vector<bool> seen(n, false);
+    for (std::size_t node : order) {
+        if (node >= n || seen[node]) return false;
+        seen[node] = true;
+    }
+    return true;
+}
+
+// pos[node] = index of node in order.
+std::vector<std::size_t> positions(const std::vector<std::size_t>& order) {
+    std::vector<std::size_t> pos(order.size());
+    for (std::size_t i = 0; i < order.size(); ++i) pos[order[i]] = i;
+    return pos;
+}
+
+// Brute force: whether `to` is reachable from `from` along in-range edges.
+bool reaches(const deps_t& deps, std::size_t from, std::size_t to) {
+    const std::size_t n = deps.size();
+    std::vector<bool> seen(n, false);
+    std::vector<std::size_t> todo{from};
+    seen[from] = true;
+    while (!todo.empty()) {
+        const std::size_t node = todo.back();
+        todo.pop_back();
+        if (node == to) return true;
+        for (std::size_t next : deps[node]) {
+            if (next < n && !seen[next]) {
+                seen[next] = true;
+                todo.push_back(next);
+            }
+        }
+    }
+    return false;
+}
+
+// Brute-force checker of the contract: a permutation of the nodes in which each node comes
+// before each of its (in-range) dependencies, except along an edge that closes a cycle
+// (the dependency reaches back to the node), where the search may break it.
+void check_teardown_contract(const deps_t& deps, const std::vector<std::size_t>& order) {
+    const std::size_t n = deps.size();
+    REQUIRE(is_permutation_of_nodes(order, n));
+    const std::vector<std::size_t> pos = positions(order);
+    for (std::size_t u = 0; u < n; ++u) {
+        for (std::size_t v : deps[u]) {
+            if (v >= n || v == u) continue;
+            if (reaches(deps, v, u)) continue;  // the edge is part of a cycle
+            if (pos[u] > pos[v]) FAIL("edge " << u << " -> " << v << ": " << v << " first");
+        }
+    }
+}
+
+std::vector<std::size_t> newest_first(std::size_t n) {
+    std::vector<std::size_t> out(n);
+    for (std::size_t i = 0; i < n; ++i) out[i] = n - 1 - i;
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("teardown_order: empty and single node", "[teardown_order]") {
+    CHECK(teardown_order({}).empty());
+    CHECK(teardown_order({{}}) == std::vector<std::size_t>{0});
+}
+
+TEST_CASE("teardown_order: a chain puts dependents before dependencies", "[teardown_order]") {
+    // Usual case: each module imported the one that became ready before it (2 -> 1 -> 0).
+    const deps_t older{{}, {0}, {1}};
+    CHECK(teardown_order(older) == std::vector<std::size_t>{2, 1, 0});
+
+    // The chain the other way (a reload re-imported newer modules): 0 -> 1 -> 2.
+    const deps_t newer{{1}, {2}, {}};
+    CHECK(teardown_order(newer) == std::vector<std::size_t>{0, 1, 2});
+
+    // Mixed: 1 -> 0 -> 2.
+    const deps_t mixed{{2}, {0}, {}};
+    CHECK(teardown_order(mixed) == std::vector<std::size_t>{1, 0, 2});
+}
+
+TEST_CASE("teardown_order: a diamond", "[teardown_order]") {
+    // 3 imports 1 and 2, both import 0.
+    const deps_t diamond{{}, {0}, {0}, {1, 2}};
+    const auto order = teardown_order(diamond);
+    check_teardown_contract(diamond, order);
+    CHECK(order.front() == 3);
+    CHECK(order.back() == 0);
+    // 1 and 2 are unordered by the graph: newest first.
+    CHECK(order == std::vector<std::size_t>{3, 2, 1, 0});
+
+    // The same diamond with the top oldest: 0 imports 1 and 2, both import 3.
+    const deps_t upside{{1, 2}, {3}, {3}, {}};
+    const auto order2 = teardown_order(upside);
+    check_teardown_contract(upside, order2);
+    CHECK(order2.front() == 0);
+    CHECK(order2.back() == 3);
+}
+
+TEST_CASE("teardown_order: unrelated nodes go newest first", "[teardown_order]") {
+    // No edges at all.
+    CHECK(teardown_order(deps_t(5)) == newest_first(5));
+
+    // A forest of two interleaved chains, 4 -> 2 -> 0 and 5 -> 3 -> 1, plus a lone node 6:
+    // every dependency is older, so the whole order is newest first.
+    const deps_t forest{{}, {}, {0}, {1}, {2}, {3}, {}};
+    CHECK(teardown_order(forest) == newest_first(7));
+
+    // Whenever every dependency is older than its dependent (the order of first readiness
+    // without reloads), the result is exactly newest first.
+    const deps_t tree{{}, {0}, {0}, {1}, {1, 2}, {}, {5, 3}, {0, 4, 6}};
+    CHECK(teardown_order(tree) == newest_first(8));
+}
+
+TEST_CASE("teardown_order: self-loops and cycles keep every node exactly once",
+          "[teardown_order]") {
+    SECTION("self-loop") {
+        const deps_t self{{0}};
+        CHECK(teardown_order(self) == std::vector<std::size_t>{0});
+        const deps_t self_in_chain{{}, {1, 0}, {2, 1}};
+        const auto order = teardown_order(self_in_chain);
+        check_teardown_contract(self_in_chain, order);
+        CHECK(order == std::vector<std::size_t>{2, 1, 0});
+    }
+    SECTION("2-cycle") {
+        const deps_t two{{1}, {0}};
+        const auto order = teardown_order(two);
+        CHECK(is_permutation_of_nodes(order, 2));
+    }
+    SECTION("3-cycle") {
+        const deps_t three{{1}, {2}, {0}};
+        const auto order = teardown_order(three);
+        CHECK(is_permutation_of_nodes(order, 3));
+    }
+    SECTION("a cycle with edges in and out") {
+        // 4 -> 1, cycle 1 -> 2 -> 3 -> 1, 3 -> 0, plus a self-loop on 2.
+        const deps_t g{{}, {2}, {3, 2}, {1, 0}, {1}};
+        const auto order = teardown_order(g);
+        check_teardown_contract(g, order);  // 4 before the cycle, the cycle before 0
+        const auto pos = positions(order);
+        CHECK(pos[4] < pos[1]);
+        CHECK(pos[3] < pos[0]);
+    }
+    SECTION("every node on a cycle, duplicated edges") {
+        const deps_t g{{1, 1, 2}, {2, 0, 0}, {0, 1, 2}};
+        CHECK(is_permutation_of_nodes(teardown_order(g), 3));
+    }
+}
+
+TEST_CASE("teardown_order: out-of-range dependencies are ignored", "[teardown_order]") {
+    constexpr std::size_t huge = std::numeric_limits<std::size_t>::max();
+    const deps_t g{{3, huge}, {0, 2, 100}, {huge}};
+    const auto order = teardown_order(g);
+    CHECK(order == teardown_order(deps_t{{}, {0, 2}, {}}));
+    check_teardown_contract(g, order);
+
+    const deps_t only_bad{{1}};  // one node, an edge to node 1 that does not exist
+    CHECK(teardown_order(only_bad) == std::vector<std::size_t>{0});
+}
+
+TEST_CASE("teardown_order: a chain of 10^6 modules needs no native stack",
+          "[teardown_order][large]") {
+    constexpr std::size_t n = 1000000;
+
+    std::vector<std::size_t> expected(n);
+    std::iota(expected.begin(), expected.end(), std::size_t{0});
+    std::vector<std::size_t> order;
+    {
+        // 0 -> 1 -> ... -> n-1: one depth-first search n deep. Run on a 4 MiB stack: a
+        // recursive search would need far more (n frames).
+        deps_t deep(n);
+        for (std::size_t i = 0; i + 1 < n; ++i) deep[i].push_back(i + 1);
+        run_on_small_stack([&] { order = teardown_order(deep); });
+        REQUIRE(order.size() == n);
+        CHECK(order == expected);
+
+        // The same chain closed into one cycle: still every node once, broken where the
+        // search met it (at n-1 -> 0).
+        deep[n - 1].push_back(0);
+        run_on_small_stack([&] { order = teardown_order(deep); });
+        CHECK(is_permutation_of_nodes(order, n));
+        CHECK(order == expected);
+    }
+    {
+        // The chain the usual way round (each imports the previous one): newest first.
+        deps_t shallow(n);
+        for (std::size_t i = 1; i < n; ++i) shallow[i].push_back(i - 1);
+        run_on_small_stack([&] { order = teardown_order(shallow); });
+        CHECK(order == newest_first(n));
+    }
+    {
+        // A star with 10^6 edges out of one node, most of them duplicates: linear in edges.
+        constexpr std::size_t nodes = n / 10;
+        deps_t star(nodes);
+        for (std::size_t i = 0; i < n; ++i) star[0].push_back(1 + i % (nodes - 1));
+        run_on_small_stack([&] { order = teardown_order(star); });
+        REQUIRE(is_permutation_of_nodes(order, nodes));
+        CHECK(order.front() == 0);
+    }
+}
+
+TEST_CASE("teardown_order: agrees with a brute-force checker on random graphs (randomised)",
+          "[teardown_order][random]") {
+    const std::uint32_t seed = catch_seed();
+    INFO("seed " << seed << " (rerun with --rng-seed " << seed << ")");
+    std::mt19937 rng(seed);
+
+    for (int round = 0; round < 300; ++round) {
+        INFO("round " << round);
+        std::uniform_int_distribution<std::size_t> size_dist(0, 40);
+        const std::size_t n = size_dist(rng);
+        std::uniform_real_distribution<double> unit(0.0, 1.0);
+        const double density = unit(rng) * 0.3;
+
+        // A random DAG: a random topological order, edges only from earlier to later in it
+        // (so dependencies may be newer than their dependents, as after a reload).
+        std::vector<std::size_t> topo(n);
+        std::iota(topo.begin(), topo.end(), std::size_t{0});
+        std::shuffle(topo.begin(), topo.end(), rng);
+        deps_t dag(n);
+        for (std::size_t i = 0; i < n; ++i) {
+            for (std::size_t j = i + 1; j < n; ++j) {
+                if (unit(rng) < density) dag[topo[i]].push_back(topo[j]);
+            }
+            if (unit(rng) < 0.1 && !dag[topo[i]].empty()) {
+                dag[topo[i]].push_back(dag[topo[i]].front());  // a duplicate edge
+            }
+            if (unit(rng) < 0.05) dag[topo[i]].push_back(n + i);  // out of range
+        }
+        for (auto& d : dag) std::shuffle(d.begin(), d.end(), rng);
+        check_teardown_contract(dag, teardown_order(dag));
+
+        // The usual shape: every dependency older than its dependent. Exactly newest first.
+        deps_t older(n);
+        for (std::size_t i = 0; i < n; ++i) {
+            for (std::size_t j = 0; j < i; ++j) {
+                if (unit(rng) < density) older[i].push_back(j);
+            }
+        }
+        const auto older_order = teardown_order(older);
+        check_teardown_contract(older, older_order);
+        CHECK(older_order == newest_first(n));
+
+        // Arbitrary graphs, cycles and self-loops included: every node once, and every edge
+        // that is not on a cycle respected.
+        deps_t any(n);
+        if (n > 0) {
+            std::uniform_int_distribution<std::size_t> node_dist(0, n - 1);
+            for (std::size_t i = 0; i < n; ++i) {
+                const std::size_t edges = node_dist(rng) % 4;
+                for (std::size_t k = 0; k < edges; ++k) any[i].push_back(node_dist(rng));
+            }
+        }
+        check_teardown_contract(any, teardown_order(any));
+    }
+}
+
+// =========================================================================================
+// detail/dependency_recorder.hpp
+// =========================================================================================
+
+namespace {
+
+using string_frame =
+    importlock::detail::load_frame<std::string, std::hash<std::string>, std::equal_to<>>;
+
+std::vector<std::string> take_of(std::initializer_list<const char*> keys) {
+    string_frame frame;
+    for (const char* k : keys) frame.record(k);
+    return frame.take();
+}
+
+// A key whose hash always collides: every set lookup compares against every other key.
+struct colliding_key {
+    int value;
+    bool operator==(const colliding_key&) const = default;
+};
+struct colliding_hash {
+    std::size_t operator()(const colliding_key&) const noexcept { return 7; }
+};
+
+}  // namespace
+
+TEST_CASE("load_frame: zero, one and two keys", "[dependency_recorder]") {
+    using v = std::vector<std::string>;
+    CHECK(take_of({}).empty());
+    CHECK(take_of({"a"}) == v{"a"});
+    CHECK(take_of({"a", "b"}) == v{"a", "b"});
+    CHECK(take_of({"b", "a"}) == v{"b", "a"});  // first-import order, not sorted
+    CHECK(take_of({"a", "a"}) == v{"a"});
+}
+
+TEST_CASE("load_frame: first-import order kept, duplicates removed", "[dependency_recorder]") {
+    using v = std::vector<std::string>;
+    CHECK(take_of({"b", "a", "b", "c", "a", "c", "d"}) == v{"b", "a", "c", "d"});
+    CHECK(take_of({"x", "x", "x", "x"}) == v{"x"});
+    CHECK(take_of({"z", "y", "x", "w"}) == v{"z", "y", "x", "w"});
+    CHECK(take_of({"", "", "a", ""}) == v{"", "a"});
+
+    // record() copies: the caller's key may change afterwards.
+    string_frame frame;
+    std::string key = "first";
+    frame.record(key);
+    key = "second";
+    frame.record(key);
+    key = "first";
+    frame.record(key);
+    CHECK(frame.take() == v{"first", "second"});
+}
+
+TEST_CASE("load_frame: 100,000 keys with duplicates", "[dependency_recorder][large]") {
+    constexpr std::size_t records = 100000;
+    constexpr std::size_t distinct = 30000;
+    importlock::detail::load_frame<std::size_t, std::hash<std::size_t>, std::equal_to<>> frame;
+    std::vector<std::size_t> expected;
+    std::set<std::size_t> seen;
+    std::mt19937 rng(catch_seed());
+    std::uniform_int_distribution<std::size_t> key_dist(0, distinct - 1);
+    for (std::size_t i = 0; i < records; ++i) {
+        const std::size_t key = key_dist(rng) * 2654435761u;
+        frame.record(key);
+        if (seen.insert(key).second) expected.push_back(key);
+    }
+    const auto got = frame.take();
+    CHECK(got.size() == expected.size());
+    CHECK(got == expected);
+}
+
+TEST_CASE("load_frame: a hash that always collides", "[dependency_recorder]") {
+    importlock::detail::load_frame<colliding_key, colliding_hash, std::equal_to<>> frame;
+    constexpr int distinct = 500;
+    std::vector<colliding_key> expected;
+    for (int round = 0; round < 3; ++round) {
+        for (int i = 0; i < distinct; ++i) {
+            const int value = (i * 37 + round) % distinct;
+            frame.record(colliding_key{value});
+            if (round == 0) expected.push_back(colliding_key{value});
+        }
+    }
+    const auto got = frame.take();
+    REQUIRE(got.size() == expected.size());
+    CHECK(got == expected);
+}
+
+// =========================================================================================
+// detail/deadline.hpp
+// =========================================================================================
+
+namespace {
+
+using importlock::detail::deadline_after;
+using importlock::detail::deadline_at;
+using steady = std::chrono::steady_clock;
+
+// Calls `f` and returns the what() of the std::invalid_argument it throws ("" if none).
+template <class F>
+std::string invalid_argument_of(F&& f) {
+    try {
+        f();
+    } catch (const std::invalid_argument& e) {
+        return e.what();
+    }
+    return {};
+}
+
+// Checks that `d` is a deadline of "now": between the clock readings around the call.
+#define CHECK_ABOUT_NOW(before, d, after) \
+    do {                                  \
+        REQUIRE(d.has_value());           \
+        CHECK(*d >= before);              \
+        CHECK(*d <= after);               \
+    } while (false)
+
+}  // namespace
+
+TEST_CASE("deadline_after: zero and negative timeouts mean now", "[deadline]") {
+    using namespace std::chrono;
+    auto before = steady::now();
+    auto d = deadline_after(nanoseconds(0), "k");
+    auto after = steady::now();
+    CHECK_ABOUT_NOW(before, d, after);
+
+    before = steady::now();
+    d = deadline_after(seconds(-5), "k");
+    after = steady::now();
+    CHECK_ABOUT_NOW(before, d, after);
+
+    before = steady::now();
+    d = deadline_after(hours::min(), "k");
+    after = steady::now();
+    CHECK_ABOUT_NOW(before, d, after);
+
+    before = steady::now();
+    d = deadline_after(duration<double>(-std::numeric_limits<double>::infinity()), "k");
+    after = steady::now();
+    CHECK_ABOUT_NOW(before, d, after);
+
+    before = steady::now();
+    d = deadline_after(duration<double>(-0.0), "k");
+    after = steady::now();
+    CHECK_ABOUT_NOW(before, d, after);
+}
+
+TEST_CASE("deadline_after: a small timeout is now plus it, rounded up", "[deadline]") {
+    using namespace std::chrono;
+    auto before = steady::now();
+    auto d = deadline_after(milliseconds(250), "k");
+    auto after = steady::now();
+    REQUIRE(d.has_value());
+    CHECK(*d >= before + milliseconds(250));
+    CHECK(*d <= after + milliseconds(250));
+
+    // Half a nanosecond rounds up to one tick: strictly after "now".
+    before = steady::now();
+    d = deadline_after(duration<double, std::nano>(0.5), "k");
+    after = steady::now();
+    REQUIRE(d.has_value());
+    CHECK(*d >= before + steady::duration(1));
+    CHECK(*d <= after + steady::duration(1));
+
+    // A fractional duration in seconds.
+    before = steady::now();
+    d = deadline_after(duration<double>(1.5), "k");
+    after = steady::now();
+    REQUIRE(d.has_value());
+    CHECK(*d >= before + milliseconds(1500));
+    CHECK(*d <= after + milliseconds(1500));
+
+    // A long but representable timeout (a year) in a coarse unit.
+    before = steady::now();
+    d = deadline_after(hours(24 * 365), "k");
+    after = steady::now();
+    REQUIRE(d.has_value());
+    CHECK(*d >= before + hours(24 * 365));
+    CHECK(*d <= after + hours(24 * 365));
+}
+
+TEST_CASE("deadline_after: a timeout beyond the steady clock's range means no limit",
+          "[deadline]") {
+    using namespace std::chrono;
+    CHECK_FALSE(deadline_after(hours::max(), "k").has_value());
+    CHECK_FALSE(deadline_after(duration_cast<hours>(years(342)), "k").has_value());
+    CHECK_FALSE(deadline_after(years(100000), "k").has_value());
+    CHECK_FALSE(deadline_after(nanoseconds::max(), "k").has_value());
+    CHECK_FALSE(deadline_after(steady::duration::max(), "k").has_value());
+    CHECK_FALSE(
+        deadline_after(duration<double>(std::numeric_limits<double>::infinity()), "k").has_value());
+    CHECK_FALSE(
+        deadline_after(duration<float>(std::numeric_limits<float>::infinity()), "k").has_value());
+    CHECK_FALSE(deadline_after(duration<long double>(1e300L), "k").has_value());
+    CHECK_FALSE(deadline_after(duration<long double>(std::numeric_limits<long double>::max()), "k")
+                    .has_value());
+    CHECK_FALSE(deadline_after(duration<double, std::ratio<86400>>(1e30), "k").has_value());
+}
+
+TEST_CASE("deadline_after: a NaN timeout throws invalid_argument naming the key", "[deadline]") {
+    using namespace std::chrono;
+    const std::string what = invalid_argument_of([] {
+        (void)deadline_after(duration<double>(std::numeric_limits<double>::quiet_NaN()),
+                             "pkg.sub.mod");
+    });
+    CHECK(what.find("pkg.sub.mod") != std::string::npos);
+
+    CHECK(invalid_argument_of([] {
+              (void)deadline_after(
+                  duration<float, std::milli>(std::numeric_limits<float>::quiet_NaN()), "f.key");
+          }).find("f.key") != std::string::npos);
+    CHECK(invalid_argument_of([] {
+              (void)deadline_after(
+                  duration<long double>(-std::numeric_limits<long double>::quiet_NaN()), "ld.key");
+          }).find("ld.key") != std::string::npos);
+}
+
+TEST_CASE("deadline_at: steady_clock time points", "[deadline]") {
+    using namespace std::chrono;
+    // In the past: now.
+    auto before = steady::now();
+    auto d = deadline_at(before - hours(1), "k");
+    auto after = steady::now();
+    CHECK_ABOUT_NOW(before, d, after);
+
+    before = steady::now();
+    d = deadline_at(steady::time_point::min(), "k");
+    after = steady::now();
+    CHECK_ABOUT_NOW(before, d, after);
+
+    // A little ahead: that point (within the time the call took).
+    before = steady::now();
+    const auto target = before + seconds(2);
+    d = deadline_at(target, "k");
+    after = steady::now();
+    REQUIRE(d.has_value());
+    CHECK(*d >= target - (after - before) - microseconds(1));
+    CHECK(*d <= target + (after - before) + microseconds(1));
+
+    // max(): no limit, in any unit.
+    CHECK_FALSE(deadline_at(steady::time_point::max(), "k").has_value());
+    CHECK_FALSE(deadline_at(time_point<steady_clock, hours>::max(), "k").has_value());
+    CHECK_FALSE(deadline_at(time_point<steady_clock, duration<double>>::max(), "k").has_value());
+
+    // Far in the future in a coarse unit (not max()): no limit, no overflow.
+    CHECK_FALSE(deadline_at(time_point<steady_clock, hours>(hours(hours::max().count() / 2)), "k")
+                    .has_value());
+    CHECK_FALSE(deadline_at(time_point<steady_clock, years>(years(1000)), "k").has_value());
+    CHECK_FALSE(deadline_at(time_point<steady_clock, duration<double>>(
+                                duration<double>(std::numeric_limits<double>::infinity())),
+                            "k")
+                    .has_value());
+
+    // -infinity is in the past.
+    before = steady::now();
+    d = deadline_at(time_point<steady_clock, duration<double>>(
+                        duration<double>(-std::numeric_limits<double>::infinity())),
+                    "k");
+    after = steady::now();
+    CHECK_ABOUT_NOW(before, d, after);
+}
+
+TEST_CASE("deadline_at: system_clock time points", "[deadline]") {
+    using namespace std::chrono;
+    // 2500-01-01 is beyond the steady clock's range (about 292 years from its epoch).
+    CHECK_FALSE(deadline_at(sys_days{year{2500} / 1 / 1}, "k").has_value());
+    CHECK_FALSE(deadline_at(system_clock::time_point::max(), "k").has_value());
+    CHECK_FALSE(deadline_at(time_point<system_clock, hours>::max(), "k").has_value());
+
+    // In the past: now.
+    auto before = steady::now();
+    auto d = deadline_at(sys_days{year{2000} / 1 / 1}, "k");
+    auto after = steady::now();
+    CHECK_ABOUT_NOW(before, d, after);
+
+    // One second ahead on the wall clock: about one second ahead on the steady clock.
+    // Generous bounds: the wall clock may be adjusted while this runs.
+    before = steady::now();
+    d = deadline_at(system_clock::now() + seconds(1), "k");
+    after = steady::now();
+    REQUIRE(d.has_value());
+    CHECK(*d >= before + milliseconds(500));
+    CHECK(*d <= after + milliseconds(1500));
+}
+
+TEST_CASE("deadline_at: a NaN time point throws invalid_argument naming the key", "[deadline]") {
+    using namespace std::chrono;
+    using nan_point = time_point<steady_clock, duration<double>>;
+    const std::string what = invalid_argument_of([] {
+        (void)deadline_at(nan_point(duration<double>(std::numeric_limits<double>::quiet_NaN())),
+                          "pkg.nan");
+    });
+    CHECK(what.find("pkg.nan") != std::string::npos);
+
+    using sys_nan = time_point<system_clock, duration<float>>;
+    CHECK(invalid_argument_of([] {
+              (void)deadline_at(sys_nan(duration<float>(std::numeric_limits<float>::quiet_NaN())),
+                                "sys.nan");
+          }).find("sys.nan") != std::string::npos);
+}
+
+// =========================================================================================
+// detail/snapshot_builder.hpp
+// =========================================================================================
+
+namespace {
+
+using importlock::import_snapshot;
+using importlock::detail::snapshot_builder;
+
+const import_snapshot::thread_state* row_of(const import_snapshot& s, std::thread::id t) {
+    const import_snapshot::thread_state* found = nullptr;
+    for (const auto& row : s.threads) {
+        if (row.thread == t) {
+            REQUIRE(found == nullptr);  // one row per thread
+            found = &row;
+        }
+    }
+    return found;
+}
+
+}  // namespace
+
+TEST_CASE("snapshot_builder: nothing added, nothing in flight", "[snapshot_builder]") {
+    snapshot_builder b;
+    const import_snapshot s = b.take();
+    CHECK(s.empty());
+}
+
+TEST_CASE("snapshot_builder: one row per thread however it takes part", "[snapshot_builder]") {
+    const auto ids = distinct_thread_ids(4);
+    const std::thread::id holder = ids[0], stack_only = ids[1], waiter_only = ids[2], both = ids[3];
+
+    snapshot_builder b;
+    b.add_stack(holder, {"a", "a.b"});
+    b.add_stack(stack_only, {"x"});
+    b.add_stack(both, {"c"});
+    const std::size_t lock = b.add_lock("a.b", holder, 2);
+    b.add_waiter(lock, waiter_only);
+    b.add_waiter(lock, both);
+    const import_snapshot s = b.take();
+
+    REQUIRE(s.threads.size() == 4);
+    const auto* h = row_of(s, holder);
+    REQUIRE(h != nullptr);
+    CHECK(h->importing == std::vector<std::string>{"a", "a.b"});
+    CHECK_FALSE(h->waiting_for.has_value());
+    CHECK_FALSE(h->waiting_for_thread.has_value());
+
+    const auto* so = row_of(s, stack_only);
+    REQUIRE(so != nullptr);
+    CHECK(so->importing == std::vector<std::string>{"x"});
+    CHECK_FALSE(so->waiting_for.has_value());
+    CHECK_FALSE(so->waiting_for_thread.has_value());
+
+    const auto* wo = row_of(s, waiter_only);
+    REQUIRE(wo != nullptr);
+    CHECK(wo->importing.empty());
+    REQUIRE(wo->waiting_for.has_value());
+    CHECK(*wo->waiting_for == "a.b");
+    REQUIRE(wo->waiting_for_thread.has_value());
+    CHECK(*wo->waiting_for_thread == holder);
+
+    const auto* bo = row_of(s, both);
+    REQUIRE(bo != nullptr);
+    CHECK(bo->importing == std::vector<std::string>{"c"});
+    REQUIRE(bo->waiting_for.has_value());
+    CHECK(*bo->waiting_for == "a.b");
+    CHECK(bo->waiting_for_thread == std::optional<std::thread::id>(holder));
+
+    REQUIRE(s.locks.size() == 1);
+    CHECK(s.locks[0].key == "a.b");
+    CHECK(s.locks[0].owner == holder);
+    CHECK(s.locks[0].depth == 2);
+    CHECK(s.locks[0].waiters == std::vector<std::thread::id>{waiter_only, both});
+}
+
+TEST_CASE("snapshot_builder: waiting before the stack is added still gives one row",
+          "[snapshot_builder]") {
+    const auto ids = distinct_thread_ids(2);
+    snapshot_builder b;
+    const std::size_t lock = b.add_lock("k", ids[0], 1);
+    b.add_waiter(lock, ids[1]);
+    b.add_stack(ids[1], {"j"});
+    b.add_stack(ids[0], {"k"});
+    const import_snapshot s = b.take();
+    REQUIRE(s.threads.size() == 2);
+    const auto* w = row_of(s, ids[1]);
+    REQUIRE(w != nullptr);
+    CHECK(w->importing == std::vector<std::string>{"j"});
+    CHECK(w->waiting_for == std::optional<std::string>("k"));
+    CHECK(w->waiting_for_thread == std::optional<std::thread::id>(ids[0]));
+    const auto* h = row_of(s, ids[0]);
+    REQUIRE(h != nullptr);
+    CHECK(h->importing == std::vector<std::string>{"k"});
+    CHECK_FALSE(h->waiting_for.has_value());
+}
+
+TEST_CASE(
+    "snapshot_builder: locks keep depth and waiters in order; waiter rows point at "
+    "their lock",
+    "[snapshot_builder]") {
+    const auto ids = distinct_thread_ids(6);
+    snapshot_builder b;
+    CHECK(b.add_lock("first", ids[0], 1) == 0);
+    CHECK(b.add_lock("second", ids[1], 3) == 1);
+    CHECK(b.add_lock("<global import lock>", ids[0], 7) == 2);
+
+    // Waiters added out of lock order, and interleaved.
+    b.add_waiter(1, ids[4]);
+    b.add_waiter(0, ids[2]);
+    b.add_waiter(1, ids[3]);
+    b.add_waiter(0, ids[5]);
+    b.add_waiter(1, ids[0]);  // the first lock's holder waits on the second lock
+    const import_snapshot s = b.take();
+
+    REQUIRE(s.locks.size() == 3);
+    CHECK(s.locks[0].key == "first");
+    CHECK(s.locks[0].owner == ids[0]);
+    CHECK(s.locks[0].depth == 1);
+    CHECK(s.locks[0].waiters == std::vector<std::thread::id>{ids[2], ids[5]});
+    CHECK(s.locks[1].key == "second");
+    CHECK(s.locks[1].owner == ids[1]);
+    CHECK(s.locks[1].depth == 3);
+    CHECK(s.locks[1].waiters == std::vector<std::thread::id>{ids[4], ids[3], ids[0]});
+    CHECK(s.locks[2].key == "<global import lock>");
+    CHECK(s.locks[2].depth == 7);
+    CHECK(s.locks[2].waiters.empty());
+
+    // Rows: one per waiting thread (the second lock's holder only holds: no row).
+    CHECK(s.threads.size() == 5);
+    CHECK(row_of(s, ids[1]) == nullptr);
+    for (std::size_t i : {std::size_t{2}, std::size_t{5}}) {
+        const auto* r = row_of(s, ids[i]);
+        REQUIRE(r != nullptr);
+        CHECK(r->waiting_for == std::optional<std::string>("first"));
+        CHECK(r->waiting_for_thread == std::optional<std::thread::id>(ids[0]));
+    }
+    for (std::size_t i : {std::size_t{0}, std::size_t{3}, std::size_t{4}}) {
+        const auto* r = row_of(s, ids[i]);
+        REQUIRE(r != nullptr);
+        CHECK(r->waiting_for == std::optional<std::string>("second"));
+        CHECK(r->waiting_for_thread == std::optional<std::thread::id>(ids[1]));
+        CHECK(r->importing.empty());
+    }
+}
+
+// =========================================================================================
+// detail/observer_slot.hpp
+// =========================================================================================
+
+namespace {
+
+struct probe_observer {
+    explicit probe_observer(int i) : id(i) {}
+    const int id;
+};
+
+using probe_slot = importlock::detail::observer_slot<probe_observer>;
+
+}  // namespace
+
+TEST_CASE("observer_slot: empty, set, replace, remove", "[observer_slot]") {
+    probe_slot slot;
+    CHECK(slot.load() == nullptr);
+
+    auto a = std::make_shared<probe_observer>(1);
+    slot.set(a);
+    CHECK(slot.load() == a);
+    CHECK(slot.load() == a);    // load() does not consume
+    CHECK(a.use_count() == 2);  // ours and the slot's
+
+    auto b = std::make_shared<probe_observer>(2);
+    slot.set(b);
+    CHECK(slot.load() == b);
+    CHECK(a.use_count() == 1);  // the previous one released
+    CHECK(b.use_count() == 2);
+
+    slot.set(b);  // the same one again
+    CHECK(slot.load() == b);
+    CHECK(b.use_count() == 2);
+
+    slot.set(nullptr);
+    CHECK(slot.load() == nullptr);
+    CHECK(b.use_count() == 1);
+
+    slot.set(nullptr);  // removing twice is harmless
+    CHECK(slot.load() == nullptr);
+
+    slot.set(a);
+    CHECK(slot.load() == a);
+
+    // A loaded copy keeps the observer alive after it is replaced.
+    std::weak_ptr<probe_observer> weak;
+    {
+        auto c = std::make_shared<probe_observer>(3);
+        weak = c;
+        slot.set(std::move(c));
+    }
+    auto held = slot.load();
+    slot.set(nullptr);
+    REQUIRE(held != nullptr);
+    CHECK(held->id == 3);
+    CHECK_FALSE(weak.expired());
+    held.reset();
+    CHECK(weak.expired());
+}
+
+TEST_CASE("observer_slot: notify calls the hook once and swallows its exceptions",
+          "[observer_slot]") {
+    int calls = 0;
+    probe_slot::notify([&] { ++calls; });
+    CHECK(calls == 1);
+
+    CHECK_NOTHROW(probe_slot::notify([&] {
+        ++calls;
+        throw std::runtime_error("hook failed");
+    }));
+    CHECK(calls == 2);
+
+    CHECK_NOTHROW(probe_slot::notify([&] {
+        ++calls;
+        throw 42;  // not even a std::exception
+    }));
+    CHECK(calls == 3);
+
+    static_assert(noexcept(probe_slot::notify([] { throw 1; })));
+}
+
+TEST_CASE("observer_slot: concurrent set and load are race-free", "[observer_slot][threads]") {
+    importlock_test::watchdog dog("observer_slot: concurrent set and load");
+    constexpr int thread_count = 4;
+    constexpr int iterations = 20000;
+    probe_slot slot;
+    std::atomic<int> bad{0};
+    std::barrier<> start(thread_count);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < thread_count; ++t) {
+        threads.emplace_back([&, t] {
+            start.arrive_and_wait();
+            for (int i = 0; i < iterations; ++i) {
+                if (t % 2 == 0 && i % 4 == 0) {
+                    // A fresh observer each time: replacing releases the previous one while
+                    // other threads may hold counted copies of it.
+                    slot.set(i % 8 == 0 ? nullptr
+                                        : std::make_shared<probe_observer>(t * iterations + i));
+                }
+                if (auto o = slot.load()) {
+                    if (o->id < 0 || o->id >= thread_count * iterations) bad.fetch_add(1);
+                }
+            }
+        });
+    }
+    for (auto& th : threads) th.join();
+    CHECK(bad.load() == 0);
+}
+
+// =========================================================================================
+// detail/registry_entry.hpp
+// =========================================================================================
+
+namespace {
+
+// Entries carry no per-system data here.
+struct no_extra {
+    template <class E>
+    explicit no_extra(E&) noexcept {}
+};
+
+// A module whose loader has run to the end once `done` is set.
+struct tracked_module {
+    bool done = false;
+};
+
+using tracked_entry = importlock::detail::registry_entry<std::string, tracked_module,
+                                                         importlock::detail::spin_lock, no_extra>;
+
+}  // namespace
+
+TEST_CASE("registry entry: concurrent readers never see a module whose loader has not finished",
+          "[registry][entry][threads]") {
+    importlock_test::watchdog dog("registry entry: concurrent readers");
+    constexpr int cycles = 20000;
+    constexpr int reader_count = 3;
+    tracked_entry e("k", std::hash<std::string>{}("k"));
+
+    // Every module stays alive until the readers have stopped: ready_module() returns a raw
+    // pointer that the system keeps alive by other means.
+    std::vector<std::shared_ptr<tracked_module>> modules;
+    modules.reserve(cycles);
+
+    std::atomic<bool> writer_done{false};
+    std::atomic<int> unfinished_published{0};
+    std::atomic<int> unfinished_raw{0};
+    std::atomic<long> seen{0};
+    std::barrier<> start(reader_count + 1);
+
+    std::vector<std::thread> readers;
+    for (int r = 0; r < reader_count; ++r) {
+        readers.emplace_back([&] {
+            start.arrive_and_wait();
+            long local_seen = 0;
+            while (!writer_done.load(std::memory_order_acquire)) {
+                if (auto m = e.published()) {
+                    ++local_seen;
+                    if (!m->done) unfinished_published.fetch_add(1);
+                }
+                if (tracked_module* raw = e.ready_module()) {
+                    ++local_seen;
+                    if (!raw->done) unfinished_raw.fetch_add(1);
+                }
+                (void)e.registered();  // may return an unfinished module: allowed
+                (void)e.current_state();
+            }
+            seen.fetch_add(local_seen);
+        });
+    }
+
+    const auto self = std::this_thread::get_id();
+    start.arrive_and_wait();
+    for (int i = 0; i < cycles; ++i) {
+        auto m = std::make_shared<tracked_module>();
+        modules.push_back(m);
+        e.begin_load(m, self);
+        m->done = true;  // the loader's last write, before finish_load
+        e.finish_load({}, static_cast<std::uint64_t>(i));
+        (void)e.drop();  // still alive in `modules`
+    }
+    writer_done.store(true, std::memory_order_release);
+    for (auto& th : readers) th.join();
+
+    INFO("readers saw a ready module " << seen.load() << " times");
+    CHECK(unfinished_published.load() == 0);
+    CHECK(unfinished_raw.load() == 0);
+    CHECK(e.current_state() == importlock::detail::entry_state::absent);
+    CHECK(e.published() == nullptr);
+    CHECK(e.ready_module() == nullptr);
+}
+
+// =========================================================================================
+// wait_graph_domain.hpp
+// =========================================================================================
+
+TEST_CASE("wait_graph_domain: process_wide() is one object; a fresh domain has no waiters",
+          "[wait_graph_domain]") {
+    auto& first = importlock::wait_graph_domain::process_wide();
+    auto& second = importlock::wait_graph_domain::process_wide();
+    CHECK(&first == &second);
+
+    importlock::wait_graph_domain* from_other_thread = nullptr;
+    std::thread([&] { from_other_thread = &importlock::wait_graph_domain::process_wide(); }).join();
+    CHECK(from_other_thread == &first);
+
+    importlock::wait_graph_domain fresh;
+    CHECK(fresh.waiting_threads() == 0);
+    CHECK(&fresh != &first);
+    CHECK(first.waiting_threads() == 0);  // nothing in this test waits
+}
