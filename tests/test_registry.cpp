@@ -30,7 +30,8 @@ struct no_extra {
 };
 
 template <class Key>
-using entry_of = importlock::detail::registry_entry<Key, int, importlock::detail::spin_lock, no_extra>;
+using entry_of =
+    importlock::detail::registry_entry<Key, int, importlock::detail::spin_lock, no_extra>;
 
 template <class Key, class Hash = std::hash<Key>>
 using registry_of = importlock::detail::registry<entry_of<Key>, Hash, std::equal_to<Key>>;
@@ -86,7 +87,8 @@ TEST_CASE("registry: an entry keeps what a writer stores in it", "[registry]") {
     CHECK(*found->published() == 70);
 }
 
-TEST_CASE("registry entry: each transition changes state and module together", "[registry][entry]") {
+TEST_CASE("registry entry: each transition changes state and module together",
+          "[registry][entry]") {
     entry_of<std::string> e("k", 1);
     const auto self = std::this_thread::get_id();
     auto module = std::make_shared<int>(1);

@@ -76,7 +76,7 @@ TEST_CASE("wait_for_graph: chains reaching self are returned in order", "[wait_f
     REQUIRE(found.size() == n);
     CHECK(found == addresses(locks));
     CHECK(found.front() == &locks[0]);     // first: the lock wanted
-    CHECK(found.back()->holder == 1);       // last: held by self
+    CHECK(found.back()->holder == 1);      // last: held by self
     CHECK(found.back() == &locks[n - 1]);  // ... and it is the end of the chain
 
     // Entering the chain in the middle finds the tail only.

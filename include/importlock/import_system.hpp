@@ -1,13 +1,13 @@
 // importlock/import_system.hpp: basic_import_system, CPython's _find_and_load
 // for any keyed resource.
 //
-// The public interface comes first. After it, the algorithm of DESIGN §1 in
-// §1 order, each step marked `§1.x`; the machinery lives in detail/:
-//   registry.hpp, registry_entry.hpp  the registry and each key's state machine
-//   lock_protocol.hpp                 module locks, import stacks, cycle chains
-//   dependency_recorder.hpp           what a loader imported (the graph's edges)
-//   teardown_order.hpp                dependents before dependencies
-//   observer_slot.hpp, snapshot_builder.hpp, deadline.hpp
+// The public interface comes first; after it, the algorithm of DESIGN §1 in
+// §1 order, each step marked `§1.x`. The machinery lives in detail/:
+//   registry.hpp, registry_entry.hpp   the registry and each key's state machine
+//   lock_protocol.hpp                  module locks, import stacks, cycle chains
+//   entry_importer.hpp, dependency_recorder.hpp   the importer and what it records
+//   teardown_order.hpp, dependency_graph.hpp      teardown order, graph queries
+//   module_factory.hpp, observer_slot.hpp, snapshot_builder.hpp, deadline.hpp
 #pragma once
 
 #if __has_include(<version>)
@@ -20,7 +20,6 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <exception>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -35,14 +34,15 @@
 #endif
 
 #include "detail/deadline.hpp"
+#include "detail/dependency_graph.hpp"
 #include "detail/dependency_recorder.hpp"
-#include "detail/dot_quote.hpp"
+#include "detail/entry_importer.hpp"
 #include "detail/lock_protocol.hpp"
+#include "detail/module_factory.hpp"
 #include "detail/observer_slot.hpp"
 #include "detail/policy_check.hpp"
 #include "detail/registry.hpp"
 #include "detail/snapshot_builder.hpp"
-#include "detail/spin_lock.hpp"
 #include "detail/teardown_order.hpp"
 #include "errors.hpp"
 #include "finders/registry_finder.hpp"
@@ -50,7 +50,6 @@
 #include "key_traits.hpp"
 #include "locking/per_key_locks.hpp"
 #include "module_handle.hpp"
-#include "module_spec.hpp"
 #include "module_traits.hpp"
 #include "observer.hpp"
 #include "snapshot.hpp"
@@ -89,16 +88,18 @@ class basic_import_system final : public importer<Key, Module> {
         typename std::conditional_t<detail::checked_key<Key>::ok,
                                     detail::checked_finder<FinderPolicy, Key, Module>,
                                     std::type_identity<detail::null_finder<Key, Module>>>::type;
-    struct entry_extra;
-    using guard_type = std::conditional_t<detail::single_threaded<policy>, detail::null_guard,
-                                          detail::spin_lock>;
-    using entry_type = detail::registry_entry<Key, Module, guard_type, entry_extra>;
-    using protocol_type = detail::lock_protocol<Key, policy, entry_type>;
-    using state_lock = std::unique_lock<typename policy::mutex_type>;
     using hasher = typename detail::key_functions<Key>::hasher;
     using key_equal = typename detail::key_functions<Key>::key_equal;
-    using entry_state = detail::entry_state;
     using frame_type = detail::load_frame<Key, hasher, key_equal>;
+    using guard_type =
+        std::conditional_t<detail::single_threaded<policy>, detail::null_guard, detail::spin_lock>;
+    using entry_type =
+        detail::registry_entry<Key, Module, guard_type,
+                               detail::entry_extra<Key, Module, basic_import_system, frame_type>>;
+    using protocol_type = detail::lock_protocol<Key, policy, entry_type>;
+    using claim = typename protocol_type::claim;
+    using state_lock = std::unique_lock<typename policy::mutex_type>;
+    using entry_state = detail::entry_state;
     friend class module_handle<basic_import_system>;
 
 public:
@@ -128,7 +129,8 @@ public:
     // destructors succeed and are torn down too, until the final round, in
     // which they throw import_error. Precondition: no import in flight.
     ~basic_import_system() {
-        assert(lock_count() == 0 && "importlock: import system destroyed while imports are in flight");
+        assert(lock_count() == 0 &&
+               "importlock: import system destroyed while imports are in flight");
         teardown(true);
     }
 
@@ -270,40 +272,20 @@ public:
         state_lock state(state_mutex_);
         const entry_type* e = registry_.find(key, hasher_(key));
         return e != nullptr && detail::holds_module(e->current_state()) ? e->dependencies
-                                                                          : std::vector<Key>{};
+                                                                        : std::vector<Key>{};
     }
 
     // Returns the loaded keys whose loaders imported `key`. O(modules + edges).
     std::vector<Key> dependents(const Key& key) const {
         state_lock state(state_mutex_);
-        std::vector<Key> out;
-        registry_.for_each([&](const entry_type& e) {
-            if (!detail::holds_module(e.current_state())) return;
-            for (const Key& dependency : e.dependencies) {
-                if (equal_(dependency, key)) {
-                    out.push_back(e.key);
-                    break;
-                }
-            }
-        });
-        return out;
+        return detail::dependents_of(registry_, key, equal_);
     }
 
     // Writes the dependency graph in Graphviz DOT: a -> b when a's loader
     // imported b; initialising modules dashed. O(modules + edges).
     void write_dependency_dot(std::ostream& out) const {
         state_lock state(state_mutex_);
-        out << "digraph imports {\n";
-        registry_.for_each([&](const entry_type& e) {
-            const entry_state s = e.current_state();
-            if (!detail::holds_module(s)) return;
-            const std::string from = detail::dot_quote(name(e.key));
-            out << "  " << from << (s == entry_state::ready ? ";\n" : " [style=dashed];\n");
-            for (const Key& to : e.dependencies) {
-                out << "  " << from << " -> " << detail::dot_quote(name(to)) << ";\n";
-            }
-        });
-        out << "}\n";
+        detail::write_dependency_dot(out, registry_);
     }
 
     // Installs `observer` (null: removes it) for the imports that start
@@ -318,24 +300,8 @@ public:
     // Callable from any thread, hook or destructor; takes the state mutex and
     // the domain's mutex; O(threads x locks).
     import_snapshot snapshot() const {
-        detail::snapshot_builder out;
         state_lock state(state_mutex_);
-        protocol_.for_each_stack([&](std::thread::id thread, const auto& stack) {
-            std::vector<std::string> keys;
-            for (const entry_type* e : stack) keys.push_back(name(e->key));
-            out.add_stack(thread, std::move(keys));
-        });
-        std::vector<const void*> locks;
-        protocol_.for_each_lock([&](const auto& lock) {
-            out.add_lock(protocol_type::describe(lock), lock.holder_id(), lock.depth);
-            locks.push_back(&lock);
-        });
-        protocol_.for_each_waiter([&](std::thread::id thread, const auto& lock) {
-            for (std::size_t i = 0; i < locks.size(); ++i) {
-                if (locks[i] == &lock) out.add_waiter(i, thread);
-            }
-        });
-        return out.take();
+        return detail::snapshot_builder::of(protocol_);
     }
 
     // Returns the number of module locks held or awaited: 0 whenever no import
@@ -387,14 +353,16 @@ private:
         // and refused before any copy when deeper than the limit (§1.12).
         std::shared_ptr<Module> parent;
         std::vector<std::pair<Key, entry_type*>> ancestors;
-        const std::size_t room = max_import_depth() - std::min(max_import_depth(), detail::thread_import_depth());
+        const std::size_t room =
+            max_import_depth() - std::min(max_import_depth(), detail::thread_import_depth());
         if constexpr (requires { traits_type::ancestor_count(key); }) {
             if (traits_type::ancestor_count(key) > room && !published(find_entry_of_parent(key))) {
                 throw import_depth_error(name(key), max_import_depth(),
                                          "it has more parents than the limit allows");
             }
         }
-        for (std::optional<Key> p = traits_type::parent(key); p; p = traits_type::parent(ancestors.back().first)) {
+        for (std::optional<Key> p = traits_type::parent(key); p;
+             p = traits_type::parent(ancestors.back().first)) {
             entry_type* pe = find_entry(*p, hasher_(*p));
             if ((parent = published(pe))) break;
             if (ancestors.size() >= room) {
@@ -438,9 +406,9 @@ private:
                                  "this thread is already importing it");
         }
         if (detail::thread_import_depth() >= max_import_depth()) {
-            throw import_depth_error(name(key), max_import_depth(),
-                                     "imports are nested " +
-                                         std::to_string(detail::thread_import_depth()) + " deep");
+            throw import_depth_error(
+                name(key), max_import_depth(),
+                "imports are nested " + std::to_string(detail::thread_import_depth()) + " deep");
         }
         // §1.2/§1.4 Take the key's lock, unless waiting would close a cycle.
         auto got = protocol_.acquire(e, state, limit, shares_failures, [&](std::thread::id h) {
@@ -451,7 +419,7 @@ private:
                                  "another thread importing it waits for this one");
         }
         if (got.failure) std::rethrow_exception(got.failure);
-        claim held(*this, e, *got.lock, state);
+        claim held(protocol_, e, *got.lock, state);
         if (auto done = settled(e)) return done;  // another thread loaded it meanwhile
         state.unlock();
         return run_first_load(e, parent, held);
@@ -464,51 +432,17 @@ private:
         return s == entry_state::ready ? e.published() : nullptr;
     }
 
-    // This thread's hold on a key's import: the lock, the stack frame, the
-    // depth count and the entry's holder_thread; all given back, under the
-    // state mutex, on exit (also when the load throws).
-    class claim {
-    public:
-        claim(basic_import_system& s, entry_type& e, typename protocol_type::module_lock& lock,
-              state_lock& state)
-            : system_(s), entry_(e), lock_(lock), state_(state) {
-            try {
-                system_.protocol_.push(e);
-            } catch (...) {
-                system_.protocol_.release(lock_);
-                throw;
-            }
-            e.holder_thread = std::this_thread::get_id();
-            ++detail::thread_import_depth();
-        }
-        claim(const claim&) = delete;
-        claim& operator=(const claim&) = delete;
-        ~claim() {
-            if (!state_.owns_lock()) state_.lock();
-            --detail::thread_import_depth();
-            if (entry_.holder_thread == std::this_thread::get_id()) entry_.holder_thread = {};
-            system_.protocol_.pop();
-            system_.protocol_.release(lock_);
-        }
-        typename protocol_type::module_lock& lock() const noexcept { return lock_; }
-
-    private:
-        basic_import_system& system_;
-        entry_type& entry_;
-        typename protocol_type::module_lock& lock_;
-        state_lock& state_;
-    };
-
     // §1.4 Gives the partial module to the import that closed a cycle, or
     // throws circular_import_error. The observer hears of it outside the lock.
     std::shared_ptr<Module> resolve_cycle(entry_type& e, state_lock& state,
-                                          std::vector<std::string> chain,
-                                          cycle_resolution on_cycle, std::string why) {
+                                          std::vector<std::string> chain, cycle_resolution on_cycle,
+                                          std::string why) {
         std::shared_ptr<Module> partial;
         if (on_cycle == cycle_resolution::partial_module) {
             partial = e.registered();
             if (!partial) {
-                why = "it has no module object yet: its builder, finder or factory is still running";
+                why =
+                    "it has no module object yet: its builder, finder or factory is still running";
             }
         }
         state.unlock();
@@ -533,7 +467,8 @@ private:
             return module;
         } catch (...) {
             if (observer) {
-                observer_.notify([&] { observer->on_import_failed(e.key, std::current_exception()); });
+                observer_.notify(
+                    [&] { observer->on_import_failed(e.key, std::current_exception()); });
             }
             if constexpr (shares_failures) {
                 state_lock state(state_mutex_);
@@ -545,13 +480,14 @@ private:
 
     std::shared_ptr<Module> load_module(entry_type& e, const std::shared_ptr<Module>& parent) {
         std::optional<spec_type> spec = finder_.find_spec(e.key);
-        if (!spec) throw not_found(e.key);
+        if (!spec) throw detail::not_found(finder_, e.key);
         frame_type frame;
         if (spec->builder) {  // single-phase: registered only when finished
-            std::shared_ptr<Module> module = run_loader(e, frame, [&](importer_type& imp) {
-                return spec->builder(e.key, imp);
-            });
-            if (!module) throw import_error(name(e.key), "the builder of '" + name(e.key) + "' returned null");
+            std::shared_ptr<Module> module =
+                run_loader(e, frame, [&](importer_type& imp) { return spec->builder(e.key, imp); });
+            if (!module)
+                throw import_error(name(e.key),
+                                   "the builder of '" + name(e.key) + "' returned null");
             if (parent) module_traits<Module>::bind_child(*parent, e.key, module);
             std::vector<Key> deps = frame.take();
             std::lock_guard state(state_mutex_);
@@ -560,8 +496,8 @@ private:
             size_.fetch_add(1, std::memory_order_relaxed);
             return e.published();
         }
-        require_loader(e.key, *spec);
-        std::shared_ptr<Module> module = create(e.key, *spec);
+        detail::require_loader(e.key, *spec);
+        std::shared_ptr<Module> module = detail::create_module(e.key, *spec);
         {
             std::lock_guard state(state_mutex_);
             // Blocked meanwhile (by the finder, the factory or another thread).
@@ -590,54 +526,17 @@ private:
         return module;
     }
 
-    // Runs a loader or builder with `e`'s importer recording into `frame`.
+    // Runs a loader or builder with `e`'s importer (§1.13) recording into
+    // `frame` the imports that succeed; kept importers record nothing after.
     template <class Run>
     decltype(auto) run_loader(entry_type& e, frame_type& frame, Run&& run) {
         e.extra.importer.attach(&frame);
         struct detach {
-            entry_extra& extra;
-            ~detach() { extra.importer.attach(nullptr); }
-        } detach_after{e.extra};
+            entry_type& e;
+            ~detach() { e.extra.importer.attach(nullptr); }
+        } detach_after{e};
         return run(e.extra.importer);
     }
-
-    // The importer a loader gets (§1.13): one per entry, alive as long as the
-    // system, so a module may keep it. It records the imports that succeed
-    // while a load of its key runs; later ones are not recorded.
-    class entry_importer final : public importer<Key, Module> {
-    public:
-        explicit entry_importer(basic_import_system& system) noexcept : system_(system) {}
-        std::shared_ptr<Module> import_module(const Key& key) override {
-            std::shared_ptr<Module> module = system_.import_module(key);
-            record(key);
-            return module;
-        }
-        Module& import_ref(const Key& key) override {
-            Module& module = system_.import_ref(key);
-            record(key);
-            return module;
-        }
-        std::shared_ptr<Module> get(const Key& key) const override { return system_.get(key); }
-        void attach(frame_type* frame) noexcept {
-            std::lock_guard guard(guard_);
-            frame_ = frame;
-        }
-
-    private:
-        void record(const Key& key) {
-            std::lock_guard guard(guard_);
-            if (frame_ != nullptr) frame_->record(key);
-        }
-        basic_import_system& system_;
-        detail::spin_lock guard_;  // frame_, and the frame's list
-        frame_type* frame_ = nullptr;
-    };
-
-    struct entry_extra {
-        entry_extra(entry_type&, basic_import_system& system) noexcept : importer(system) {}
-        typename protocol_type::module_lock* lock = nullptr;  // see lock_protocol
-        entry_importer importer;
-    };
 
     // §1.8 block / erase.
     bool unregister(const Key& key, bool block_it) {
@@ -647,7 +546,8 @@ private:
                                  : registry_.find(key, hasher_(key));
         if (e == nullptr || (!block_it && e->current_state() == entry_state::absent)) return false;
         if (detail::in_flight(e->current_state())) {
-            const char* how = e->current_state() == entry_state::reloading ? "reloaded" : "initialised";
+            const char* how =
+                e->current_state() == entry_state::reloading ? "reloaded" : "initialised";
             throw import_error(name(key), std::string("cannot ") + (block_it ? "block" : "erase") +
                                               " '" + name(key) + "' while it is being " + how);
         }
@@ -668,10 +568,11 @@ private:
         }
         auto got = protocol_.acquire(e, state, {}, false, [](std::thread::id) {});
         if (!got.cycle.empty()) {
-            throw circular_import_error(std::move(got.cycle),
-                                        "reloading it would wait for a thread that waits for this one");
+            throw circular_import_error(
+                std::move(got.cycle),
+                "reloading it would wait for a thread that waits for this one");
         }
-        claim held(*this, e, *got.lock, state);
+        claim held(protocol_, e, *got.lock, state);
         if (e.current_state() != entry_state::ready) require_loaded(nullptr, key);
         std::shared_ptr<Module> module = e.published();
         e.begin_reload(std::this_thread::get_id());
@@ -682,13 +583,13 @@ private:
         std::vector<Key> deps;
         try {
             std::optional<spec_type> spec = finder_.find_spec(key);
-            if (!spec) throw not_found(key);
+            if (!spec) throw detail::not_found(finder_, key);
             if (spec->builder) {
                 throw import_error(name(key), "cannot reload '" + name(key) +
                                                   "': it is a single-phase module; erase it and "
                                                   "import it again");
             }
-            require_loader(key, *spec);
+            detail::require_loader(key, *spec);
             run_loader(e, frame, [&](importer_type& imp) { spec->loader(*module, imp); });
             deps = frame.take();
         } catch (...) {
@@ -742,29 +643,17 @@ private:
             std::size_t blocks = 0;
             registry_.for_each([&](entry_type& e) {
                 const entry_state st = e.current_state();
-                if (st == entry_state::ready && e.holder_thread == std::thread::id{}) nodes.push_back(&e);
-                if (st == entry_state::blocked) {
+                if (st == entry_state::ready && e.holder_thread == std::thread::id{}) {
+                    nodes.push_back(&e);
+                } else if (st == entry_state::blocked) {
                     e.drop();
                     ++blocks;
                 }
             });
-            std::sort(nodes.begin(), nodes.end(),
-                      [](const entry_type* a, const entry_type* b) { return a->ready_order < b->ready_order; });
-            std::vector<std::vector<std::size_t>> deps(nodes.size());
-            for (std::size_t i = 0; i < nodes.size(); ++i) {
-                for (const Key& d : nodes[i]->dependencies) {
-                    const entry_type* target = registry_.find(d, hasher_(d));
-                    const auto it = std::lower_bound(nodes.begin(), nodes.end(), target,
-                                                     [](const entry_type* a, const entry_type* b) {
-                                                         return a->ready_order < b->ready_order;
-                                                     });
-                    if (target != nullptr && it != nodes.end() && *it == target) {
-                        deps[i].push_back(static_cast<std::size_t>(it - nodes.begin()));
-                    }
-                }
+            const auto find = [&](const Key& k) { return registry_.find(k, hasher_(k)); };
+            for (entry_type* e : detail::teardown_plan(std::move(nodes), find)) {
+                doomed.push_back(e->drop());
             }
-            doomed.reserve(nodes.size());
-            for (std::size_t i : detail::teardown_order(deps)) doomed.push_back(nodes[i]->drop());
             size_.fetch_sub(doomed.size(), std::memory_order_relaxed);
             if (doomed.empty() && blocks == 0) return false;
         }
@@ -789,41 +678,10 @@ private:
         return find_and_load(key, hash, e, policy::on_cycle, limit);
     }
 
-    module_not_found_error not_found(const Key& key) const {
-        if constexpr (requires { finder_.not_found_hint(key); }) {
-            return module_not_found_error(name(key), finder_.not_found_hint(key));
-        } else {
-            return module_not_found_error(name(key));
-        }
-    }
-
-    static void require_loader(const Key& key, const spec_type& spec) {
-        if (!spec.loader) {
-            throw import_error(name(key), "the spec found for '" + name(key) + "' has no loader");
-        }
-    }
-
-    // Creates the module object (CPython's module_from_spec).
-    static std::shared_ptr<Module> create(const Key& key, const spec_type& spec) {
-        if (spec.factory) {
-            std::shared_ptr<Module> module = spec.factory(key);
-            if (!module) {
-                throw import_error(name(key), "the module factory of '" + name(key) + "' returned null");
-            }
-            return module;
-        } else if constexpr (std::is_default_constructible_v<Module>) {
-            return std::make_shared<Module>();
-        } else {
-            throw import_error(name(key), "'" + name(key) +
-                                              "' has no module factory and the module type is "
-                                              "not default-constructible");
-        }
-    }
-
     static std::string name(const Key& key) { return traits_type::to_string(key); }
     static std::chrono::nanoseconds since(std::chrono::steady_clock::time_point start) {
-        return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() -
-                                                                    start);
+        return std::chrono::duration_cast<std::chrono::nanoseconds>(
+            std::chrono::steady_clock::now() - start);
     }
     const entry_type* find_entry(const Key& key) const { return find_entry(key, hasher_(key)); }
 

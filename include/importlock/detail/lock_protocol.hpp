@@ -128,13 +128,13 @@ public:
             if (try_take(lock, self)) return {&lock, {}, {}};
             if constexpr (single_threaded<Policy>) {
                 forget_if_unused(lock);
-                throw import_error(name(e.key),
-                                   "importlock::no_locks: a second thread imported '" +
-                                       name(e.key) + "' while thread " +
-                                       import_timeout_error::describe(lock.holder_id()) +
-                                       " was importing " + held_by(lock.holder_id(), lock) +
-                                       "; no_locks allows one importing thread: use "
-                                       "per_key_locks");
+                throw import_error(
+                    name(e.key), "importlock::no_locks: a second thread imported '" + name(e.key) +
+                                     "' while thread " +
+                                     import_timeout_error::describe(lock.holder_id()) +
+                                     " was importing " + held_by(lock.holder_id(), lock) +
+                                     "; no_locks allows one importing thread: use "
+                                     "per_key_locks");
             } else {
                 std::vector<std::string> cycle;
                 try {
@@ -257,7 +257,9 @@ public:
             (void)e;
             return global_lock_.waiters;
         } else {
-            return e != nullptr && e->extra.lock != nullptr ? e->extra.lock->waiters : 0;
+            return e != nullptr && e->extra.lock != nullptr
+                       ? static_cast<const module_lock*>(e->extra.lock)->waiters
+                       : 0;
         }
     }
 
@@ -303,13 +305,49 @@ public:
         return "'" + name(it->second.back()->key) + "' under the global import lock";
     }
 
-private:
     static std::string name(const Key& key) { return key_traits<Key>::to_string(key); }
 
+    // This thread's hold on a key's import, from acquire() to the end of the
+    // load: the lock, the import-stack frame, the thread's depth count and
+    // the entry's holder_thread. All are given back on destruction, with
+    // `state` relocked if needed, also when the load throws.
+    class claim {
+    public:
+        claim(lock_protocol& protocol, Entry& e, module_lock& lock, state_lock& state)
+            : protocol_(protocol), entry_(e), lock_(lock), state_(state) {
+            try {
+                protocol_.push(e);
+            } catch (...) {
+                protocol_.release(lock_);
+                throw;
+            }
+            e.holder_thread = std::this_thread::get_id();
+            ++thread_import_depth();
+        }
+        claim(const claim&) = delete;
+        claim& operator=(const claim&) = delete;
+        ~claim() {
+            if (!state_.owns_lock()) state_.lock();
+            --thread_import_depth();
+            if (entry_.holder_thread == std::this_thread::get_id()) entry_.holder_thread = {};
+            protocol_.pop();
+            protocol_.release(lock_);
+        }
+
+        // Returns the lock held.
+        module_lock& lock() const noexcept { return lock_; }
+
+    private:
+        lock_protocol& protocol_;
+        Entry& entry_;
+        module_lock& lock_;
+        state_lock& state_;
+    };
+
+private:
     static std::string describe_lock(const wait_node& node) {
         const auto& lock = static_cast<const module_lock&>(node);
-        return lock.entry != nullptr ? name(lock.entry->key)
-                                     : std::string("<global import lock>");
+        return lock.entry != nullptr ? name(lock.entry->key) : std::string("<global import lock>");
     }
 
     // Returns `e`'s lock record, creating it if needed (strong guarantee).
@@ -328,7 +366,7 @@ private:
                 ++live_count_;
                 e.extra.lock = lock;
             }
-            return *e.extra.lock;
+            return *static_cast<module_lock*>(e.extra.lock);
         }
     }
 
@@ -399,8 +437,8 @@ private:
     }
 
     wait_graph_domain& domain_;
-    module_lock global_lock_;          // lock_scope::global only
-    module_lock* live_ = nullptr;      // per-key records held or awaited
+    module_lock global_lock_;      // lock_scope::global only
+    module_lock* live_ = nullptr;  // per-key records held or awaited
     std::size_t live_count_ = 0;
     std::unordered_map<std::thread::id, std::vector<Entry*>> stacks_;  // keys each thread imports
 };

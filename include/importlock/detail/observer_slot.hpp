@@ -26,10 +26,12 @@ public:
     void set(std::shared_ptr<Observer> observer) noexcept {
         const bool installed = observer != nullptr;
         {
+            // The flag is stored under the lock too: two racing set() calls
+            // then leave flag and pointer in the same order.
             std::lock_guard guard(lock_);
             observer_.swap(observer);
+            installed_.store(installed, std::memory_order_release);
         }
-        installed_.store(installed, std::memory_order_release);
     }
 
     // Returns the installed observer, or null.

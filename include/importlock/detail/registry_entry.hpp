@@ -60,8 +60,7 @@ enum class entry_state : unsigned char {
 
 // Returns whether the state holds a module object.
 constexpr bool holds_module(entry_state s) noexcept {
-    return s == entry_state::initializing || s == entry_state::ready ||
-           s == entry_state::reloading;
+    return s == entry_state::initializing || s == entry_state::ready || s == entry_state::reloading;
 }
 
 // Returns whether a load or reload of the key is running.

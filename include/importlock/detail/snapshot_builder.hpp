@@ -48,6 +48,30 @@ public:
     // Returns the snapshot.
     import_snapshot take() { return std::move(out_); }
 
+    // Builds the snapshot of a lock protocol (lock_protocol.hpp): its import
+    // stacks, its live locks and the domain's threads waiting on them. The
+    // caller holds the system's state mutex; this takes the domain's.
+    template <class Protocol>
+    static import_snapshot of(const Protocol& protocol) {
+        snapshot_builder out;
+        protocol.for_each_stack([&](std::thread::id thread, const auto& stack) {
+            std::vector<std::string> keys;
+            for (const auto* e : stack) keys.push_back(Protocol::name(e->key));
+            out.add_stack(thread, std::move(keys));
+        });
+        std::vector<const void*> locks;
+        protocol.for_each_lock([&](const auto& lock) {
+            out.add_lock(Protocol::describe(lock), lock.holder_id(), lock.depth);
+            locks.push_back(&lock);
+        });
+        protocol.for_each_waiter([&](std::thread::id thread, const auto& lock) {
+            for (std::size_t i = 0; i < locks.size(); ++i) {
+                if (locks[i] == &lock) out.add_waiter(i, thread);
+            }
+        });
+        return out.take();
+    }
+
 private:
     import_snapshot::thread_state& row(std::thread::id thread) {
         auto it = std::find_if(out_.threads.begin(), out_.threads.end(),

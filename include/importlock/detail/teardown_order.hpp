@@ -50,3 +50,35 @@ inline std::vector<std::size_t> teardown_order(const std::vector<std::vector<std
 }
 
 }  // namespace importlock::detail
+
+#include <algorithm>
+
+namespace importlock::detail {
+
+// Returns `nodes` (registered entries, each with ready_order and
+// dependencies) in teardown order: dependents first (teardown_order above).
+// `find(key)` returns the entry of a dependency, or null. O(n log n + edges).
+template <class Entry, class Find>
+std::vector<Entry*> teardown_plan(std::vector<Entry*> nodes, Find&& find) {
+    const auto older = [](const Entry* a, const Entry* b) {
+        return a->ready_order < b->ready_order;
+    };
+    std::sort(nodes.begin(), nodes.end(), older);
+    std::vector<std::vector<std::size_t>> deps(nodes.size());
+    for (std::size_t i = 0; i < nodes.size(); ++i) {
+        for (const auto& key : nodes[i]->dependencies) {
+            Entry* target = find(key);
+            if (target == nullptr) continue;
+            const auto it = std::lower_bound(nodes.begin(), nodes.end(), target, older);
+            if (it != nodes.end() && *it == target) {
+                deps[i].push_back(static_cast<std::size_t>(it - nodes.begin()));
+            }
+        }
+    }
+    std::vector<Entry*> out;
+    out.reserve(nodes.size());
+    for (const std::size_t i : teardown_order(deps)) out.push_back(nodes[i]);
+    return out;
+}
+
+}  // namespace importlock::detail

@@ -14,9 +14,9 @@
 
 #include <atomic>
 #include <cstddef>
+#include <string>
 #include <thread>
 #include <unordered_map>
-#include <string>
 #include <vector>
 
 namespace importlock::detail {
