@@ -367,9 +367,6 @@ template <class Policy>
 constexpr bool shares_failures_v =
     Policy::on_failure == importlock::failure_mode::waiters_share_failure;
 
-template <class Policy>
-constexpr bool is_global_v = Policy::scope == importlock::lock_scope::global;
-
 // --- the scenarios --------------------------------------------------------------------------
 
 TEMPLATE_LIST_TEST_CASE("explored: two threads import one key", "[explorer]", explored_policies) {
