@@ -151,8 +151,7 @@ program random_program(std::mt19937_64& rng, int keys) {
 // accepts; returns whether one exists.
 class linearizability_checker {
 public:
-    explicit linearizability_checker(std::vector<op_record> history)
-        : ops_(std::move(history)) {}
+    explicit linearizability_checker(std::vector<op_record> history) : ops_(std::move(history)) {}
 
     bool check() {
         if (ops_.size() > 32) throw std::logic_error("history too long for the checker");
@@ -234,8 +233,7 @@ private:
 
     bool search(std::uint32_t done, std::vector<key_state>& state) {
         if (done == full()) return true;
-        const std::uint64_t memo_key = (static_cast<std::uint64_t>(done) << 32) ^
-                                       encode(state);
+        const std::uint64_t memo_key = (static_cast<std::uint64_t>(done) << 32) ^ encode(state);
         if (!failed_.insert(memo_key).second) return false;
         // The earliest response among pending operations bounds the candidates:
         // an operation invoked after it cannot go first.
@@ -252,9 +250,7 @@ private:
         return false;
     }
 
-    std::uint32_t full() const {
-        return ops_.size() == 32 ? ~0u : (1u << ops_.size()) - 1u;
-    }
+    std::uint32_t full() const { return ops_.size() == 32 ? ~0u : (1u << ops_.size()) - 1u; }
 
     static std::uint64_t encode(const std::vector<key_state>& state) {
         std::uint64_t h = 0;
@@ -315,7 +311,9 @@ struct subject {
             switch (spec.kind) {
                 case op_kind::import: module_result(sys.import_module(key)); break;
                 case op_kind::get: module_result(sys.get(key)); break;
-                case op_kind::erase: r.result = sys.erase(key) ? res_kind::yes : res_kind::no; break;
+                case op_kind::erase:
+                    r.result = sys.erase(key) ? res_kind::yes : res_kind::no;
+                    break;
                 case op_kind::block:
                     sys.block(key);
                     r.result = res_kind::null;
@@ -421,8 +419,8 @@ verdict explored_histories(std::uint64_t seed, std::size_t programs, std::size_t
             explorer::check(!was_ok || v.failure.empty(), "not linearizable");
         };
         explorer::options opts;
-        opts.name = std::string("linearizability program ") + std::to_string(n) + " [" +
-                    Policy::name + "]";
+        opts.name =
+            std::string("linearizability program ") + std::to_string(n) + " [" + Policy::name + "]";
         opts.mode = explorer::strategy::pct;
         opts.seed = seed + n;
         opts.max_schedules = schedules;
@@ -464,8 +462,9 @@ TEST_CASE("linearizability checker: accepts and rejects known histories", "[line
     using enum op_kind;
     using enum res_kind;
     // Two overlapping imports seeing one load: fine; sequential ones seeing two: not.
-    CHECK(linearizability_checker({rec(0, import, 0, 3, module, 1), rec(1, import, 1, 2, module, 1)})
-              .check());
+    CHECK(
+        linearizability_checker({rec(0, import, 0, 3, module, 1), rec(1, import, 1, 2, module, 1)})
+            .check());
     CHECK_FALSE(
         linearizability_checker({rec(0, import, 0, 1, module, 1), rec(1, import, 2, 3, module, 2)})
             .check());
@@ -473,8 +472,8 @@ TEST_CASE("linearizability checker: accepts and rejects known histories", "[line
     CHECK(linearizability_checker({rec(0, import, 0, 1, module, 1), rec(1, erase, 2, 3, yes),
                                    rec(0, import, 4, 5, module, 2)})
               .check());
-    CHECK_FALSE(linearizability_checker({rec(0, import, 0, 1, module, 1),
-                                         rec(1, erase, 4, 5, yes), rec(0, import, 2, 3, module, 2)})
+    CHECK_FALSE(linearizability_checker({rec(0, import, 0, 1, module, 1), rec(1, erase, 4, 5, yes),
+                                         rec(0, import, 2, 3, module, 2)})
                     .check());
     // A concurrent erase may go either side of a get.
     CHECK(linearizability_checker({rec(0, import, 0, 1, module, 1), rec(1, erase, 2, 5, yes),
@@ -516,8 +515,13 @@ TEMPLATE_LIST_TEST_CASE("linearizability: real threads", "[linearizability]",
     const std::size_t histories = under_tsan ? 400 : 1500;
     for (const int keys : {1, 2}) {
         verdict v;
-        const double s = timed([&] { v = real_thread_histories<TestType>(seed + static_cast<std::uint64_t>(keys), histories, keys); });
-        print(std::string(policy_name<TestType>()) + ", " + std::to_string(keys) + " key(s), seed " + std::to_string(seed), v, s);
+        const double s = timed([&] {
+            v = real_thread_histories<TestType>(seed + static_cast<std::uint64_t>(keys), histories,
+                                                keys);
+        });
+        print(std::string(policy_name<TestType>()) + ", " + std::to_string(keys) +
+                  " key(s), seed " + std::to_string(seed),
+              v, s);
         INFO(v.failure);
         CHECK(v.failure.empty());
         CHECK(v.histories == histories);

@@ -37,13 +37,13 @@ namespace {
 // A module whose fields say how far its loader got. Atomics: a partial module is
 // read by another thread through a cycle (the explorer serialises, but say so).
 struct xmodule {
-    std::atomic<int> loading{0};           // loader runs in progress on this object
-    std::atomic<int> first_loads{0};       // runs that started with done == false
-    std::atomic<int> completed{0};         // runs that returned
+    std::atomic<int> loading{0};            // loader runs in progress on this object
+    std::atomic<int> first_loads{0};        // runs that started with done == false
+    std::atomic<int> completed{0};          // runs that returned
     std::atomic<std::uint64_t> load_no{0};  // the key's run number, stamped by the loader
-    std::atomic<bool> failed{false};       // a run on this object threw
-    std::atomic<bool> child_bound{false};  // a child was bound to this module
-    std::atomic<bool> done{false};         // set last by the loader
+    std::atomic<bool> failed{false};        // a run on this object threw
+    std::atomic<bool> child_bound{false};   // a child was bound to this module
+    std::atomic<bool> done{false};          // set last by the loader
 };
 
 }  // namespace
@@ -109,7 +109,8 @@ struct world {
         keys.push_back(key);
         sys.finder().define(
             key,
-            [this, key, imports, mode](xmodule& m, importlock::importer<std::string, xmodule>& imp) {
+            [this, key, imports, mode](xmodule& m,
+                                       importlock::importer<std::string, xmodule>& imp) {
                 const bool first = !m.done.load();
                 if (!first) reloads_started.fetch_add(1);
                 m.loading.fetch_add(1);
@@ -234,7 +235,8 @@ struct world {
     // After every step: what any thread could see in the registry is consistent.
     void invariant() const {
         for (const std::string& key : keys) {
-            if (sys.is_blocked(key)) explorer::check(!sys.contains(key), key + ": blocked and loaded");
+            if (sys.is_blocked(key))
+                explorer::check(!sys.contains(key), key + ": blocked and loaded");
             const std::shared_ptr<xmodule> m = ready(key);
             if (!m) continue;
             explorer::check(m->done.load(), key + " is ready but its loader has not finished");
@@ -373,7 +375,8 @@ TEMPLATE_LIST_TEST_CASE("explored: two threads import one key", "[explorer]", ex
     watchdog dog("explored: same key");
     using W = world<TestType>;
     const auto expect = [](W& w) {
-        explorer::check(w.runs["a"] == 1, "the loader ran " + std::to_string(w.runs["a"]) + " times");
+        explorer::check(w.runs["a"] == 1,
+                        "the loader ran " + std::to_string(w.runs["a"]) + " times");
         const auto results = w.all();
         for (const outcome* o : results) {
             explorer::check(o->error.empty(), o->what + " failed: " + o->error);

@@ -288,6 +288,7 @@ TEST_CASE("explorer: finds a lost wake-up as a deadlock", "[explorer]") {
     watchdog dog("explorer lost wake-up");
     explorer::options opts;
     opts.name = "lost wake-up";
+    opts.leak_state_after_abort = false;  // toy state: safe to destroy
     SECTION("notify without the mutex") {
         const explorer::result r = explorer::run(opts, wakeup(false));
         explorer::print(r);
@@ -312,6 +313,7 @@ TEST_CASE("explorer: finds an ABBA deadlock", "[explorer]") {
                                        {lock1, lock0, unlock0, unlock1}};
     explorer::options opts;
     opts.name = "ABBA";
+    opts.leak_state_after_abort = false;
     SECTION("not without a preemption") {
         opts.preemption_bound = 0;
         const explorer::result r = explorer::run(opts, toy_scenario(abba));
@@ -403,6 +405,7 @@ TEST_CASE("explorer: reports a spin loop as a step limit and unwinds it", "[expl
                     [](flag_state& s) { s.flag.store(true); }};
     explorer::options opts;
     opts.name = "spin";
+    opts.leak_state_after_abort = false;
     opts.max_steps = 200;
     const explorer::result r = explorer::run(opts, scen);
     explorer::print(r);

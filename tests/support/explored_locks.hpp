@@ -52,10 +52,9 @@ struct explored_singleflight_locks
 };
 
 // global_lock under the explorer: one re-entrant lock for every import.
-struct explored_global_lock
-    : basic_explored_locks<importlock::cycle_resolution::partial_module,
-                           importlock::failure_mode::waiters_retry,
-                           importlock::lock_scope::global> {
+struct explored_global_lock : basic_explored_locks<importlock::cycle_resolution::partial_module,
+                                                   importlock::failure_mode::waiters_retry,
+                                                   importlock::lock_scope::global> {
     static constexpr const char* name = "global";
 };
 

@@ -43,7 +43,9 @@
 // (or options.replay) runs exactly that schedule again. After a failure the remaining
 // threads are run to their end without checks; threads that cannot end (a deadlock)
 // are unwound by throwing explorer::aborted (not a std::exception) from their blocked
-// point, or, where that is impossible, left parked and their state leaked.
+// point, or, where that is impossible, left parked and their state leaked; after
+// such an unwinding the State is leaked too (options::leak_state_after_abort), as
+// its invariants are broken. The failure is printed to stderr when it is seen.
 //
 // Assumptions (what makes one-at-a-time execution sound):
 //  - Bodies block only on explorer primitives. A thread parks only at a scheduling
@@ -117,6 +119,10 @@ struct options {
     int pct_depth = 3;                  // pct: d, the bug depth searched (d - 1 change points)
     int spurious_wakeups = 0;           // waits per schedule the scheduler may end unnotified
     std::vector<std::size_t> replay;    // non-empty: run only this schedule (then defaults)
+    // After threads had to be unwound with explorer::aborted, leak the schedule's
+    // State instead of destroying it: its invariants are broken (e.g. an import
+    // system asserts in its destructor that no import is in flight).
+    bool leak_state_after_abort = true;
 };
 
 // Why and where a run failed.
@@ -392,14 +398,14 @@ struct thread_slot {
     condition_variable* cv = nullptr;  // wait: the condition variable
     unsigned cv_id = 0;
     const char* label = nullptr;
-    bool timed = false;         // wait: wait_until / wait_for
-    bool notified = false;      // wait: a notify picked this thread
-    bool spurious = false;      // wait result: ended without a notify
-    bool acquired = false;      // try_lock result
-    bool may_throw = true;      // the point may throw explorer::aborted
-    bool unwinding = false;     // an exception was in flight at the point
-    bool abort = false;         // throw explorer::aborted at the next throwing point
-    bool was_aborted = false;   // explorer::aborted was thrown into this thread
+    bool timed = false;        // wait: wait_until / wait_for
+    bool notified = false;     // wait: a notify picked this thread
+    bool spurious = false;     // wait result: ended without a notify
+    bool acquired = false;     // try_lock result
+    bool may_throw = true;     // the point may throw explorer::aborted
+    bool unwinding = false;    // an exception was in flight at the point
+    bool abort = false;        // throw explorer::aborted at the next throwing point
+    bool was_aborted = false;  // explorer::aborted was thrown into this thread
     bool finished = false;
     std::exception_ptr escaped;  // what the body threw
     std::condition_variable go;  // notified when the thread may run
@@ -540,8 +546,8 @@ public:
                 }
                 case op::wait:
                     out += std::string(s.timed ? "in wait_until" : "in wait") + "(cv#" +
-                           std::to_string(s.cv_id) + ", mutex#" + std::to_string(s.mutex_id) +
-                           ")" + (s.notified ? ", notified" : ", not notified");
+                           std::to_string(s.cv_id) + ", mutex#" + std::to_string(s.mutex_id) + ")" +
+                           (s.notified ? ", notified" : ", not notified");
                     if (s.notified && detail_access::owner(*s.target) != nobody) {
                         out += ", mutex held by " + owner_name(detail_access::owner(*s.target));
                     }
@@ -810,8 +816,8 @@ inline void scheduler::notify(int self, condition_variable& cv, bool all) noexce
     const std::size_t woken = all ? waiters.size() : std::min<std::size_t>(1, waiters.size());
     for (std::size_t i = 0; i < woken; ++i) slot(waiters[i]).notified = true;
     waiters.erase(waiters.begin(), waiters.begin() + static_cast<std::ptrdiff_t>(woken));
-    trace_.push_back({self, op::notify, detail_access::id(cv), static_cast<unsigned>(woken),
-                      nullptr, all});
+    trace_.push_back(
+        {self, op::notify, detail_access::id(cv), static_cast<unsigned>(woken), nullptr, all});
 }
 
 }  // namespace detail
@@ -895,7 +901,9 @@ inline void yield_point() noexcept {
     }
 }
 
-inline int thread_index() noexcept { return detail::current_index; }
+inline int thread_index() noexcept {
+    return detail::current_index;
+}
 
 // --- run() ------------------------------------------------------------------------------
 
@@ -1026,7 +1034,8 @@ private:
         for (std::size_t c = 0; c < change_points_.size(); ++c) {
             if (change_points_[c] == depth + 1) {
                 // The chosen thread drops below every initial priority.
-                priorities_[static_cast<std::size_t>(d.candidates[best])] = changes - static_cast<int>(c);
+                priorities_[static_cast<std::size_t>(d.candidates[best])] =
+                    changes - static_cast<int>(c);
             }
         }
         return best;
@@ -1088,6 +1097,10 @@ schedule_outcome run_schedule(const options& opts, const scenario<State>& scen, 
             f.threads = s->describe_threads();
             f.trace = s->describe_trace();
         }
+        // Said at once: tearing the schedule down may crash the program under test.
+        std::fprintf(stderr, "explorer: %s: %s: %s (schedule %s)\n", opts.name.c_str(),
+                     f.kind.c_str(), f.message.c_str(), format_schedule(f.choices).c_str());
+        std::fflush(stderr);
         out.failed = std::move(f);
     };
     if (scen.setup) {
@@ -1126,8 +1139,8 @@ schedule_outcome run_schedule(const options& opts, const scenario<State>& scen, 
     // Explore: one decision per step until every thread finished or a failure.
     for (;;) {
         if (const auto [t, e] = sched->escaped(); e) {
-            fail("exception",
-                 "thread " + std::to_string(t) + " threw: " + describe_exception(e), sched.get());
+            fail("exception", "thread " + std::to_string(t) + " threw: " + describe_exception(e),
+                 sched.get());
             break;
         }
         if (std::string misuse = sched->take_misuse(); !misuse.empty()) {
@@ -1137,8 +1150,7 @@ schedule_outcome run_schedule(const options& opts, const scenario<State>& scen, 
         const scheduler::decision d = sched->candidates();
         if (d.candidates.empty()) {
             if (!sched->all_finished()) {
-                fail("deadlock", "no thread can run and not every thread finished",
-                     sched.get());
+                fail("deadlock", "no thread can run and not every thread finished", sched.get());
             }
             break;
         }
@@ -1173,6 +1185,7 @@ schedule_outcome run_schedule(const options& opts, const scenario<State>& scen, 
 
     // After a failure: run the others to their end, unwinding the blocked ones.
     bool ended = sched->all_finished();
+    bool unwound = false;
     if (!ended) {
         constexpr std::size_t abort_limit = 100000;
         for (std::size_t k = 0; k < abort_limit && !ended; ++k) {
@@ -1182,6 +1195,7 @@ schedule_outcome run_schedule(const options& opts, const scenario<State>& scen, 
                 sched->resume(d.candidates.front());
             } else {
                 for (std::size_t i = 0; i < n; ++i) sched->resume_aborting(static_cast<int>(i));
+                unwound = true;
             }
             ended = sched->all_finished();
         }
@@ -1198,8 +1212,8 @@ schedule_outcome run_schedule(const options& opts, const scenario<State>& scen, 
     for (auto& thread : threads) thread.join();
     if (!out.failed) {
         if (const auto [t, e] = sched->escaped(); e) {
-            fail("exception",
-                 "thread " + std::to_string(t) + " threw: " + describe_exception(e), sched.get());
+            fail("exception", "thread " + std::to_string(t) + " threw: " + describe_exception(e),
+                 sched.get());
         }
     }
     if (!out.failed && scen.final_check) {
@@ -1211,6 +1225,7 @@ schedule_outcome run_schedule(const options& opts, const scenario<State>& scen, 
         }
     }
     pick.finished_schedule(out.steps);
+    if (unwound && opts.leak_state_after_abort) (void)state.release();  // on purpose
     return out;
 }
 
@@ -1230,7 +1245,8 @@ result run(const options& opts, const scenario<State>& scen) {
     r.preemption_bound = opts.preemption_bound;
     r.seed = opts.seed;
     // Mixing the name in gives each run of a test program its own random sequence.
-    const std::uint64_t seed = opts.seed ^ (std::hash<std::string>{}(opts.name) * 0x9E3779B97F4A7C15ull);
+    const std::uint64_t seed =
+        opts.seed ^ (std::hash<std::string>{}(opts.name) * 0x9E3779B97F4A7C15ull);
     detail::chooser pick(effective, seed);
     bool first = true;
     while (r.schedules < effective.max_schedules) {
