@@ -573,7 +573,9 @@ private:
                 "reloading it would wait for a thread that waits for this one");
         }
         claim held(protocol_, e, *got.lock, state);
-        if (e.current_state() != entry_state::ready) require_loaded(nullptr, key);
+        if (e.current_state() != entry_state::ready) {  // erased, blocked or failed meanwhile
+            require_loaded(e.current_state() == entry_state::blocked ? &e : nullptr, key);
+        }
         std::shared_ptr<Module> module = e.published();
         e.begin_reload(std::this_thread::get_id());
         state.unlock();
