@@ -1095,9 +1095,9 @@ void section_memory(const config&) {
             "\"package.module_N\" (deterministic: one run); ratio = row / unordered_map",
         "B", "x map", rows);
     std::printf(
-        "  sizeof(registry_entry<std::string, M>) = %zu B, sizeof(std::string) = %zu B, "
+        "  registry entry (import_system<M>::entry_bytes()) = %zu B, sizeof(std::string) = %zu B, "
         "sizeof(std::shared_ptr) = %zu B\n",
-        sizeof(importlock::detail::registry_entry<std::string, bench_module>), sizeof(std::string),
+        importlock::import_system<bench_module>::entry_bytes(), sizeof(std::string),
         sizeof(std::shared_ptr<bench_module>));
 }
 

@@ -250,6 +250,10 @@ public:
     // dropped. O(modules + dependency edges) per round.
     std::size_t clear() { return teardown(false); }
 
+    // Returns the bytes of one registry entry (key included, not its heap
+    // text, nor the module): one per key ever imported or blocked.
+    static constexpr std::size_t entry_bytes() noexcept { return sizeof(entry_type); }
+
     // Returns the number of registered modules, initialised or not. O(1).
     std::size_t size() const noexcept { return size_.load(std::memory_order_relaxed); }
 
