@@ -202,7 +202,7 @@ TEST_CASE("defect 8: singleflight keeps no failure after erase(k) and clear()",
 // a faster recorder must keep, 40,000 keys in first-import order with
 // duplicates removed. It passes on the old core (slowly).
 //
-// 40,000 keys in release builds (NDEBUG, -O2: the release preset, about 3 s
+// 40,000 keys in release builds (NDEBUG, -O2: the release preset, 6.8 s
 // on the old core). Elsewhere (-O0 debug presets, and the sanitizer presets,
 // whose instrumented -O1 build took 48 s at 40,000 on the old core) the old
 // O(N^2) scan is too slow, so the test checks 10,000 keys there (about 5 s
