@@ -1277,7 +1277,7 @@ TEST_CASE("lock_protocol: protocols on different domains do not see each other's
 TEST_CASE(
     "lock_protocol: a cycle through two global_lock systems names the keys imported under "
     "the global lock",
-    "[lock_protocol][threads][domain][!mayfail]") {
+    "[lock_protocol][threads][domain]") {
     using sys_t = lock_system<importlock::global_lock>;
     watchdog dog("lock_protocol: global_lock cycle chain");
     importlock::wait_graph_domain shared;

@@ -18,6 +18,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -104,6 +105,12 @@ struct outcome {
     const void* exception = nullptr;  // the loader_failure caught, if any
     int exception_run = 0;
     std::string other_failure;
+    // Keeps the exception alive until the outcomes are checked, after every
+    // thread joined: the shared exception of waiters_share_failure would
+    // otherwise be freed by whichever waiter finishes last, and libstdc++'s
+    // exception_ptr count (in uninstrumented libsupc++) makes ThreadSanitizer
+    // report that free as a race with the other waiters' reads.
+    std::exception_ptr keep;
 };
 
 // Imports `key` through import_module (even t) or import_ref (odd t).
@@ -124,6 +131,7 @@ outcome import_and_record(System& sys, const std::string& key, int t) {
     } catch (const loader_failure& e) {
         result.exception = &e;
         result.exception_run = e.run();
+        result.keep = std::current_exception();
     } catch (const std::exception& e) {
         result.other_failure = e.what();
     }

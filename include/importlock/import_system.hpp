@@ -83,7 +83,8 @@ template <class Key, class Module, class LockPolicy = per_key_locks,
           class FinderPolicy = registry_finder<Key, Module>>
 class basic_import_system final : public importer<Key, Module> {
     static_assert(detail::checked_module<Module>::value);
-    using policy = typename detail::checked_lock_policy<LockPolicy>::type;
+    static_assert(detail::checked_lock_policy<LockPolicy>::value);
+    using policy = detail::lock_policy_or_default<LockPolicy>;
     using checked_finder_type =
         typename std::conditional_t<detail::checked_key<Key>::ok,
                                     detail::checked_finder<FinderPolicy, Key, Module>,
@@ -694,8 +695,11 @@ private:
     static constexpr bool timed_waits =
         requires(typename policy::condition_variable_type& cv, state_lock& lock,
                  std::chrono::steady_clock::time_point deadline) { cv.wait_until(lock, deadline); };
+    // A global lock is shared by every key: its waiters never share one
+    // key's failure.
     static constexpr bool shares_failures =
-        detail::failure_mode_of<policy>() == failure_mode::waiters_share_failure;
+        detail::failure_mode_of<policy>() == failure_mode::waiters_share_failure &&
+        policy::scope == lock_scope::per_key;
     static constexpr int teardown_rounds = 64;
 
     [[no_unique_address]] hasher hasher_{};

@@ -411,28 +411,31 @@ private:
     // the lock wanted to the one this thread holds. Domain mutex held.
     std::vector<std::string> cycle_chain(std::thread::id self,
                                          const std::vector<const wait_node*>& locks) const {
-        const auto stacked_above = [&](std::thread::id thread, const wait_node* node,
-                                       std::vector<std::string>& out) {
+        std::vector<std::string> chain;
+        // A lock's key, then the keys its holder imported on top of it; for
+        // this system's global lock, every key its holder is importing.
+        const auto append = [&](std::thread::id thread, const wait_node* node) {
             const auto it = stacks_.find(thread);
-            if (it == stacks_.end()) return;
-            const std::vector<Entry*>& stack = it->second;
-            for (std::size_t i = 0; i < stack.size(); ++i) {
-                if (stack[i]->extra.lock != node) continue;
-                for (std::size_t j = i + 1; j < stack.size(); ++j) {
-                    out.push_back(name(stack[j]->key));
+            const std::vector<Entry*>* stack = it == stacks_.end() ? nullptr : &it->second;
+            if (node == &global_lock_ && stack != nullptr && !stack->empty()) {
+                for (const Entry* frame : *stack) chain.push_back(name(frame->key));
+                return;
+            }
+            chain.push_back(node->describe(*node));
+            if (stack == nullptr) return;
+            for (std::size_t i = 0; i < stack->size(); ++i) {
+                if ((*stack)[i]->extra.lock != node) continue;
+                for (std::size_t j = i + 1; j < stack->size(); ++j) {
+                    chain.push_back(name((*stack)[j]->key));
                 }
                 return;
             }
         };
-        std::vector<std::string> chain;
-        const wait_node* mine = locks.back();
-        chain.push_back(mine->describe(*mine));
-        stacked_above(self, mine, chain);
+        append(self, locks.back());
         for (std::size_t i = 0; i + 1 < locks.size(); ++i) {
-            chain.push_back(locks[i]->describe(*locks[i]));
-            stacked_above(locks[i]->holder.load(std::memory_order_acquire), locks[i], chain);
+            append(locks[i]->holder.load(std::memory_order_acquire), locks[i]);
         }
-        chain.push_back(mine->describe(*mine));
+        chain.push_back(chain.front());
         return chain;
     }
 

@@ -39,8 +39,14 @@ struct checked_lock_policy {
                   "importlock: the LockPolicy's condition_variable_type needs "
                   "wait(std::unique_lock<mutex_type>&) and notify_all(); with a custom mutex "
                   "use std::condition_variable_any (see importlock/locking/lock_policy.hpp)");
-    using type = std::conditional_t<lock_policy<P>, P, per_key_locks>;
+    static constexpr bool value = true;
 };
+
+// The policy itself, or a stand-in after checked_lock_policy reported what is
+// missing. Kept apart from checked_lock_policy: a class whose static_assert
+// failed may lose its members (clang).
+template <class P>
+using lock_policy_or_default = std::conditional_t<lock_policy<P>, P, per_key_locks>;
 
 template <class F, class Key, class Module>
 struct checked_finder {

@@ -16,7 +16,9 @@
 //
 //   static constexpr failure_mode   what threads waiting on a failed import get:
 //     on_failure                    retry it themselves (default, CPython) or
-//                                   the same exception (Go's singleflight)
+//                                   the same exception (Go's singleflight;
+//                                   per-key scope only: a global lock's waiters
+//                                   wait for any key, so they always retry)
 //   static void yield_point()       called before each step of the import
 //     noexcept                      protocol that touches shared state outside
 //                                   mutex_type (the registry's lock-free reads):
