@@ -94,9 +94,9 @@ class basic_import_system final : public importer<Key, Module> {
     using frame_type = detail::load_frame<Key, hasher, key_equal>;
     using guard_type =
         std::conditional_t<detail::single_threaded<policy>, detail::null_guard, detail::spin_lock>;
-    using entry_type =
-        detail::registry_entry<Key, Module, guard_type,
-                               detail::entry_extra<Key, Module, basic_import_system, frame_type>>;
+    using entry_type = detail::registry_entry<
+        Key, Module, guard_type,
+        detail::entry_extra<Key, Module, basic_import_system, frame_type, guard_type>>;
     using protocol_type = detail::lock_protocol<Key, policy, entry_type>;
     using claim = typename protocol_type::claim;
     using state_lock = std::unique_lock<typename policy::mutex_type>;

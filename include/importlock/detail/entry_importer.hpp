@@ -8,8 +8,9 @@
 // importer that SUCCEEDS is recorded in it (the key's dependencies); once the
 // load ends the frame is detached and later imports are just imports.
 //
-// Thread-safety: any thread (a loader's helper threads included); a spin
-// lock serialises attach() and recording. Cost: one spin lock per import
+// Thread-safety: any thread (a loader's helper threads included); `Guard` (a
+// spin lock, or nothing for single-threaded policies) serialises attach()
+// and recording. Cost: one spin lock per import
 // through the importer, on top of the import itself; 32 bytes per entry.
 #pragma once
 
@@ -17,12 +18,11 @@
 #include <mutex>
 
 #include "../importer.hpp"
-#include "spin_lock.hpp"
 #include "wait_for_graph.hpp"
 
 namespace importlock::detail {
 
-template <class Key, class Module, class System, class Frame>
+template <class Key, class Module, class System, class Frame, class Guard>
 class entry_importer final : public importer<Key, Module> {
 public:
     explicit entry_importer(System& system) noexcept : system_(system) {}
@@ -54,20 +54,20 @@ private:
     }
 
     System& system_;
-    spin_lock guard_;  // frame_ and the attached frame's list
+    Guard guard_;  // frame_ and the attached frame's list (spin_lock; null_guard for no_locks)
     Frame* frame_ = nullptr;
 };
 
 // What a system keeps in each registry entry besides the registration: the
 // importer, and the key's module lock while one is held or awaited (owned by
 // the lock protocol).
-template <class Key, class Module, class System, class Frame>
+template <class Key, class Module, class System, class Frame, class Guard>
 struct entry_extra {
     template <class Entry>
     entry_extra(Entry&, System& system) noexcept : importer(system) {}
 
     wait_node* lock = nullptr;
-    entry_importer<Key, Module, System, Frame> importer;
+    entry_importer<Key, Module, System, Frame, Guard> importer;
 };
 
 }  // namespace importlock::detail

@@ -15,8 +15,10 @@ struct null_mutex {
     void unlock() noexcept {}
 };
 
-// A condition variable for null_mutex. Waiting means a second thread is
-// importing, which no_locks forbids: wait() throws std::logic_error.
+// A condition variable for null_mutex. The import system never waits with
+// null_mutex (a policy whose mutex is null_mutex is single-threaded: a second
+// importing thread gets import_error naming the key instead); a direct
+// wait() throws std::logic_error.
 struct null_condition_variable {
     void wait(std::unique_lock<null_mutex>&) {
         throw std::logic_error(
@@ -26,9 +28,10 @@ struct null_condition_variable {
     void notify_all() noexcept {}
 };
 
-// Takes no lock at all: circular imports see partial modules, and every
-// member of the system must be called from one thread at a time. Choose it for
-// single-threaded programs.
+// Takes no lock at all: no mutex, no spin lock, no wait-for graph (the
+// observer slot's spin lock only while an observer is installed). Circular
+// imports see partial modules, and every member of the system must be called
+// from one thread at a time. Choose it for single-threaded programs.
 struct no_locks {
     using mutex_type = null_mutex;
     using condition_variable_type = null_condition_variable;
