@@ -69,12 +69,21 @@ namespace importlock {
 // Systems share no registry and no lock; they share a wait_graph_domain (by
 // default the process-wide one) so that cycles across systems are found.
 //
-// Cost: a hit (import_ref, module_handle) is a hash probe and one acquire
-// load: no lock, no shared write. An owning hit (import_module, get) adds
-// the entry's spin lock around one reference-count increment. A cold import
-// takes the system's state mutex a few times and allocates the entry (first
-// import of the key only), the lock record and the module; the wait-for
-// graph is touched only when a thread has to wait.
+// Cost of each member (n: registered modules, e: dependency edges):
+//   import_ref / handle hit    a hash probe and one acquire load: no lock, no write
+//   import_module / get hit    the same plus the entry's spin lock around one
+//                              reference-count increment
+//   contains, is_initializing, is_blocked, size   a probe and one load, lock-free
+//   cold import                the state mutex a few times; allocates the lock
+//                              record and the module (and the entry, on a key's
+//                              first import); the wait_graph_domain's mutex only
+//                              when this thread has to wait
+//   reload                     a cold import's locking, no allocation but the loader's
+//   block, erase               O(1) under the state mutex
+//   clear, destructor          O(n log n + e) per round under the state mutex
+//   dependencies(k)            O(result); dependents, write_dependency_dot O(n + e)
+//   snapshot                   O(threads x locks) under the state and domain mutexes
+//   lock_count, waiter_count   O(1) under the state mutex
 //
 // Reference validity: a reference from import_ref stays valid until its key
 // is erased, blocked or cleared, its import fails (a partial module seen
@@ -139,29 +148,27 @@ public:
     checked_finder_type& finder() noexcept { return finder_; }
     const checked_finder_type& finder() const noexcept { return finder_; }
 
-    // --- Importing -----------------------------------------------------------------------
+    // --- Importing (§1.1-§1.7, §1.9) -----------------------------------------------------
 
-    // Imports `key` and returns the module: fully initialised, or partial when
-    // this import closed a cycle and the policy allows it. Throws
-    // module_not_found_error, import_halted_error, circular_import_error,
-    // import_depth_error, or what the loader threw. Cost: see the class.
+    // Imports `key`: the module, fully initialised, or partial when this import
+    // closed a cycle and the policy allows it. Throws module_not_found_error,
+    // import_halted_error, circular_import_error, import_depth_error or what
+    // the loader threw.
     std::shared_ptr<Module> import_module(const Key& key) override {
         const std::size_t hash = hasher_(key);
         return find_and_load(key, hash, find_entry(key, hash), policy::on_cycle, {});
     }
 
-    // Imports `key`, waiting at most `timeout` for other threads' imports of
-    // it and its parents (import_timeout_error); a limit beyond the clock's
-    // range waits without limit; NaN throws std::invalid_argument. The
-    // loader this thread runs is never interrupted.
+    // Imports `key`, giving up waiting for other threads after `timeout`
+    // (import_timeout_error); beyond the clock's range: no limit; NaN:
+    // std::invalid_argument. The loader this thread runs is never interrupted.
     template <class Rep, class Period>
     std::shared_ptr<Module> import_module_for(const Key& key,
                                               const std::chrono::duration<Rep, Period>& timeout) {
         return import_limited(key, [&] { return detail::deadline_after(timeout, name(key)); });
     }
 
-    // Imports `key` like import_module_for, waiting until `deadline` at most,
-    // on any clock (time_point::max() waits without limit).
+    // Imports `key`, giving up waiting at `deadline` on any clock.
     template <class Clock, class Duration>
     std::shared_ptr<Module> import_module_until(
         const Key& key, const std::chrono::time_point<Clock, Duration>& deadline) {
@@ -169,27 +176,17 @@ public:
     }
 
 #if defined(__cpp_lib_jthread)
-    // Imports `key` like import_module, but stops waiting for other threads'
-    // imports with import_cancelled_error once `stop` is requested.
+    // Imports `key`, giving up waiting once `stop` is requested (import_cancelled_error).
     std::shared_ptr<Module> import_module(const Key& key, std::stop_token stop) {
-        const std::size_t hash = hasher_(key);
-        entry_type* e = find_entry(key, hash);
-        if (auto module = published(e)) return module;
         std::stop_callback wake(stop, [this] {
             state_lock state(state_mutex_);
             protocol_.notify_all_waiters();
         });
-        detail::wait_limit limit;
-        limit.stop_state = &stop;
-        limit.stop_requested = [](const void* s) {
-            return static_cast<const std::stop_token*>(s)->stop_requested();
-        };
-        return find_and_load(key, hash, e, policy::on_cycle, limit);
+        return import_limited(key, [] { return detail::steady_deadline{}; }, &stop);
     }
 #endif
 
-    // Imports `key` and returns a reference; a hit is a probe and one acquire
-    // load. See the class comment for how long the reference stays valid.
+    // Imports `key` and returns a reference (valid as the class comment says).
     Module& import_ref(const Key& key) override {
         const std::size_t hash = hasher_(key);
         entry_type* e = find_entry(key, hash);
@@ -200,124 +197,90 @@ public:
         return *find_and_load(key, hash, e, policy::on_cycle, {});
     }
 
-    // Returns a handle that imports `key` on first use, then costs one acquire
-    // load per use (module_handle.hpp). Does not import.
+    // Returns a handle that imports `key` on first use (module_handle.hpp).
     module_handle<basic_import_system> handle(Key key) {
         return module_handle<basic_import_system>(*this, std::move(key));
     }
 
-    // Re-runs the loader of the loaded `key` on the same module object under
-    // its lock (importlib.reload, §1.9); imports of `key` wait meanwhile. If
-    // the loader throws, the module stays registered and the exception
-    // propagates. Throws import_error when `key` is not loaded or this thread
-    // is initialising it. Cost: a cold import's, without the allocations.
+    // Re-runs the loaded `key`'s loader on the same object under its lock
+    // (importlib.reload); a failed reload keeps the module and rethrows.
     std::shared_ptr<Module> reload(const Key& key) { return reload_key(key, hasher_(key)); }
 
-    // --- The registry (CPython's sys.modules) --------------------------------------------
+    // --- The registry, CPython's sys.modules (§1.8, §1.11) ---------------------------------
 
-    // Returns the module registered for `key`, also while it initialises
-    // (sys.modules.get), or null. Never imports; takes the entry's spin lock.
+    // Returns the module registered for `key`, also while it initialises, or null.
     std::shared_ptr<Module> get(const Key& key) const override {
         const entry_type* e = find_entry(key, hasher_(key));
         return e == nullptr ? nullptr : e->registered();
     }
-
     // Returns whether a module, initialised or not, is registered for `key`.
-    // Lock-free: a probe and one acquire load (as are the two below).
     bool contains(const Key& key) const { return detail::holds_module(state_of(key)); }
-
-    // Returns whether `key`'s first load is running (false during a reload,
-    // like CPython's spec._initializing).
+    // Returns whether `key`'s first load is running (not a reload: spec._initializing).
     bool is_initializing(const Key& key) const {
         return state_of(key) == entry_state::initializing;
     }
-
-    // Returns whether `key` is blocked (see block).
+    // Returns whether `key` is blocked.
     bool is_blocked(const Key& key) const { return state_of(key) == entry_state::blocked; }
 
-    // Blocks `key`: importing it throws import_halted_error until erase(key)
-    // (`sys.modules[k] = None`); a loaded module is dropped. Throws
-    // import_error while `key` is being imported or reloaded. O(1).
+    // Blocks `key` (`sys.modules[k] = None`): importing it throws
+    // import_halted_error until erase(key). Refused while `key` is in flight.
     void block(const Key& key) { unregister(key, true); }
-
-    // Removes `key`'s module or block; returns whether there was one. The next
-    // import runs the loader again; references from import_ref die. Throws
-    // import_error while `key` is being imported or reloaded. O(1).
+    // Removes `key`'s module or block; returns whether there was one. Refused
+    // while `key` is in flight.
     bool erase(const Key& key) { return unregister(key, false); }
-
-    // Drops every loaded module and every block, dependents before their
-    // dependencies (§1.11), and repeats for modules their destructors
-    // imported. Modules in flight stay. Returns the number of modules
-    // dropped. O(modules + dependency edges) per round.
+    // Drops every loaded module and block, dependents first, and then what
+    // their destructors imported; returns the modules dropped.
     std::size_t clear() { return teardown(false); }
-
-    // Returns the bytes of one registry entry (key included, not its heap
-    // text, nor the module): one per key ever imported or blocked.
+    // Returns the number of registered modules.
+    std::size_t size() const noexcept { return size_.load(std::memory_order_relaxed); }
+    // Returns the bytes of one registry entry (one per key ever imported or blocked).
     static constexpr std::size_t entry_bytes() noexcept { return sizeof(entry_type); }
 
-    // Returns the number of registered modules, initialised or not. O(1).
-    std::size_t size() const noexcept { return size_.load(std::memory_order_relaxed); }
+    // --- Limits and diagnostics (§1.12; diagnostics/) ------------------------------------
 
-    // --- Limits, dependencies and diagnostics --------------------------------------------
-
-    // Sets how deeply imports may nest on one thread (over every system)
-    // before import_depth_error (§1.12); default_max_import_depth by default.
+    // Sets how deeply this thread's imports may nest, over every system (§1.12).
     void set_max_import_depth(std::size_t depth) noexcept {
         max_depth_.store(depth, std::memory_order_relaxed);
     }
-    // Returns the nesting limit.
+    // Returns the nesting limit (default_max_import_depth unless set).
     std::size_t max_import_depth() const noexcept {
         return max_depth_.load(std::memory_order_relaxed);
     }
-
     // Returns the keys the last successful load of `key` imported through its
-    // importer and that succeeded, each once, in first-import order; empty
-    // when `key` is not loaded. Takes the state mutex; O(result).
+    // importer, successfully, each once in first-import order.
     std::vector<Key> dependencies(const Key& key) const {
         state_lock state(state_mutex_);
         const entry_type* e = registry_.find(key, hasher_(key));
-        return e != nullptr && detail::holds_module(e->current_state()) ? e->dependencies
-                                                                        : std::vector<Key>{};
+        if (e == nullptr || !detail::holds_module(e->current_state())) return {};
+        return e->dependencies;
     }
-
-    // Returns the loaded keys whose loaders imported `key`. O(modules + edges).
+    // Returns the registered keys whose loaders imported `key`.
     std::vector<Key> dependents(const Key& key) const {
         state_lock state(state_mutex_);
         return detail::dependents_of(registry_, key, equal_);
     }
-
-    // Writes the dependency graph in Graphviz DOT: a -> b when a's loader
-    // imported b; initialising modules dashed. O(modules + edges).
+    // Writes the dependency graph as Graphviz DOT (initialising modules dashed).
     void write_dependency_dot(std::ostream& out) const {
         state_lock state(state_mutex_);
         detail::write_dependency_dot(out, registry_);
     }
-
-    // Installs `observer` (null: removes it) for the imports that start
-    // afterwards. Hooks run outside every internal lock (observer.hpp).
+    // Installs `observer` (null: none) for the imports that start afterwards.
     void set_observer(std::shared_ptr<observer_type> observer) {
         observer_.set(std::move(observer));
     }
     // Returns the installed observer, or null.
     std::shared_ptr<observer_type> observer() const { return observer_.load(); }
-
     // Returns what the imports in flight are doing: a thread dump for imports.
-    // Callable from any thread, hook or destructor; takes the state mutex and
-    // the domain's mutex; O(threads x locks).
     import_snapshot snapshot() const {
         state_lock state(state_mutex_);
         return detail::snapshot_builder::of(protocol_);
     }
-
-    // Returns the number of module locks held or awaited: 0 whenever no import
-    // is in flight. Takes the state mutex; O(1).
+    // Returns the module locks held or awaited: 0 when no import is in flight.
     std::size_t lock_count() const {
         state_lock state(state_mutex_);
         return protocol_.lock_count();
     }
-
-    // Returns the number of threads waiting for `key`'s lock (for
-    // global_lock: for the global lock). Takes the state mutex; O(1).
+    // Returns the threads waiting for `key`'s lock (global_lock: the global lock).
     std::size_t waiter_count(const Key& key) const {
         state_lock state(state_mutex_);
         return protocol_.waiters_of(registry_.find(key, hasher_(key)));
@@ -672,7 +635,8 @@ private:
     // --- Helpers ------------------------------------------------------------------------
 
     template <class MakeDeadline>
-    std::shared_ptr<Module> import_limited(const Key& key, MakeDeadline&& make_deadline) {
+    std::shared_ptr<Module> import_limited(const Key& key, MakeDeadline&& make_deadline,
+                                           const void* stop_token = nullptr) {
         static_assert(timed_waits,
                       "importlock: timed imports need the LockPolicy's condition_variable_type "
                       "to provide wait_until(std::unique_lock<mutex_type>&, time_point) "
@@ -682,6 +646,15 @@ private:
         if (auto module = published(e)) return module;
         detail::wait_limit limit;
         limit.deadline = make_deadline();
+        (void)stop_token;
+#if defined(__cpp_lib_jthread)
+        if (stop_token != nullptr) {
+            limit.stop_state = stop_token;
+            limit.stop_requested = [](const void* s) {
+                return static_cast<const std::stop_token*>(s)->stop_requested();
+            };
+        }
+#endif
         return find_and_load(key, hash, e, policy::on_cycle, limit);
     }
 
