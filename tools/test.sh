@@ -4,6 +4,8 @@
 # Stages (default: all, in this order):
 #   gcc      CMake preset gcc:   build (-Werror) + ctest
 #   clang    CMake preset clang: build (-Werror) + ctest
+#   libcxx   CMake preset libcxx: clang++ -stdlib=libc++ build (-Werror) + ctest (installs
+#            libc++-14-dev libc++abi-14-dev when missing)
 #   tsan     CMake preset tsan:  clang ThreadSanitizer build + ctest
 #   asan     CMake preset asan:  clang AddressSanitizer + UBSan build + ctest
 #   meson    meson setup -Dwerror=true + meson test
@@ -19,7 +21,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-ALL_STAGES=(gcc clang tsan asan meson bench fuzz consumers format)
+ALL_STAGES=(gcc clang libcxx tsan asan meson bench fuzz consumers format)
 JOBS="${JOBS:-2}"
 
 usage() {
@@ -32,7 +34,7 @@ for arg in "$@"; do
     case "$arg" in
         -h | --help) usage; exit 0 ;;
         all) stages+=("${ALL_STAGES[@]}") ;;
-        gcc | clang | tsan | asan | meson | fuzz | consumers | format) stages+=("$arg") ;;
+        gcc | clang | libcxx | tsan | asan | meson | fuzz | consumers | format) stages+=("$arg") ;;
         bench | benchmarks | release) stages+=(bench) ;;
         clang-format) stages+=(format) ;;
         *) echo "test.sh: unknown stage '$arg' (stages: ${ALL_STAGES[*]})" >&2; exit 2 ;;
@@ -58,6 +60,16 @@ cmake_preset_stage() {
 
 stage_gcc() { cmake_preset_stage gcc; }
 stage_clang() { cmake_preset_stage clang; }
+
+# libc++ of the clang++ on PATH (clang 14 on Debian 12). Catch2 v2 is header-only, and the
+# project compiles its main itself (tests/support/catch_main.cpp), so Debian's catch2 works
+# with libc++ too.
+stage_libcxx() {
+    local clang_major
+    clang_major="$(clang++ -dumpversion | cut -d. -f1)"
+    importlock_ensure_deps "libc++-${clang_major}-dev" "libc++abi-${clang_major}-dev"
+    cmake_preset_stage libcxx
+}
 
 stage_tsan() {
     export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1"

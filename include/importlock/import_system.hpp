@@ -31,13 +31,16 @@
 #include <mutex>
 #include <optional>
 #include <ostream>
-#include <stop_token>
 #include <string>
 #include <thread>
 #include <type_traits>
 #include <unordered_map>
 #include <utility>
 #include <vector>
+#include <version>  // __cpp_lib_jthread
+#if defined(__cpp_lib_jthread)
+#include <stop_token>
+#endif
 
 #include "detail/dot_quote.hpp"
 #include "detail/lock_map.hpp"
@@ -159,6 +162,7 @@ public:
         return import_module_for(key, deadline <= now ? deadline - deadline : deadline - now);
     }
 
+#if defined(__cpp_lib_jthread)
     // Imports `key` like import_module, but stops waiting for other threads'
     // imports of `key` (and of its parents) with import_cancelled_error when
     // `stop` is requested. Once this thread runs the loader it is not
@@ -176,6 +180,7 @@ public:
         limit.stop = std::move(stop);
         return import_slow(key, hash, policy::on_cycle, limit);
     }
+#endif
 
     // Imports `key` like import_module and returns a reference to the module.
     // A hit takes no lock and writes no shared memory: a probe and one acquire
@@ -476,7 +481,9 @@ private:
     // How long an import may wait for other threads' imports.
     struct wait_limit {
         std::optional<std::chrono::steady_clock::time_point> deadline;
+#if defined(__cpp_lib_jthread)
         std::stop_token stop;
+#endif
     };
 
     // Holds one acquisition of a module lock and this thread's import-stack
@@ -831,9 +838,11 @@ private:
                     cycle_locks.emplace_back(node->describe(*node), node->owner);
                 }
                 if (cycle_locks.empty()) {
+#if defined(__cpp_lib_jthread)
                     if (limit.stop.stop_requested()) {
                         throw import_cancelled_error(name(key), lock.owner);
                     }
+#endif
                     if (limit.deadline && std::chrono::steady_clock::now() >= *limit.deadline) {
                         throw import_timeout_error(name(key), lock.owner);
                     }
