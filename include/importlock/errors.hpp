@@ -34,6 +34,18 @@ class module_not_found_error : public import_error {
 public:
     explicit module_not_found_error(std::string key)
         : import_error(key, "no module named '" + key + "'") {}
+
+    // Builds the error with a finder's hint on how the key could be found
+    // (finder_policy.hpp's not_found_hint), appended to the message after "; ".
+    module_not_found_error(std::string key, std::string hint)
+        : import_error(key, "no module named '" + key + "'" + (hint.empty() ? "" : "; " + hint)),
+          hint_(std::move(hint)) {}
+
+    // Returns the finder's hint, or an empty string.
+    const std::string& hint() const noexcept { return hint_; }
+
+private:
+    std::string hint_;
 };
 
 // Reports an import of a key that block() tombstoned (CPython's
