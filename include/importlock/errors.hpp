@@ -6,12 +6,13 @@
 // import_module receives the loader's own exception object.
 #pragma once
 
-#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <utility>
 #include <vector>
+
+#include "key_traits.hpp"
 
 namespace importlock {
 
@@ -109,9 +110,7 @@ public:
 
     // Formats a thread id as std::thread::id's operator<< does.
     static std::string describe(std::thread::id thread) {
-        std::ostringstream out;
-        out << thread;
-        return out.str();
+        return detail::write_to_string([thread](std::ostream& out) { out << thread; });
     }
 
 private:
