@@ -46,13 +46,7 @@ using importlock_test::watchdog;
 
 constexpr std::size_t key_count = 60;
 
-unsigned catch_seed() {
-#if defined(IMPORTLOCK_CATCH2_V3)
-    return Catch::getSeed();
-#else
-    return Catch::rngSeed();
-#endif
-}
+using importlock_test::catch_seed;
 
 // Returns IMPORTLOCK_STRESS_SCALE, or 1 when unset or not a positive integer.
 int stress_scale() {

@@ -180,14 +180,7 @@ TEST_CASE("wait_for_graph: removing a wait or freeing a lock breaks a cycle", "[
 
 namespace {
 
-// The seed Catch runs with (--rng-seed): v3 names its accessor getSeed, v2 rngSeed.
-std::uint32_t catch_seed() {
-#if defined(IMPORTLOCK_CATCH2_V3)
-    return Catch::getSeed();
-#else
-    return static_cast<std::uint32_t>(Catch::rngSeed());
-#endif
-}
+using importlock_test::catch_seed;
 
 class oracle {
 public:

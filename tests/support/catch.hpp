@@ -6,3 +6,19 @@
 #else
 #include <catch2/catch.hpp>
 #endif
+
+#include <cstdint>
+
+namespace importlock_test {
+
+// The seed Catch runs with (--rng-seed), through each version's public API: v3's
+// Catch::getSeed(); v2 has only Catch::rngSeed() (in v3 an internal name).
+inline std::uint32_t catch_seed() {
+#if defined(IMPORTLOCK_CATCH2_V3)
+    return static_cast<std::uint32_t>(Catch::getSeed());
+#else
+    return static_cast<std::uint32_t>(Catch::rngSeed());
+#endif
+}
+
+}  // namespace importlock_test
