@@ -11,7 +11,9 @@
 #   meson    meson setup -Dwerror=true + meson test
 #   bench    CMake preset release: build the benchmarks (-O2), do not run them
 #   fuzz     libFuzzer target (clang, ASan+UBSan), run for FUZZ_SECONDS (default 30)
-#   consumers  install + find_package, add_subdirectory and a Meson subproject consumer
+#   consumers  a consumer program built through: install + find_package, the build tree's
+#            export (importlock_DIR), add_subdirectory, FetchContent (local git), a Meson
+#            subproject, and pkg-config (compiled, linked and run)
 #   format   clang-format-19 --dry-run --Werror over include/ tests/ examples/ benchmarks/
 #            (fix with: bash tools/format.sh)
 #
@@ -128,28 +130,51 @@ stage_consumers() {
     dir="$(pwd)/build/consumers"
     rm -rf "$dir"
     mkdir -p "$dir"
-    # 1. Installed, found with find_package (version file checked).
+    # 1. Installed, found with find_package (version file checked), from DATADIR.
     cmake -S . -B "$dir/lib" -G Ninja -DCMAKE_INSTALL_PREFIX="$dir/prefix"
     cmake --install "$dir/lib"
+    test -f "$dir/prefix/share/cmake/importlock/importlockConfig.cmake"
+    test -f "$dir/prefix/share/pkgconfig/importlock.pc"
     cmake -S tests/consumers/cmake -B "$dir/find_package" -G Ninja \
-        -DIMPORTLOCK_ROUTE=find_package -DCMAKE_PREFIX_PATH="$dir/prefix"
+        -DIMPORTLOCK_ROUTE=find_package -DCMAKE_PREFIX_PATH="$dir/prefix" \
+        -DIMPORTLOCK_EXPECT_DIR="$dir/prefix/share/cmake/importlock"
     cmake --build "$dir/find_package"
     "$dir/find_package/consumer"
-    # 2. add_subdirectory (as FetchContent does): no tests, examples or warnings leak.
+    # 2. The build tree's export: importlock_DIR is the (uninstalled) build directory.
+    cmake -S tests/consumers/cmake -B "$dir/build_tree" -G Ninja \
+        -DIMPORTLOCK_ROUTE=find_package -Dimportlock_DIR="$dir/lib" \
+        -DIMPORTLOCK_EXPECT_DIR="$dir/lib"
+    cmake --build "$dir/build_tree"
+    "$dir/build_tree/consumer"
+    # 3. add_subdirectory: no tests, examples or warnings leak.
     cmake -S tests/consumers/cmake -B "$dir/subdirectory" -G Ninja \
         -DIMPORTLOCK_ROUTE=subdirectory -DIMPORTLOCK_SOURCE_DIR="$(pwd)"
     cmake --build "$dir/subdirectory"
     "$dir/subdirectory/consumer"
-    # 3. A Meson subproject.
+    # 4. FetchContent from this repository's git history (local, no network). It fetches
+    #    the committed HEAD: uncommitted changes are not part of this route.
+    if ! git diff --quiet HEAD -- 2>/dev/null; then
+        echo "consumers: note: the tree has uncommitted changes; FetchContent uses HEAD"
+    fi
+    cmake -S tests/consumers/cmake -B "$dir/fetchcontent" -G Ninja \
+        -DIMPORTLOCK_ROUTE=fetchcontent -DIMPORTLOCK_GIT_REPOSITORY="$(pwd)" \
+        -DIMPORTLOCK_GIT_TAG="$(git rev-parse HEAD)"
+    cmake --build "$dir/fetchcontent"
+    "$dir/fetchcontent/consumer"
+    # 5. A Meson subproject.
     mkdir -p "$dir/meson_src/subprojects"
     cp tests/consumers/meson/meson.build "$dir/meson_src/"
     cp tests/consumers/consumer.cpp "$dir/"
     ln -s "$(pwd)" "$dir/meson_src/subprojects/importlock"
     meson setup "$dir/meson" "$dir/meson_src"
     meson test -C "$dir/meson" --print-errorlogs
-    # 4. pkg-config from the CMake install.
-    PKG_CONFIG_PATH="$dir/prefix/share/pkgconfig:$dir/prefix/lib/pkgconfig" \
-        pkg-config --cflags importlock
+    # 6. pkg-config from the CMake install: a program compiled and linked with its flags.
+    local pc_flags
+    pc_flags="$(PKG_CONFIG_PATH="$dir/prefix/share/pkgconfig" pkg-config --cflags --libs importlock)"
+    echo "consumers: pkg-config --cflags --libs importlock: $pc_flags"
+    # shellcheck disable=SC2086 # the flags are words
+    g++ -std=c++20 tests/consumers/consumer.cpp $pc_flags -o "$dir/pkg_config_consumer"
+    "$dir/pkg_config_consumer"
 }
 
 stage_format() {
