@@ -15,7 +15,9 @@
 #            export (importlock_DIR), add_subdirectory, FetchContent (local git), a Meson
 #            subproject, and pkg-config (compiled, linked and run)
 #   format   clang-format-19 --dry-run --Werror over include/ tests/ examples/ benchmarks/
-#            (fix with: bash tools/format.sh)
+#            (fix with: bash tools/format.sh); the SPDX licence line in every tracked
+#            source, build and script file (fix with: bash tools/spdx.sh); every source
+#            listed in the Meson files (tools/check-meson-lists.sh)
 #
 # Each stage is timed and reported as one PASS/FAIL line; a failing stage does not stop the
 # others. The exit status is non-zero when any stage failed, and the last line is
@@ -98,10 +100,10 @@ stage_asan() {
 stage_meson() {
     local dir=build/meson
     if [ -f "$dir/meson-private/coredata.dat" ]; then
-        meson setup --wipe "$dir" -Dwerror=true
+        meson setup --wipe "$dir" -Dwerror=true -Dcheck_headers=true
     else
         rm -rf "$dir"
-        meson setup "$dir" -Dwerror=true
+        meson setup "$dir" -Dwerror=true -Dcheck_headers=true
     fi
     meson compile -C "$dir" -j "$JOBS"
     meson test -C "$dir" --print-errorlogs --num-processes "$JOBS"
@@ -178,6 +180,11 @@ stage_consumers() {
 }
 
 stage_format() {
+    local rc=0
+    # Every tracked source, build and script file starts with the SPDX licence line.
+    bash tools/spdx.sh --check || rc=1
+    # Every tests/, examples/, benchmarks/ source and public header is in the Meson lists.
+    bash tools/check-meson-lists.sh || rc=1
     local files=()
     mapfile -d '' files < <(importlock_cpp_sources)
     echo "format: checking ${#files[@]} files with $("$IMPORTLOCK_CLANG_FORMAT" --version)"
@@ -186,6 +193,7 @@ stage_format() {
         echo "format: to fix, run: bash tools/format.sh"
         return 1
     fi
+    return "$rc"
 }
 
 # --- Run ------------------------------------------------------------------------------------
