@@ -30,16 +30,18 @@ importlock_spdx_has_line() {
     [ "$first" = "$want" ]
 }
 
-# Inserts the SPDX line first (after a "#!" line) into `file`, keeping its mode.
+# Inserts the SPDX line first (after a "#!" line) into `file`, keeping its mode. Writes a
+# new file and renames it over the old one: a running script (tools/spdx.sh itself) keeps
+# reading its old inode instead of seeing its text shift under it.
 importlock_spdx_add_line() {
     local file="$1" want tmp
     want="$(importlock_spdx_line "$file")"
-    tmp="$(mktemp)"
+    tmp="$(mktemp "$file.spdx.XXXXXX")"
     if [[ "$(head -n 1 "$file")" == '#!'* ]]; then
         { head -n 1 "$file"; echo "$want"; tail -n +2 "$file"; } >"$tmp"
     else
         { echo "$want"; cat "$file"; } >"$tmp"
     fi
-    cat "$tmp" >"$file"  # keeps the file's mode and inode
-    rm -f "$tmp"
+    chmod --reference="$file" "$tmp"
+    mv -f "$tmp" "$file"
 }
