@@ -29,7 +29,7 @@ ALL_STAGES=(gcc clang libcxx tsan asan meson bench fuzz consumers format)
 JOBS="${JOBS:-2}"
 
 usage() {
-    sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
+    sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; /SPDX-License-Identifier/d; s/^# \{0,1\}//'
 }
 
 # --- Which stages ---------------------------------------------------------------------------
