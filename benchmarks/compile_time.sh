@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSL-1.0
 # Measures what including importlock costs the compiler: the CPU time (user + sys) of
 # `$CXX -std=c++20 -fsyntax-only` (median of RUNS, default 5) of four small translation
 # units, each including its headers and using them once:

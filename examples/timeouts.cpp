@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Giving up on a slow import held by another thread (42.21, 42.27: a hang
 // during import becomes an error): import_module_for times out, and
 // import_module(key, stop_token) is cancelled; neither interrupts the loader,

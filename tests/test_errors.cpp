@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // The error hierarchy and its messages.
 #include <importlock/importlock.hpp>
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Waiting with a limit (timeouts, stop tokens) and cycles that span systems.
 #include <importlock/importlock.hpp>
 

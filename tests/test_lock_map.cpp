@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Unit tests of importlock::detail::lock_map (per_key and global) and
 // importlock::detail::module_lock.
 #include <importlock/importlock.hpp>

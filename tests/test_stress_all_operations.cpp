@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Soak: 16 threads on a 1000-key random dependency graph with cycles run every
 // operation at once (import_module, import_ref, handles, timed imports,
 // reload, erase, block, clear) with injected loader failures, under a

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Randomised stress (moodycamel's fuzz tests, abseil's seeded graph tests):
 // each round builds a random dependency graph of K keys with forward edges,
 // some back edges (cycles, self-imports included) and some keys whose loader

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Unit tests of importlock::detail::wait_for_graph with a fake lock and int thread ids.
 //
 // Thread id 0 (int{}) means "free", so the tests use thread ids from 1. A deterministic part

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSL-1.0
 # Checks that the Meson files list every source on disk (Meson has no glob): each
 # tests/*.cpp and tests/compile_fail/*.cpp in tests/meson.build, each examples/*.cpp in
 # examples/meson.build, each benchmarks/*.cpp in benchmarks/meson.build, and each

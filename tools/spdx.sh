@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSL-1.0
 # Adds the licence line `SPDX-License-Identifier: BSL-1.0` to every tracked source, build
 # and script file that lacks it, as its first line ("// ..." in C++, "# ..." elsewhere;
 # after the "#!" line of a script, which must stay first). Re-run it after adding or

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSL-1.0
 # Runs every test: bash tools/test.sh [STAGE...]
 #
 # Stages (default: all, in this order):

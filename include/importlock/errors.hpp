@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // importlock/errors.hpp: the exceptions importlock throws.
 //
 // Every error derives from import_error, itself a std::runtime_error, and its

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // importlock/key_traits.hpp: how importlock hashes, compares, prints and
 // climbs a key type.
 //

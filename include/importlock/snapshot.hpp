@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // importlock/snapshot.hpp: a picture of the imports in flight, a thread dump
 // for imports (basic_import_system::snapshot).
 #pragma once

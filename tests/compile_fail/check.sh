@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: BSL-1.0
 # Compiles one tests/compile_fail/*.cpp, which must FAIL to compile with the
 # message of its "// expect: " line, and with at most 3 error lines in all (a
 # misuse gets one readable diagnostic, not a cascade). A positive control says

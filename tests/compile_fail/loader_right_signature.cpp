@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // The positive control of loader_wrong_signature.cpp: the same program with a loader
 // of the right signature, in each form define() accepts, must compile (with
 // -Wall -Wextra -Werror), so that the failure above is the signature's alone.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // A loader that takes only the module (the importer parameter is missing).
 // expect: importlock: a loader must be callable as void(Module&, importer<Key, Module>&)
 #include <importlock/importlock.hpp>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Picks the Catch2 major version: v3 when the build defines IMPORTLOCK_CATCH2_V3, else v2.
 #pragma once
 

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: BSL-1.0
 # Extracts the first ```cpp block of README.md and checks that it compiles, links and
 # runs (exit 0) as pasted into a file: the README's first snippet must stay a program.
 #   sh check_readme_snippet.sh README INCLUDE_DIR OUT_DIR COMPILER [COMPILER ARGS...]

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSL-1.0
 # shellcheck shell=bash
 # Sourced by tools/test.sh, tools/demo.sh and tools/format.sh: installs the Debian 12
 # packages the build needs, and only when one is missing (no apt run on a machine that

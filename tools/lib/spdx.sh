@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSL-1.0
 # shellcheck shell=bash
 # Sourced by tools/spdx.sh and tools/test.sh (format stage): which files carry the SPDX
 # licence line, what it looks like, and how to test and add it.

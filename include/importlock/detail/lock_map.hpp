@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // importlock/detail/lock_map.hpp: module locks created on demand.
 //
 // per_key: key -> module_lock records that exist only while some thread

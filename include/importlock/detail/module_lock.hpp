@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // importlock/detail/module_lock.hpp: the lock one import holds, CPython's _ModuleLock.
 //
 // A module_lock is a record, not a mutex: owner, recursion depth and waiter

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // importlock/diagnostics/import_time.hpp: CPython's `-X importtime`, correct
 // under concurrent imports.
 #pragma once

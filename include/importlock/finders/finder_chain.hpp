@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // importlock/finders/finder_chain.hpp: a compile-time chain of finders,
 // CPython's sys.meta_path fixed at compile time.
 #pragma once

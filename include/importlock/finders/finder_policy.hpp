@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // importlock/finders/finder_policy.hpp: what makes a type a finder policy.
 //
 // A finder policy turns a key into a module_spec (CPython's find_spec):

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // importlock/finders/function_finder.hpp: a finder built from one callable.
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // importlock/finders/meta_path_finder.hpp: a run-time list of finders that may
 // change while imports run, CPython's sys.meta_path.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // importlock/finders/registry_finder.hpp: a run-time table of loaders.
 #pragma once
 
