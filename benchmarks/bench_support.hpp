@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // benchmarks/bench_support.hpp: timing, statistics, thread and table helpers
 // for importlock_bench.cpp. Standard library only.
 #pragma once

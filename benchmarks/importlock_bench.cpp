@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // benchmarks/importlock_bench.cpp: importlock beside the code a user would
 // otherwise write, measured in one run.
 //

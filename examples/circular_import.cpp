@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Circular imports (42.7, 42.8): the default policy hands the inner import the
 // partially initialised module, as CPython does; the strict policy refuses.
 #include <importlock/importlock.hpp>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Two independent import systems (42.18) whose loaders import from each other
 // on two threads, each holding its own key first (42.9): the wait-for graph is
 // process-wide, so nothing hangs and exactly one thread gets the other

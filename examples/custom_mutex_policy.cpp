@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // A lock policy with an instrumented mutex (README "Writing a policy"; 42.28:
 // find contention points): counting_mutex counts how often lock() found the
 // import state taken. 8 threads import a small dependency graph; every loader

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // A diagnosing session (42.27, 42.28): provoke a cross-thread circular import,
 // watch it with an observer, take a live snapshot while a thread waits (a
 // thread dump for imports), then print the import-time report and the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Explicit one-time initialisation instead of import side effects (42.33): a
 // single-phase module (define_value) is a finished value, so no partial object
 // exists and a cycle through it is a circular_import_error; contrasted with the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Finders (42.14, sys.meta_path): a finder_chain asks a registry_finder before a
 // function_finder, so explicit definitions override computed ones; a run-time
 // meta_path_finder gets a finder appended, then removed while in use (an

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Front-loading (42.26): import the major dependencies during single-threaded
 // startup, then start the workers; they only hit the registry (import_ref on a
 // loaded key takes no lock) and never run a loader. Lazy startup, for

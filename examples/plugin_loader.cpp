@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // A plugin system that separates import from registration (42.25): importing a
 // plugin (keyed by its path, parent directories first, 42.12) only collects its
 // `setup` callable; a separate, single-threaded phase then runs every setup in

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // The README's quick start, completed into a program: define loaders, import
 // (import_module, import_ref, handle), then what a failing loader leaves
 // behind (42.16: nothing, and the next import retries) and a dotted key whose

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // A lazy singleton registry (service locator): services built on first use,
 // depending on each other (logger <- config <- database <- http_server, a
 // dependency graph as in 42.25), each holding its dependencies in

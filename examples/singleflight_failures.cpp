@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // What threads waiting on a failed import get (42.16). A loader fails on its
 // first run while 4 other threads wait for it. per_key_locks (CPython): the
 // waiters retry and one of them runs the loader again. singleflight_per_key_locks

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // The chapter's threaded import (42.10): five threads import one slow module;
 // its body runs once and every thread sees the finished module.
 #include <importlock/importlock.hpp>

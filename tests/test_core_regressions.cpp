@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Regression tests for defects of the core (import_system.hpp and detail/),
 // part 1: defects 1 to 6. Part 2 (defects 7 to 12 and the extra attacker
 // cases) is test_core_regressions_2.cpp. Each TEST_CASE is tagged

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Regression tests for defects of the core, part 2: defects 7 to 12, plus the
 // attacker cases a reviewer expects around them (tagged [regression][attack]).
 // Part 1 (defects 1 to 6) is test_core_regressions.cpp. Each group's comment

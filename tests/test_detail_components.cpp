@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Unit tests of the small detail components of the core, in the style of abseil's
 // graphcycles tests: each header's opening comment states a contract, and these tests check
 // exactly that contract, its edge cases, and its cost claims where they can be checked

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Diagnostics: observer hooks, the import-time recorder, live snapshots, the
 // dependency graph and teardown order.
 #include <importlock/importlock.hpp>

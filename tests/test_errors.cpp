@@ -1,8 +1,10 @@
+// SPDX-License-Identifier: BSL-1.0
 // The error hierarchy and its messages.
 #include <importlock/importlock.hpp>
 
 #include "support/catch.hpp"
 
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -175,4 +177,79 @@ TEST_CASE("errors: a circular_import_error with an empty chain has an empty key"
     CHECK(e.key().empty());
     CHECK(e.chain().empty());
     CHECK(contains(e.what(), "circular import"));
+}
+
+// --- not_found_hint: how a key that no finder knows could be found -------------------------
+
+TEST_CASE("errors: module_not_found_error appends a finder's hint", "[errors][hints]") {
+    const module_not_found_error plain("db");
+    REQUIRE(std::string(plain.what()) == "no module named 'db'");
+    REQUIRE(plain.hint().empty());
+
+    const module_not_found_error hinted("db", "define it with finder().define(\"db\", ...)");
+    REQUIRE(std::string(hinted.what()) ==
+            "no module named 'db'; define it with finder().define(\"db\", ...)");
+    REQUIRE(hinted.key() == "db");
+    REQUIRE(hinted.hint() == "define it with finder().define(\"db\", ...)");
+
+    const module_not_found_error empty_hint("db", "");
+    REQUIRE(std::string(empty_hint.what()) == "no module named 'db'");
+}
+
+namespace {
+
+struct mod_for_hints {
+    int value = 0;
+};
+
+struct finder_without_hint {
+    std::optional<importlock::module_spec<std::string, mod_for_hints>> find_spec(
+        const std::string&) const {
+        return std::nullopt;
+    }
+};
+
+}  // namespace
+
+TEST_CASE("errors: the finders' not_found_hint", "[errors][hints]") {
+    using registry = importlock::registry_finder<std::string, mod_for_hints>;
+    using function = importlock::function_finder<std::string, mod_for_hints>;
+    using meta_path = importlock::meta_path_finder<std::string, mod_for_hints>;
+
+    STATIC_REQUIRE(importlock::has_not_found_hint<registry, std::string>);
+    STATIC_REQUIRE(importlock::has_not_found_hint<function, std::string>);
+    STATIC_REQUIRE(importlock::has_not_found_hint<meta_path, std::string>);
+    STATIC_REQUIRE_FALSE(importlock::has_not_found_hint<finder_without_hint, std::string>);
+
+    const registry r;
+    REQUIRE(r.not_found_hint("db") == "define it with finder().define(\"db\", ...)");
+    REQUIRE(importlock::not_found_hint_of(r, std::string("db")) == r.not_found_hint("db"));
+    REQUIRE(importlock::not_found_hint_of(finder_without_hint{}, std::string("db")).empty());
+
+    const function f;
+    REQUIRE(contains(f.not_found_hint("db"), "function_finder"));
+
+    meta_path m;
+    REQUIRE(contains(m.not_found_hint("db"), "empty"));
+    m.append(finder_without_hint{});
+    REQUIRE(contains(m.not_found_hint("db"), "none of the 1 finders"));
+
+    using chain =
+        importlock::finder_chain<std::string, mod_for_hints, finder_without_hint, registry>;
+    const chain c;
+    REQUIRE(c.not_found_hint("db") ==
+            "no finder in the chain found it; define it with finder().define(\"db\", ...)");
+    using chain_without_hints =
+        importlock::finder_chain<std::string, mod_for_hints, finder_without_hint>;
+    REQUIRE(chain_without_hints{}.not_found_hint("db") == "no finder in the chain found it");
+
+    // The text the import system builds from a finder's hint.
+    const module_not_found_error e("db", r.not_found_hint("db"));
+    REQUIRE(std::string(e.what()) ==
+            "no module named 'db'; define it with finder().define(\"db\", ...)");
+}
+
+TEST_CASE("errors: a non-string key's hint is not quoted", "[errors][hints]") {
+    const importlock::registry_finder<int, mod_for_hints> r;
+    REQUIRE(r.not_found_hint(42) == "define it with finder().define(42, ...)");
 }

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Extension points: finder policies, single-phase modules, failure sharing,
 // key traits for paths and name sequences, module handles.
 #include <importlock/importlock.hpp>

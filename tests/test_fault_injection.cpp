@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Exception safety under injected faults: every operation that may throw
 // (finder, factory, loader, bind_child, observer, the key's hash, equality and
 // copy, and every allocation) is made to throw at its N-th call, for every N

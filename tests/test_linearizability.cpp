@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Linearizability of the registry operations (issue 9): random concurrent histories
 // of import / get / erase / block / reload on 1-2 keys from 3 threads, each checked
 // against a sequential model of the registry with a Wing & Gong search (with

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Unit tests of importlock::detail::lock_protocol (detail/lock_protocol.hpp), driven directly
 // with a minimal entry type and a std::mutex standing in for a system's state mutex:
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // The policy and key concepts: what satisfies them, what does not, and custom policies at run
 // time.
 #include <importlock/importlock.hpp>

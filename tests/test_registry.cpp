@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Unit tests of importlock::detail::registry: lookups, growth, entry stability, colliding
 // hashes, and lock-free readers running beside a writer.
 #include <importlock/importlock.hpp>

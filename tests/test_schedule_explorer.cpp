@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // The import protocol under the schedule explorer (issue 9): small operation sets
 // on 2-3 threads, every interleaving within a preemption bound of 2 (or a PCT sample),
 // under per-key, strict, singleflight and global explored lock policies.

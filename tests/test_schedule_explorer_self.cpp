@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // The schedule explorer's own tests (tests/support/schedule_explorer.hpp): it counts
 // the schedules of tiny programs exactly (against an independent enumeration), and it
 // finds and reports the classic bugs of toy programs: a check-then-act race, a lost

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Single-threaded semantics of basic_import_system (DESIGN.md §1), under every lock policy
 // where the behaviour is the same, else per policy.
 #include <importlock/importlock.hpp>

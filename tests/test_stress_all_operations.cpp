@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Soak: 16 threads on a 1000-key random dependency graph with cycles run every
 // operation at once (import_module, import_ref, handles, timed imports,
 // reload, erase, block, clear) with injected loader failures, under a
@@ -61,7 +62,7 @@ struct counting_observer : importlock::import_observer<int> {
 TEMPLATE_LIST_TEST_CASE("every operation at once on a random graph with cycles",
                         "[stress][threaded]", stressed_policies) {
     watchdog dog("stress all operations", std::chrono::seconds(600));
-    const auto seed = static_cast<std::uint32_t>(Catch::rngSeed());
+    const auto seed = importlock_test::catch_seed();
     INFO("seed " << seed);
     std::mt19937 graph_rng(seed);
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Randomised stress (moodycamel's fuzz tests, abseil's seeded graph tests):
 // each round builds a random dependency graph of K keys with forward edges,
 // some back edges (cycles, self-imports included) and some keys whose loader
@@ -46,13 +47,7 @@ using importlock_test::watchdog;
 
 constexpr std::size_t key_count = 60;
 
-unsigned catch_seed() {
-#if defined(IMPORTLOCK_CATCH2_V3)
-    return Catch::getSeed();
-#else
-    return Catch::rngSeed();
-#endif
-}
+using importlock_test::catch_seed;
 
 // Returns IMPORTLOCK_STRESS_SCALE, or 1 when unset or not a positive integer.
 int stress_scale() {

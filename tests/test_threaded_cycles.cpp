@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Cross-thread import cycles: CPython's test_importlib/test_locks.py
 // DeadlockAvoidanceTests and test_threaded_import's circular imports.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Failing imports with threads waiting on them (chapter 42.16, DESIGN.md §1.6):
 // the importing thread gets the loader's own exception object, the lock is
 // released, the key unregistered, and every waiter retries the import itself

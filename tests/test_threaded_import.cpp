@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Multi-threaded imports without cycles: ports of CPython's
 // test_threaded_import.py and test_importlib/test_locks.py scenarios and of
 // the chapter's examples (42.10 to 42.12, 42.18, 42.19).

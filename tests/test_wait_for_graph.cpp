@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Unit tests of importlock::detail::wait_for_graph with a fake lock and int thread ids.
 //
 // Thread id 0 (int{}) means "free", so the tests use thread ids from 1. A deterministic part
@@ -180,14 +181,7 @@ TEST_CASE("wait_for_graph: removing a wait or freeing a lock breaks a cycle", "[
 
 namespace {
 
-// The seed Catch runs with (--rng-seed): v3 names its accessor getSeed, v2 rngSeed.
-std::uint32_t catch_seed() {
-#if defined(IMPORTLOCK_CATCH2_V3)
-    return Catch::getSeed();
-#else
-    return static_cast<std::uint32_t>(Catch::rngSeed());
-#endif
-}
+using importlock_test::catch_seed;
 
 class oracle {
 public:

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSL-1.0
 # The demo: builds and runs examples/threaded_import.cpp.   Usage: bash tools/demo.sh [args]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSL-1.0
 # Formats the C++ sources in place with the clang-format that tools/test.sh checks with.
 #   bash tools/format.sh            # include/ tests/ examples/ benchmarks/
 #   bash tools/format.sh FILE...    # just these

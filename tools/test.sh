@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSL-1.0
 # Runs every test: bash tools/test.sh [STAGE...]
 #
 # Stages (default: all, in this order):
 #   gcc      CMake preset gcc:   build (-Werror) + ctest
 #   clang    CMake preset clang: build (-Werror) + ctest
+#   libcxx   CMake preset libcxx: clang++ -stdlib=libc++ build (-Werror) + ctest (installs
+#            libc++-14-dev libc++abi-14-dev when missing)
 #   tsan     CMake preset tsan:  clang ThreadSanitizer build + ctest
 #   asan     CMake preset asan:  clang AddressSanitizer + UBSan build + ctest
 #   meson    meson setup -Dwerror=true + meson test
 #   bench    CMake preset release: build the benchmarks (-O2), do not run them
 #   fuzz     libFuzzer target (clang, ASan+UBSan), run for FUZZ_SECONDS (default 30)
-#   consumers  install + find_package, add_subdirectory and a Meson subproject consumer
+#   consumers  a consumer program built through: install + find_package, the build tree's
+#            export (importlock_DIR), add_subdirectory, FetchContent (local git), a Meson
+#            subproject, and pkg-config (compiled, linked and run)
 #   format   clang-format-19 --dry-run --Werror over include/ tests/ examples/ benchmarks/
-#            (fix with: bash tools/format.sh)
+#            (fix with: bash tools/format.sh); the SPDX licence line in every tracked
+#            source, build and script file (fix with: bash tools/spdx.sh); every source
+#            listed in the Meson files (tools/check-meson-lists.sh)
 #
 # Each stage is timed and reported as one PASS/FAIL line; a failing stage does not stop the
 # others. The exit status is non-zero when any stage failed, and the last line is
@@ -19,11 +26,11 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-ALL_STAGES=(gcc clang tsan asan meson bench fuzz consumers format)
+ALL_STAGES=(gcc clang libcxx tsan asan meson bench fuzz consumers format)
 JOBS="${JOBS:-2}"
 
 usage() {
-    sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
+    sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; /SPDX-License-Identifier/d; s/^# \{0,1\}//'
 }
 
 # --- Which stages ---------------------------------------------------------------------------
@@ -32,7 +39,7 @@ for arg in "$@"; do
     case "$arg" in
         -h | --help) usage; exit 0 ;;
         all) stages+=("${ALL_STAGES[@]}") ;;
-        gcc | clang | tsan | asan | meson | fuzz | consumers | format) stages+=("$arg") ;;
+        gcc | clang | libcxx | tsan | asan | meson | fuzz | consumers | format) stages+=("$arg") ;;
         bench | benchmarks | release) stages+=(bench) ;;
         clang-format) stages+=(format) ;;
         *) echo "test.sh: unknown stage '$arg' (stages: ${ALL_STAGES[*]})" >&2; exit 2 ;;
@@ -59,6 +66,16 @@ cmake_preset_stage() {
 stage_gcc() { cmake_preset_stage gcc; }
 stage_clang() { cmake_preset_stage clang; }
 
+# libc++ of the clang++ on PATH (clang 14 on Debian 12). Catch2 v2 is header-only, and the
+# project compiles its main itself (tests/support/catch_main.cpp), so Debian's catch2 works
+# with libc++ too.
+stage_libcxx() {
+    local clang_major
+    clang_major="$(clang++ -dumpversion | cut -d. -f1)"
+    importlock_ensure_deps "libc++-${clang_major}-dev" "libc++abi-${clang_major}-dev"
+    cmake_preset_stage libcxx
+}
+
 stage_tsan() {
     export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1"
     cmake --preset tsan
@@ -84,10 +101,10 @@ stage_asan() {
 stage_meson() {
     local dir=build/meson
     if [ -f "$dir/meson-private/coredata.dat" ]; then
-        meson setup --wipe "$dir" -Dwerror=true
+        meson setup --wipe "$dir" -Dwerror=true -Dcheck_headers=true
     else
         rm -rf "$dir"
-        meson setup "$dir" -Dwerror=true
+        meson setup "$dir" -Dwerror=true -Dcheck_headers=true
     fi
     meson compile -C "$dir" -j "$JOBS"
     meson test -C "$dir" --print-errorlogs --num-processes "$JOBS"
@@ -116,31 +133,59 @@ stage_consumers() {
     dir="$(pwd)/build/consumers"
     rm -rf "$dir"
     mkdir -p "$dir"
-    # 1. Installed, found with find_package (version file checked).
+    # 1. Installed, found with find_package (version file checked), from DATADIR.
     cmake -S . -B "$dir/lib" -G Ninja -DCMAKE_INSTALL_PREFIX="$dir/prefix"
     cmake --install "$dir/lib"
+    test -f "$dir/prefix/share/cmake/importlock/importlockConfig.cmake"
+    test -f "$dir/prefix/share/pkgconfig/importlock.pc"
     cmake -S tests/consumers/cmake -B "$dir/find_package" -G Ninja \
-        -DIMPORTLOCK_ROUTE=find_package -DCMAKE_PREFIX_PATH="$dir/prefix"
+        -DIMPORTLOCK_ROUTE=find_package -DCMAKE_PREFIX_PATH="$dir/prefix" \
+        -DIMPORTLOCK_EXPECT_DIR="$dir/prefix/share/cmake/importlock"
     cmake --build "$dir/find_package"
     "$dir/find_package/consumer"
-    # 2. add_subdirectory (as FetchContent does): no tests, examples or warnings leak.
+    # 2. The build tree's export: importlock_DIR is the (uninstalled) build directory.
+    cmake -S tests/consumers/cmake -B "$dir/build_tree" -G Ninja \
+        -DIMPORTLOCK_ROUTE=find_package -Dimportlock_DIR="$dir/lib" \
+        -DIMPORTLOCK_EXPECT_DIR="$dir/lib"
+    cmake --build "$dir/build_tree"
+    "$dir/build_tree/consumer"
+    # 3. add_subdirectory: no tests, examples or warnings leak.
     cmake -S tests/consumers/cmake -B "$dir/subdirectory" -G Ninja \
         -DIMPORTLOCK_ROUTE=subdirectory -DIMPORTLOCK_SOURCE_DIR="$(pwd)"
     cmake --build "$dir/subdirectory"
     "$dir/subdirectory/consumer"
-    # 3. A Meson subproject.
+    # 4. FetchContent from this repository's git history (local, no network). It fetches
+    #    the committed HEAD: uncommitted changes are not part of this route.
+    if ! git diff --quiet HEAD -- 2>/dev/null; then
+        echo "consumers: note: the tree has uncommitted changes; FetchContent uses HEAD"
+    fi
+    cmake -S tests/consumers/cmake -B "$dir/fetchcontent" -G Ninja \
+        -DIMPORTLOCK_ROUTE=fetchcontent -DIMPORTLOCK_GIT_REPOSITORY="$(pwd)" \
+        -DIMPORTLOCK_GIT_TAG="$(git rev-parse HEAD)"
+    cmake --build "$dir/fetchcontent"
+    "$dir/fetchcontent/consumer"
+    # 5. A Meson subproject.
     mkdir -p "$dir/meson_src/subprojects"
     cp tests/consumers/meson/meson.build "$dir/meson_src/"
     cp tests/consumers/consumer.cpp "$dir/"
     ln -s "$(pwd)" "$dir/meson_src/subprojects/importlock"
     meson setup "$dir/meson" "$dir/meson_src"
     meson test -C "$dir/meson" --print-errorlogs
-    # 4. pkg-config from the CMake install.
-    PKG_CONFIG_PATH="$dir/prefix/share/pkgconfig:$dir/prefix/lib/pkgconfig" \
-        pkg-config --cflags importlock
+    # 6. pkg-config from the CMake install: a program compiled and linked with its flags.
+    local pc_flags
+    pc_flags="$(PKG_CONFIG_PATH="$dir/prefix/share/pkgconfig" pkg-config --cflags --libs importlock)"
+    echo "consumers: pkg-config --cflags --libs importlock: $pc_flags"
+    # shellcheck disable=SC2086 # the flags are words
+    g++ -std=c++20 tests/consumers/consumer.cpp $pc_flags -o "$dir/pkg_config_consumer"
+    "$dir/pkg_config_consumer"
 }
 
 stage_format() {
+    local rc=0
+    # Every tracked source, build and script file starts with the SPDX licence line.
+    bash tools/spdx.sh --check || rc=1
+    # Every tests/, examples/, benchmarks/ source and public header is in the Meson lists.
+    bash tools/check-meson-lists.sh || rc=1
     local files=()
     mapfile -d '' files < <(importlock_cpp_sources)
     echo "format: checking ${#files[@]} files with $("$IMPORTLOCK_CLANG_FORMAT" --version)"
@@ -149,6 +194,7 @@ stage_format() {
         echo "format: to fix, run: bash tools/format.sh"
         return 1
     fi
+    return "$rc"
 }
 
 # --- Run ------------------------------------------------------------------------------------

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // importlock/errors.hpp: the exceptions importlock throws.
 //
 // Every error derives from import_error, itself a std::runtime_error, and its
@@ -7,12 +8,13 @@
 #pragma once
 
 #include <cstddef>
-#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <utility>
 #include <vector>
+
+#include "key_traits.hpp"
 
 namespace importlock {
 
@@ -35,6 +37,18 @@ class module_not_found_error : public import_error {
 public:
     explicit module_not_found_error(std::string key)
         : import_error(key, "no module named '" + key + "'") {}
+
+    // Builds the error with a finder's hint on how the key could be found
+    // (finder_policy.hpp's not_found_hint), appended to the message after "; ".
+    module_not_found_error(std::string key, std::string hint)
+        : import_error(key, "no module named '" + key + "'" + (hint.empty() ? "" : "; " + hint)),
+          hint_(std::move(hint)) {}
+
+    // Returns the finder's hint, or an empty string.
+    const std::string& hint() const noexcept { return hint_; }
+
+private:
+    std::string hint_;
 };
 
 // Reports an import of a key that block() tombstoned (CPython's
@@ -103,9 +117,7 @@ public:
 
     // Formats a thread id as std::thread::id's operator<< does.
     static std::string describe(std::thread::id thread) {
-        std::ostringstream out;
-        out << thread;
-        return out.str();
+        return detail::write_to_string([thread](std::ostream& out) { out << thread; });
     }
 
 private:

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // importlock/import_system.hpp: basic_import_system, CPython's _find_and_load
 // for any keyed resource.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // importlock/importer.hpp: the interface a loader imports through.
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // importlock/importlock.hpp: the umbrella header; includes every public header.
 //
 // importlock gives any keyed resource CPython's import-lock semantics:

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // importlock/key_traits.hpp: how importlock hashes, compares, prints and
 // climbs a key type.
 //
@@ -10,13 +11,46 @@
 #include <cstddef>
 #include <functional>
 #include <optional>
-#include <sstream>
+#include <ostream>
+#include <streambuf>
 #include <string>
 #include <type_traits>
 
 namespace importlock {
 
 namespace detail {
+
+// A streambuf that appends to a std::string: operator<< formatting without <sstream>
+// (which costs compile time in every translation unit, for a cold path).
+class string_appender final : public std::streambuf {
+public:
+    explicit string_appender(std::string& out) noexcept : out_(out) {}
+
+protected:
+    int_type overflow(int_type c) override {
+        if (!traits_type::eq_int_type(c, traits_type::eof())) {
+            out_.push_back(traits_type::to_char_type(c));
+        }
+        return traits_type::not_eof(c);
+    }
+    std::streamsize xsputn(const char* s, std::streamsize n) override {
+        out_.append(s, static_cast<std::size_t>(n));
+        return n;
+    }
+
+private:
+    std::string& out_;
+};
+
+// Returns what `write(os)` writes to a std::ostream.
+template <class Write>
+std::string write_to_string(Write&& write) {
+    std::string out;
+    string_appender buffer(out);
+    std::ostream os(&buffer);
+    write(os);
+    return out;
+}
 
 template <class T>
 concept ostream_printable = requires(std::ostream& os, const T& value) { os << value; };
@@ -37,9 +71,7 @@ struct key_traits {
         if constexpr (std::is_convertible_v<const Key&, std::string>) {
             return std::string(key);
         } else if constexpr (detail::ostream_printable<Key>) {
-            std::ostringstream out;
-            out << key;
-            return out.str();
+            return detail::write_to_string([&key](std::ostream& out) { out << key; });
         } else {
             return "<unprintable key>";
         }

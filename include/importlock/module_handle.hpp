@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // importlock/module_handle.hpp: a resolved reference to one key's module.
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // importlock/module_spec.hpp: what a finder returns for a key.
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // importlock/module_traits.hpp: customisation points on the module type.
 #pragma once
 

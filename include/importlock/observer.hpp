@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // importlock/observer.hpp: hooks that see every import, for logging and tracing.
 #pragma once
 

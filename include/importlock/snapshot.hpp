@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // importlock/snapshot.hpp: a picture of the imports in flight, a thread dump
 // for imports (basic_import_system::snapshot).
 #pragma once
@@ -5,12 +6,12 @@
 #include <cstddef>
 #include <optional>
 #include <ostream>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "detail/dot_quote.hpp"
+#include "key_traits.hpp"
 
 namespace importlock {
 
@@ -62,9 +63,7 @@ struct import_snapshot {
 
     // Returns write_text's output.
     std::string to_text() const {
-        std::ostringstream out;
-        write_text(out);
-        return out.str();
+        return detail::write_to_string([this](std::ostream& out) { write_text(out); });
     }
 
     // Writes a Graphviz DOT graph: thread -> key it waits for, key -> thread
@@ -85,16 +84,12 @@ struct import_snapshot {
 
     // Returns write_dot's output.
     std::string to_dot() const {
-        std::ostringstream out;
-        write_dot(out);
-        return out.str();
+        return detail::write_to_string([this](std::ostream& out) { write_dot(out); });
     }
 
 private:
     static std::string thread_name(std::thread::id id) {
-        std::ostringstream out;
-        out << "thread " << id;
-        return out.str();
+        return detail::write_to_string([id](std::ostream& out) { out << "thread " << id; });
     }
 };
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // importlock/version.hpp: the library version.
 #pragma once
 

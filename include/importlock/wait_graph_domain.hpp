@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // importlock/wait_graph_domain.hpp: the threads whose waits are checked for
 // cycles together.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // A finder with the wrong member name.
 // expect: the FinderPolicy needs `std::optional<module_spec<Key, Module>> find_spec
 #include <importlock/importlock.hpp>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // A key type with no std::hash and no key_traits.
 // expect: the Key needs a hash and an equality
 #include <importlock/importlock.hpp>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // A custom mutex paired with std::condition_variable, which only waits on std::mutex.
 // expect: use std::condition_variable_any
 #include <importlock/importlock.hpp>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // A lock policy that forgot its mutex type.
 // expect: the LockPolicy has no `using mutex_type = ...;`
 #include <importlock/importlock.hpp>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // A lock policy that does not say what a cycle gets.
 // expect: the LockPolicy has no `static constexpr cycle_resolution on_cycle`
 #include <importlock/importlock.hpp>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // A const module type: loaders need a mutable object to initialise.
 // expect: the Module must be a non-const, non-array object type
 #include <importlock/importlock.hpp>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // A program that uses importlock as a dependency, built by tools/test.sh's
 // consumers stage through find_package, add_subdirectory and a Meson subproject.
 #include <importlock/importlock.hpp>

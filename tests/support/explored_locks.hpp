@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // tests/support/explored_locks.hpp: lock policies whose every synchronisation step is a
 // scheduling point of the schedule explorer (schedule_explorer.hpp).
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // tests/support/explorer_catch.hpp: the schedule explorer's glue to Catch2.
 #pragma once
 

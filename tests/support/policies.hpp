@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // tests/support/policies.hpp: the lock policies a scenario runs under.
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // tests/support/regression.hpp: helpers shared by the core regression tests
 // (tests/test_core_regressions*.cpp).
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // tests/support/scenario.hpp: building blocks for the multi-threaded scenarios.
 //
 // Catch2 v2 assertions are not thread-safe: worker threads only write into

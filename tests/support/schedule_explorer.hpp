@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // tests/support/schedule_explorer.hpp: a deterministic scheduler that explores the
 // interleavings of a few real threads, one at a time (issue 9).
 //

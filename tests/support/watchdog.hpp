@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // tests/support/watchdog.hpp: turn a hang into a failure.
 //
 // A watchdog aborts the process with a message if it is still armed after its

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSL-1.0
 # shellcheck shell=bash
 # Sourced by tools/test.sh, tools/demo.sh and tools/format.sh: installs the Debian 12
 # packages the build needs, and only when one is missing (no apt run on a machine that
@@ -5,6 +6,13 @@
 #
 #   importlock_ensure_deps            # everything tools/test.sh needs
 #   importlock_ensure_deps g++ cmake  # just these
+#
+# IMPORTLOCK_INSTALL_DEPS says whether missing packages are installed:
+#   1  install them with apt-get (through sudo when not root)
+#   0  never install; list what is missing (the stages that need it then fail)
+# Unset, it is 1 when running as root or when CI=true (CI runs as root on a fresh
+# Debian 12 and must set itself up), and 0 otherwise: a developer's machine is not
+# changed behind their back.
 
 # The formatter is pinned: Debian 12's default clang-format (14) mangles C++20
 # requires-clauses, bookworm's clang-format-19 does not. CLANG_FORMAT=... overrides the
@@ -59,6 +67,21 @@ importlock_ensure_deps() {
         importlock_pkg_installed "$pkg" || missing+=("$pkg")
     done
     if [ "${#missing[@]}" -eq 0 ]; then
+        return 0
+    fi
+
+    local install="${IMPORTLOCK_INSTALL_DEPS:-}"
+    if [ -z "$install" ]; then
+        if [ "$(id -u)" -eq 0 ] || [ "${CI:-}" = true ]; then
+            install=1
+        else
+            install=0
+        fi
+    fi
+    if [ "$install" != 1 ]; then
+        echo "ensure-deps: missing ${missing[*]}; not installing them" \
+            "(IMPORTLOCK_INSTALL_DEPS=$install). Install them with" \
+            "'apt-get install ${missing[*]}' or rerun with IMPORTLOCK_INSTALL_DEPS=1." >&2
         return 0
     fi
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // importlock/detail/deadline.hpp: time limits that saturate instead of
 // overflowing (import_module_for / import_module_until).
 //

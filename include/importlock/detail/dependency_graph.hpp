@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // importlock/detail/dependency_graph.hpp: queries over the recorded
 // dependency graph (an edge a -> b when a's loader imported b).
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // importlock/detail/dependency_recorder.hpp: the keys a running loader
 // imported, the edges of the dependency graph (§1.11, §1.13).
 //

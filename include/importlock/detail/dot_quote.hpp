@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // importlock/detail/dot_quote.hpp: quoting for Graphviz DOT output.
 #pragma once
 

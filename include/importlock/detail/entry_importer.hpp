@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // importlock/detail/entry_importer.hpp: the importer a loader receives
 // (DESIGN §1.13: importers outlive loaders).
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // importlock/detail/lock_protocol.hpp: module locks, import stacks and the
 // wait-for graph of one import system (DESIGN §1.2-§1.4; CPython's
 // _ModuleLock and _ModuleLockManager).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // importlock/detail/module_factory.hpp: from a spec to a module object
 // (CPython's module_from_spec) and the errors of that step.
 //
@@ -11,6 +12,7 @@
 #include <type_traits>
 
 #include "../errors.hpp"
+#include "../finders/finder_policy.hpp"
 #include "../key_traits.hpp"
 #include "../module_spec.hpp"
 
@@ -53,12 +55,7 @@ std::shared_ptr<Module> create_module(const Key& key, const module_spec<Key, Mod
 // it could be found when the finder offers one (not_found_hint).
 template <class Finder, class Key>
 module_not_found_error not_found(const Finder& finder, const Key& key) {
-    if constexpr (requires { finder.not_found_hint(key); }) {
-        return module_not_found_error(key_name(key), finder.not_found_hint(key));
-    } else {
-        (void)finder;
-        return module_not_found_error(key_name(key));
-    }
+    return module_not_found_error(key_name(key), not_found_hint_of(finder, key));
 }
 
 }  // namespace importlock::detail

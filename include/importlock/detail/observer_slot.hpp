@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // importlock/detail/observer_slot.hpp: the observer a system reports to.
 //
 // Purpose: holds the installed import_observer (or none) so that a cold

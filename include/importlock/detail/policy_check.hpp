@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // importlock/detail/policy_check.hpp: one readable error per broken template
 // argument of basic_import_system.
 //

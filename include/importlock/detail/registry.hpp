@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // importlock/detail/registry.hpp: the registry (CPython's sys.modules) with
 // lock-free reads.
 //

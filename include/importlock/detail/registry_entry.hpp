@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // importlock/detail/registry_entry.hpp: one key's registration, a state machine.
 //
 // Purpose: everything the registry knows about one key (CPython's

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // importlock/detail/scope_exit.hpp: run a callable when a scope ends.
 #pragma once
 

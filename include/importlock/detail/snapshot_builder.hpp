@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // importlock/detail/snapshot_builder.hpp: assembles an import_snapshot.
 //
 // Purpose: collects, from the lock protocol, each thread's import stack and

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // importlock/detail/spin_lock.hpp: a tiny lock for a few instructions of work.
 //
 // Held only to copy or swap a std::shared_ptr (one reference-count update).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // importlock/detail/teardown_order.hpp: dependents before dependencies
 // (§1.11; folly's singleton teardown).
 //

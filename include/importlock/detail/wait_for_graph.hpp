@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // importlock/detail/wait_for_graph.hpp: which thread waits on which lock.
 //
 // The graph has an edge thread -> lock for every thread blocked on a lock,

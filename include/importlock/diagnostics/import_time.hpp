@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // importlock/diagnostics/import_time.hpp: CPython's `-X importtime`, correct
 // under concurrent imports.
 #pragma once
@@ -7,7 +8,6 @@
 #include <exception>
 #include <mutex>
 #include <ostream>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -93,9 +93,7 @@ public:
 
     // Returns write's output.
     std::string to_string() const {
-        std::ostringstream out;
-        write(out);
-        return out.str();
+        return detail::write_to_string([this](std::ostream& out) { write(out); });
     }
 
 private:

@@ -1,9 +1,11 @@
+// SPDX-License-Identifier: BSL-1.0
 // importlock/finders/finder_chain.hpp: a compile-time chain of finders,
 // CPython's sys.meta_path fixed at compile time.
 #pragma once
 
 #include <cstddef>
 #include <optional>
+#include <string>
 #include <tuple>
 #include <utility>
 
@@ -37,6 +39,18 @@ public:
     // Returns the first spec any finder returns for `key`, or nullopt.
     std::optional<spec_type> find_spec(const Key& key) const { return find_from<0>(key); }
 
+    // Says how `key` could be found (see finder_policy.hpp): "no finder in the chain
+    // found it", followed by the hints of the finders that have one.
+    std::string not_found_hint(const Key& key) const {
+        std::string hint = "no finder in the chain found it";
+        std::apply(
+            [&](const Finders&... finders) {
+                (append_hint(hint, not_found_hint_of(finders, key)), ...);
+            },
+            finders_);
+        return hint;
+    }
+
     // Returns the I-th finder, e.g. to define loaders on a registry_finder.
     template <std::size_t I>
     auto& get() noexcept {
@@ -58,6 +72,10 @@ public:
     }
 
 private:
+    static void append_hint(std::string& hint, const std::string& more) {
+        if (!more.empty()) hint += "; " + more;
+    }
+
     template <std::size_t I>
     std::optional<spec_type> find_from(const Key& key) const {
         if constexpr (I == sizeof...(Finders)) {

@@ -1,8 +1,11 @@
+// SPDX-License-Identifier: BSL-1.0
 // importlock/finders/function_finder.hpp: a finder built from one callable.
 #pragma once
 
 #include <functional>
 #include <optional>
+#include <string>
+#include <type_traits>
 #include <utility>
 
 #include "../module_spec.hpp"
@@ -38,7 +41,19 @@ public:
         return std::optional<spec_type>(find_(key));
     }
 
+    // Says why `key` was not found (see finder_policy.hpp).
+    std::string not_found_hint(const Key&) const {
+        return "the function_finder's function returned no spec for it; make it return a "
+               "module_spec for this key";
+    }
+
 private:
+    static_assert(std::is_invocable_v<const Fn&, const Key&> &&
+                      std::is_constructible_v<std::optional<module_spec<Key, Module>>,
+                                              std::invoke_result_t<const Fn&, const Key&>>,
+                  "importlock: a function_finder's function must be callable as "
+                  "std::optional<module_spec<Key, Module>>(const Key&)");
+
     Fn find_{};
 };
 

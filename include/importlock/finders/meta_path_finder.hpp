@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // importlock/finders/meta_path_finder.hpp: a run-time list of finders that may
 // change while imports run, CPython's sys.meta_path.
 #pragma once
@@ -11,6 +12,7 @@
 #include <mutex>
 #include <optional>
 #include <shared_mutex>
+#include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -115,6 +117,14 @@ public:
             if (std::optional<spec_type> spec = s.find(key)) return spec;
         }
         return std::nullopt;
+    }
+
+    // Says why `key` was not found (see finder_policy.hpp).
+    std::string not_found_hint(const Key&) const {
+        const std::size_t n = size();
+        if (n == 0) return "the meta_path_finder is empty; append() a finder that knows it";
+        return "none of the " + std::to_string(n) +
+               " finders of the meta_path_finder found it; append() one that does";
     }
 
 private:

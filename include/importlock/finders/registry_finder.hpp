@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // importlock/finders/registry_finder.hpp: a run-time table of loaders.
 #pragma once
 
@@ -7,6 +8,7 @@
 #include <mutex>
 #include <optional>
 #include <shared_mutex>
+#include <string>
 #include <type_traits>
 #include <unordered_map>
 #include <utility>
@@ -14,6 +16,7 @@
 #include "../importer.hpp"
 #include "../key_traits.hpp"
 #include "../module_spec.hpp"
+#include "finder_policy.hpp"
 
 namespace importlock {
 
@@ -52,14 +55,36 @@ public:
         return *this;
     }
 
-    // Defines (or redefines) the loader of `key`: `void(Module&, importer<Key, Module>&)`.
-    void define(const Key& key, loader_type loader) {
-        define(key, spec_type{std::move(loader), nullptr, nullptr});
+    // Defines (or redefines) the loader of `key`: a callable as
+    // `void(Module&, importer<Key, Module>&)`. Anything else is rejected with one
+    // static_assert naming that signature.
+    template <class Loader>
+        requires(!std::is_convertible_v<Loader, spec_type>)
+    void define(const Key& key, Loader loader) {
+        static_assert(
+            is_loader<Loader>,
+            "importlock: a loader must be callable as void(Module&, importer<Key, Module>&), "
+            "e.g. [](Module& m, auto& imp) { ... } (see importlock/module_spec.hpp)");
+        if constexpr (is_loader<Loader>) {
+            define(key, spec_type{loader_type(std::move(loader)), nullptr, nullptr});
+        }
     }
 
-    // Defines (or redefines) the loader and module factory of `key`.
-    void define(const Key& key, loader_type loader, factory_type factory) {
-        define(key, spec_type{std::move(loader), std::move(factory), nullptr});
+    // Defines (or redefines) the loader and module factory of `key`; the factory is
+    // callable as `std::shared_ptr<Module>(const Key&)`.
+    template <class Loader, class Factory>
+    void define(const Key& key, Loader loader, Factory factory) {
+        static_assert(
+            is_loader<Loader>,
+            "importlock: a loader must be callable as void(Module&, importer<Key, Module>&), "
+            "e.g. [](Module& m, auto& imp) { ... } (see importlock/module_spec.hpp)");
+        static_assert(std::is_constructible_v<factory_type, Factory>,
+                      "importlock: a module factory must be callable as "
+                      "std::shared_ptr<Module>(const Key&)");
+        if constexpr (is_loader<Loader> && std::is_constructible_v<factory_type, Factory>) {
+            define(key, spec_type{loader_type(std::move(loader)), factory_type(std::move(factory)),
+                                  nullptr});
+        }
     }
 
     // Defines (or redefines) `key` as a single-phase module: `build(importer&)`
@@ -116,7 +141,21 @@ public:
         return it->second;
     }
 
+    // Says how `key` could be found (see finder_policy.hpp):
+    // `define it with finder().define("db", ...)`.
+    std::string not_found_hint(const Key& key) const {
+        std::string shown = key_traits<Key>::to_string(key);
+        if constexpr (std::is_convertible_v<const Key&, std::string>) shown = '"' + shown + '"';
+        return "define it with finder().define(" + shown + ", ...)";
+    }
+
 private:
+    // A loader: callable on the module being initialised and the importer.
+    template <class Loader>
+    static constexpr bool is_loader =
+        std::is_invocable_v<Loader&, Module&, importer<Key, Module>&> &&
+        std::is_constructible_v<loader_type, Loader>;
+
     using spec_map = std::unordered_map<Key, spec_type, Hash, KeyEqual>;
 
     spec_map copy_specs() const {

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // importlock/keys/filesystem_path.hpp: std::filesystem::path keys, with the
 // parent directory as parent ("plugins/audio/mp3" needs "plugins/audio").
 #pragma once

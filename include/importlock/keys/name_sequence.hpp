@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // importlock/keys/name_sequence.hpp: std::vector<std::string> keys, a dotted
 // name already split: {"pkg", "sub"} has the parent {"pkg"}.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // importlock/locking/global_lock.hpp: one re-entrant lock for every import.
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // importlock/locking/lock_policy.hpp: what makes a type a lock policy.
 //
 // A lock policy is a plain type with four members:

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // importlock/locking/no_locks.hpp: for programs that import from one thread.
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // importlock/locking/per_key_locks.hpp: one module lock per key in flight.
 #pragma once
 
