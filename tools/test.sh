@@ -2,14 +2,15 @@
 # SPDX-License-Identifier: BSL-1.0
 # Runs every test: bash tools/test.sh [STAGE...]
 #
-# Stages (default: all, in this order):
-#   gcc      CMake preset gcc:   build (-Werror) + ctest
+# Stages (default, in this order: gcc tsan asan libcxx bench fuzz consumers format; "all"
+# adds clang and meson, whose compilers and build system the default stages already cover):
+#   gcc      CMake preset gcc:   build (-Werror, each header alone) + ctest
+#   tsan     CMake preset tsan:  clang ThreadSanitizer build (-Werror) + ctest
+#   asan     CMake preset asan:  clang AddressSanitizer + UBSan build (-Werror) + ctest
+#   libcxx   Meson, clang++ -stdlib=libc++: build (-Werror, each header alone) + meson test
+#            (installs libc++-14-dev libc++abi-14-dev when missing)
 #   clang    CMake preset clang: build (-Werror) + ctest
-#   libcxx   CMake preset libcxx: clang++ -stdlib=libc++ build (-Werror) + ctest (installs
-#            libc++-14-dev libc++abi-14-dev when missing)
-#   tsan     CMake preset tsan:  clang ThreadSanitizer build + ctest
-#   asan     CMake preset asan:  clang AddressSanitizer + UBSan build + ctest
-#   meson    meson setup -Dwerror=true + meson test
+#   meson    Meson with the default compiler (g++): build (-Werror) + meson test
 #   bench    CMake preset release: build the benchmarks (-O2), do not run them
 #   fuzz     libFuzzer target (clang, ASan+UBSan), run for FUZZ_SECONDS (default 30)
 #   consumers  a consumer program built through: install + find_package, the build tree's
@@ -26,7 +27,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-ALL_STAGES=(gcc clang libcxx tsan asan meson bench fuzz consumers format)
+DEFAULT_STAGES=(gcc tsan asan libcxx bench fuzz consumers format)
+ALL_STAGES=(gcc clang tsan asan libcxx meson bench fuzz consumers format)
 JOBS="${JOBS:-2}"
 
 usage() {
@@ -46,7 +48,7 @@ for arg in "$@"; do
     esac
 done
 if [ "${#stages[@]}" -eq 0 ]; then
-    stages=("${ALL_STAGES[@]}")
+    stages=("${DEFAULT_STAGES[@]}")
 fi
 
 # shellcheck source=tools/lib/ensure-deps.sh
@@ -73,7 +75,14 @@ stage_libcxx() {
     local clang_major
     clang_major="$(clang++ -dumpversion | cut -d. -f1)"
     importlock_ensure_deps "libc++-${clang_major}-dev" "libc++abi-${clang_major}-dev"
-    cmake_preset_stage libcxx
+    # Meson with clang++ and libc++: checks the Meson build and macOS's standard library
+    # in one build (CMake users: the libcxx preset does the same with CMake).
+    local dir=build/libcxx
+    rm -rf "$dir"
+    CXX=clang++ CXXFLAGS="-stdlib=libc++" LDFLAGS="-stdlib=libc++" \
+        meson setup "$dir" -Dwerror=true -Dcheck_headers=true
+    meson compile -C "$dir" -j "$JOBS"
+    meson test -C "$dir" --print-errorlogs --num-processes "$JOBS"
 }
 
 stage_tsan() {

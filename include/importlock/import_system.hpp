@@ -3,7 +3,8 @@
 // for any keyed resource.
 //
 // The public interface comes first; after it, the algorithm of DESIGN §1 in
-// §1 order, each step marked `§1.x`. The machinery lives in detail/:
+// §1 order, each step marked `§1.x`. The state and its read-only queries are
+// in detail/import_state.hpp; the machinery in detail/:
 //   registry.hpp, registry_entry.hpp   the registry and each key's state machine
 //   lock_protocol.hpp                  module locks, import stacks, cycle chains
 //   entry_importer.hpp, dependency_recorder.hpp   the importer and what it records
@@ -15,16 +16,12 @@
 #include <version>
 #endif
 
-#include <algorithm>
-#include <atomic>
 #include <cassert>
 #include <chrono>
 #include <cstddef>
-#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <ostream>
 #include <string>
 #include <thread>
 #include <type_traits>
@@ -35,26 +32,15 @@
 #endif
 
 #include "detail/deadline.hpp"
-#include "detail/dependency_graph.hpp"
-#include "detail/dependency_recorder.hpp"
-#include "detail/entry_importer.hpp"
-#include "detail/lock_protocol.hpp"
+#include "detail/import_state.hpp"
 #include "detail/module_factory.hpp"
-#include "detail/observer_slot.hpp"
-#include "detail/policy_check.hpp"
-#include "detail/registry.hpp"
-#include "detail/snapshot_builder.hpp"
 #include "detail/teardown_order.hpp"
 #include "errors.hpp"
 #include "finders/registry_finder.hpp"
 #include "importer.hpp"
-#include "key_traits.hpp"
 #include "locking/per_key_locks.hpp"
 #include "module_handle.hpp"
 #include "module_traits.hpp"
-#include "observer.hpp"
-#include "snapshot.hpp"
-#include "wait_graph_domain.hpp"
 
 namespace importlock {
 
@@ -91,26 +77,27 @@ namespace importlock {
 // through a cycle), or the system is destroyed.
 template <class Key, class Module, class LockPolicy = per_key_locks,
           class FinderPolicy = registry_finder<Key, Module>>
-class basic_import_system final : public importer<Key, Module> {
+class basic_import_system final
+    : public importer<Key, Module>,
+      public detail::import_state<Key, Module, detail::lock_policy_or_default<LockPolicy>,
+                                  basic_import_system<Key, Module, LockPolicy, FinderPolicy>> {
     static_assert(detail::checked_module<Module>::value);
     static_assert(detail::checked_lock_policy<LockPolicy>::value);
     using policy = detail::lock_policy_or_default<LockPolicy>;
+    using base = detail::import_state<Key, Module, policy, basic_import_system>;
     using checked_finder_type =
         typename std::conditional_t<detail::checked_key<Key>::ok,
                                     detail::checked_finder<FinderPolicy, Key, Module>,
                                     std::type_identity<detail::null_finder<Key, Module>>>::type;
-    using hasher = typename detail::key_functions<Key>::hasher;
-    using key_equal = typename detail::key_functions<Key>::key_equal;
-    using frame_type = detail::load_frame<Key, hasher, key_equal>;
-    using guard_type =
-        std::conditional_t<detail::single_threaded<policy>, detail::null_guard, detail::spin_lock>;
-    using entry_type = detail::registry_entry<
-        Key, Module, guard_type,
-        detail::entry_extra<Key, Module, basic_import_system, frame_type, guard_type>>;
-    using protocol_type = detail::lock_protocol<Key, policy, entry_type>;
+    using typename base::entry_type;
+    using typename base::frame_type;
+    using typename base::protocol_type;
+    using typename base::state_lock;
     using claim = typename protocol_type::claim;
-    using state_lock = std::unique_lock<typename policy::mutex_type>;
     using entry_state = detail::entry_state;
+    using base::closing_, base::hasher_, base::observer_, base::protocol_, base::ready_count_,
+        base::registry_, base::size_, base::state_mutex_;
+    using base::find_entry, base::max_import_depth, base::name, base::published;
     friend class module_handle<basic_import_system>;
 
 public:
@@ -121,16 +108,13 @@ public:
     using importer_type = importer<Key, Module>;
     using spec_type = module_spec<Key, Module>;
     using traits_type = key_traits<Key>;
-    using observer_type = import_observer<Key>;
-
-    // The default of max_import_depth(), CPython's default recursion limit.
-    static constexpr std::size_t default_max_import_depth = 1000;
+    using typename base::observer_type;
 
     // Builds an empty system with `finder`, whose cycles are checked in `domain`.
     basic_import_system() : basic_import_system(FinderPolicy{}) {}
     explicit basic_import_system(FinderPolicy finder,
                                  wait_graph_domain& domain = wait_graph_domain::process_wide())
-        : protocol_(domain), finder_(std::move(finder)) {}
+        : base(domain), finder_(std::move(finder)) {}
     explicit basic_import_system(wait_graph_domain& domain)
         : basic_import_system(FinderPolicy{}, domain) {}
     basic_import_system(const basic_import_system&) = delete;
@@ -140,7 +124,7 @@ public:
     // destructors succeed and are torn down too, until the final round, in
     // which they throw import_error. Precondition: no import in flight.
     ~basic_import_system() {
-        assert(lock_count() == 0 &&
+        assert(this->lock_count() == 0 &&
                "importlock: import system destroyed while imports are in flight");
         teardown(true);
     }
@@ -214,15 +198,6 @@ public:
         const entry_type* e = find_entry(key, hasher_(key));
         return e == nullptr ? nullptr : e->registered();
     }
-    // Returns whether a module, initialised or not, is registered for `key`.
-    bool contains(const Key& key) const { return detail::holds_module(state_of(key)); }
-    // Returns whether `key`'s first load is running (not a reload: spec._initializing).
-    bool is_initializing(const Key& key) const {
-        return state_of(key) == entry_state::initializing;
-    }
-    // Returns whether `key` is blocked.
-    bool is_blocked(const Key& key) const { return state_of(key) == entry_state::blocked; }
-
     // Blocks `key` (`sys.modules[k] = None`): importing it throws
     // import_halted_error until erase(key). Refused while `key` is in flight.
     void block(const Key& key) { unregister(key, true); }
@@ -232,81 +207,17 @@ public:
     // Drops every loaded module and block, dependents first, and then what
     // their destructors imported; returns the modules dropped.
     std::size_t clear() { return teardown(false); }
-    // Returns the number of registered modules.
-    std::size_t size() const noexcept { return size_.load(std::memory_order_relaxed); }
-    // Returns the bytes of one registry entry (one per key ever imported or blocked).
-    static constexpr std::size_t entry_bytes() noexcept { return sizeof(entry_type); }
-
-    // --- Limits and diagnostics (§1.12; diagnostics/) ------------------------------------
-
-    // Sets how deeply this thread's imports may nest, over every system (§1.12).
-    void set_max_import_depth(std::size_t depth) noexcept {
-        max_depth_.store(depth, std::memory_order_relaxed);
-    }
-    // Returns the nesting limit (default_max_import_depth unless set).
-    std::size_t max_import_depth() const noexcept {
-        return max_depth_.load(std::memory_order_relaxed);
-    }
-    // Returns the keys the last successful load of `key` imported through its
-    // importer, successfully, each once in first-import order.
-    std::vector<Key> dependencies(const Key& key) const {
-        state_lock state(state_mutex_);
-        const entry_type* e = registry_.find(key, hasher_(key));
-        if (e == nullptr || !detail::holds_module(e->current_state())) return {};
-        return e->dependencies;
-    }
-    // Returns the registered keys whose loaders imported `key`.
-    std::vector<Key> dependents(const Key& key) const {
-        state_lock state(state_mutex_);
-        return detail::dependents_of(registry_, key, equal_);
-    }
-    // Writes the dependency graph as Graphviz DOT (initialising modules dashed).
-    void write_dependency_dot(std::ostream& out) const {
-        state_lock state(state_mutex_);
-        detail::write_dependency_dot(out, registry_);
-    }
-    // Installs `observer` (null: none) for the imports that start afterwards.
-    void set_observer(std::shared_ptr<observer_type> observer) {
-        observer_.set(std::move(observer));
-    }
-    // Returns the installed observer, or null.
-    std::shared_ptr<observer_type> observer() const { return observer_.load(); }
-    // Returns what the imports in flight are doing: a thread dump for imports.
-    import_snapshot snapshot() const {
-        state_lock state(state_mutex_);
-        return detail::snapshot_builder::of(protocol_);
-    }
-    // Returns the module locks held or awaited: 0 when no import is in flight.
-    std::size_t lock_count() const {
-        state_lock state(state_mutex_);
-        return protocol_.lock_count();
-    }
-    // Returns the threads waiting for `key`'s lock (global_lock: the global lock).
-    std::size_t waiter_count(const Key& key) const {
-        state_lock state(state_mutex_);
-        return protocol_.waiters_of(registry_.find(key, hasher_(key)));
-    }
+    // The read-only queries (contains, is_initializing, is_blocked, size,
+    // set_max_import_depth, dependencies, dependents, write_dependency_dot,
+    // set_observer, snapshot, lock_count, waiter_count, ...) come from
+    // detail/import_state.hpp, with the state they read.
 
     // ===================== End of the public interface. =====================
     // The algorithm of DESIGN §1 follows, in §1 order.
 
 private:
-    // §1.1 Hit: every read path finds the key's entry here, once, and an
-    // import carries it through the algorithm. An entry's published module
-    // is non-null only while ready: state and module are read together.
-    entry_type* find_entry(const Key& key, std::size_t hash) const {
-        detail::yield_point<policy>();
-        return registry_.find(key, hash);
-    }
-    static std::shared_ptr<Module> published(const entry_type* e) {
-        if (e == nullptr) return nullptr;
-        detail::yield_point<policy>();
-        return e->published();
-    }
-    entry_state state_of(const Key& key) const {
-        const entry_type* e = find_entry(key, hasher_(key));
-        return e == nullptr ? entry_state::absent : e->current_state();
-    }
+    // §1.1 Hit: find_entry and published (detail/import_state.hpp) are the one
+    // read path: an entry's module is published only together with "ready".
 
     // CPython's _find_and_load: hit, blocked, parents (§1.7), then the key.
     // `e` is the key's entry, or null when it has none yet.
@@ -608,29 +519,16 @@ private:
     // modules dropped to `dropped`; returns whether there was anything.
     bool teardown_round(std::size_t& dropped) {
         std::vector<std::shared_ptr<Module>> doomed;
+        std::size_t blocks = 0;
         {
             state_lock state(state_mutex_);
-            std::vector<entry_type*> nodes;
-            std::size_t blocks = 0;
-            registry_.for_each([&](entry_type& e) {
-                const entry_state st = e.current_state();
-                if (st == entry_state::ready && e.holder_thread == std::thread::id{}) {
-                    nodes.push_back(&e);
-                } else if (st == entry_state::blocked) {
-                    e.drop();
-                    ++blocks;
-                }
-            });
             const auto find = [&](const Key& k) { return registry_.find(k, hasher_(k)); };
-            for (entry_type* e : detail::teardown_plan(std::move(nodes), find)) {
-                doomed.push_back(e->drop());
-            }
+            doomed = detail::take_settled(registry_, find, blocks);
             size_.fetch_sub(doomed.size(), std::memory_order_relaxed);
-            if (doomed.empty() && blocks == 0) return false;
         }
         dropped += doomed.size();
         for (auto& module : doomed) module.reset();  // outside the mutex: destructors may import
-        return true;
+        return !doomed.empty() || blocks != 0;
     }
 
     // --- Helpers ------------------------------------------------------------------------
@@ -659,12 +557,10 @@ private:
         return find_and_load(key, hash, e, policy::on_cycle, limit);
     }
 
-    static std::string name(const Key& key) { return traits_type::to_string(key); }
     static std::chrono::nanoseconds since(std::chrono::steady_clock::time_point start) {
         return std::chrono::duration_cast<std::chrono::nanoseconds>(
             std::chrono::steady_clock::now() - start);
     }
-    const entry_type* find_entry(const Key& key) const { return find_entry(key, hasher_(key)); }
 
     static constexpr bool timed_waits =
         requires(typename policy::condition_variable_type& cv, state_lock& lock,
@@ -676,16 +572,6 @@ private:
         policy::scope == lock_scope::per_key;
     static constexpr int teardown_rounds = 64;
 
-    [[no_unique_address]] hasher hasher_{};
-    [[no_unique_address]] key_equal equal_{};
-    mutable typename policy::mutex_type state_mutex_;  // guards all below but the registry's reads
-    detail::registry<entry_type, hasher, key_equal> registry_;
-    protocol_type protocol_;
-    std::atomic<std::size_t> size_{0};
-    std::atomic<std::size_t> max_depth_{default_max_import_depth};
-    std::uint64_t ready_count_ = 0;  // modules that became ready, ever
-    bool closing_ = false;           // the destructor's last round: imports refused
-    detail::observer_slot<observer_type> observer_;
     checked_finder_type finder_;
 };
 

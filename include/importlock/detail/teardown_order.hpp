@@ -54,6 +54,8 @@ inline std::vector<std::size_t> teardown_order(const std::vector<std::vector<std
 
 #include <algorithm>
 
+#include "registry_entry.hpp"
+
 namespace importlock::detail {
 
 // Returns `nodes` (registered entries, each with ready_order and
@@ -80,6 +82,29 @@ std::vector<Entry*> teardown_plan(std::vector<Entry*> nodes, Find&& find) {
     out.reserve(nodes.size());
     for (const std::size_t i : teardown_order(deps)) out.push_back(nodes[i]);
     return out;
+}
+
+// Unregisters every settled module of `registry` (ready, no load or reload
+// running) and every block; returns the modules in teardown order for the
+// caller to destroy outside its mutex, and counts the blocks in `blocks`.
+// The caller holds the system's state mutex. O(n log n + edges).
+template <class Registry, class Find>
+auto take_settled(Registry& registry, Find&& find, std::size_t& blocks) {
+    using entry = typename Registry::entry_type;
+    std::vector<entry*> nodes;
+    registry.for_each([&](entry& e) {
+        const entry_state s = e.current_state();
+        if (s == entry_state::ready && e.holder_thread == decltype(e.holder_thread){}) {
+            nodes.push_back(&e);
+        } else if (s == entry_state::blocked) {
+            e.drop();
+            ++blocks;
+        }
+    });
+    std::vector<decltype(nodes.front()->drop())> doomed;
+    doomed.reserve(nodes.size());
+    for (entry* e : teardown_plan(std::move(nodes), find)) doomed.push_back(e->drop());
+    return doomed;
 }
 
 }  // namespace importlock::detail

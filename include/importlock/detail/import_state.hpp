@@ -1,0 +1,165 @@
+// SPDX-License-Identifier: BSL-1.0
+// importlock/detail/import_state.hpp: what one import system knows, and the
+// queries that only read it.
+//
+// Purpose: owns the registry, the lock protocol, the observer slot and the
+// counters of a basic_import_system, and answers the public queries that read
+// them without importing (contains, size, dependencies, snapshot,
+// lock_count, ...). basic_import_system derives from it and adds the
+// algorithm of DESIGN §1, the only code that changes this state, so that the
+// algorithm reads in one place (import_system.hpp) and the queries live here.
+//
+// Thread-safety: every query may run on any thread, also from loaders, hooks
+// and module destructors. contains, is_initializing, is_blocked and size are
+// lock-free (a probe and one acquire load); the others take the state mutex,
+// and snapshot also the wait_graph_domain's. Cost: see basic_import_system.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <ostream>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "../key_traits.hpp"
+#include "../observer.hpp"
+#include "../snapshot.hpp"
+#include "../wait_graph_domain.hpp"
+#include "dependency_graph.hpp"
+#include "dependency_recorder.hpp"
+#include "entry_importer.hpp"
+#include "lock_protocol.hpp"
+#include "observer_slot.hpp"
+#include "policy_check.hpp"
+#include "registry.hpp"
+#include "registry_entry.hpp"
+#include "snapshot_builder.hpp"
+#include "spin_lock.hpp"
+
+namespace importlock::detail {
+
+template <class Key, class Module, class Policy, class System>
+class import_state {
+protected:
+    using hasher = typename key_functions<Key>::hasher;
+    using key_equal = typename key_functions<Key>::key_equal;
+    using frame_type = load_frame<Key, hasher, key_equal>;
+    using guard_type = std::conditional_t<single_threaded<Policy>, null_guard, spin_lock>;
+    using entry_type = registry_entry<Key, Module, guard_type,
+                                      entry_extra<Key, Module, System, frame_type, guard_type>>;
+    using protocol_type = lock_protocol<Key, Policy, entry_type>;
+    using state_lock = std::unique_lock<typename Policy::mutex_type>;
+
+public:
+    using observer_type = import_observer<Key>;
+
+    // The default of max_import_depth(), CPython's default recursion limit.
+    static constexpr std::size_t default_max_import_depth = 1000;
+
+    // Returns whether a module, initialised or not, is registered for `key`.
+    bool contains(const Key& key) const { return holds_module(state_of(key)); }
+    // Returns whether `key`'s first load is running (not a reload: spec._initializing).
+    bool is_initializing(const Key& key) const {
+        return state_of(key) == entry_state::initializing;
+    }
+    // Returns whether `key` is blocked.
+    bool is_blocked(const Key& key) const { return state_of(key) == entry_state::blocked; }
+    // Returns the number of registered modules.
+    std::size_t size() const noexcept { return size_.load(std::memory_order_relaxed); }
+    // Returns the bytes of one registry entry (one per key ever imported or blocked).
+    static constexpr std::size_t entry_bytes() noexcept { return sizeof(entry_type); }
+
+    // Sets how deeply this thread's imports may nest, over every system (§1.12).
+    void set_max_import_depth(std::size_t depth) noexcept {
+        max_depth_.store(depth, std::memory_order_relaxed);
+    }
+    // Returns the nesting limit (default_max_import_depth unless set).
+    std::size_t max_import_depth() const noexcept {
+        return max_depth_.load(std::memory_order_relaxed);
+    }
+
+    // Returns the keys the last successful load of `key` imported through its
+    // importer, successfully, each once in first-import order.
+    std::vector<Key> dependencies(const Key& key) const {
+        state_lock state(state_mutex_);
+        const entry_type* e = registry_.find(key, hasher_(key));
+        if (e == nullptr || !holds_module(e->current_state())) return {};
+        return e->dependencies;
+    }
+    // Returns the registered keys whose loaders imported `key`.
+    std::vector<Key> dependents(const Key& key) const {
+        state_lock state(state_mutex_);
+        return dependents_of(registry_, key, equal_);
+    }
+    // Writes the dependency graph as Graphviz DOT (initialising modules dashed).
+    void write_dependency_dot(std::ostream& out) const {
+        state_lock state(state_mutex_);
+        detail::write_dependency_dot(out, registry_);
+    }
+
+    // Installs `observer` (null: none) for the imports that start afterwards;
+    // its hooks run outside every internal lock (observer.hpp).
+    void set_observer(std::shared_ptr<observer_type> observer) {
+        observer_.set(std::move(observer));
+    }
+    // Returns the installed observer, or null.
+    std::shared_ptr<observer_type> observer() const { return observer_.load(); }
+
+    // Returns what the imports in flight are doing: a thread dump for imports.
+    import_snapshot snapshot() const {
+        state_lock state(state_mutex_);
+        return snapshot_builder::of(protocol_);
+    }
+    // Returns the module locks held or awaited: 0 when no import is in flight.
+    std::size_t lock_count() const {
+        state_lock state(state_mutex_);
+        return protocol_.lock_count();
+    }
+    // Returns the threads waiting for `key`'s lock (global_lock: the global lock).
+    std::size_t waiter_count(const Key& key) const {
+        state_lock state(state_mutex_);
+        return protocol_.waiters_of(registry_.find(key, hasher_(key)));
+    }
+
+protected:
+    explicit import_state(wait_graph_domain& domain) noexcept : protocol_(domain) {}
+    import_state(const import_state&) = delete;
+    import_state& operator=(const import_state&) = delete;
+    ~import_state() = default;
+
+    // Every read path finds the key's entry here (§1.1), once per import.
+    entry_type* find_entry(const Key& key, std::size_t hash) const {
+        yield_point<Policy>();
+        return registry_.find(key, hash);
+    }
+    const entry_type* find_entry(const Key& key) const { return find_entry(key, hasher_(key)); }
+    // Returns the entry's module while ready: state and module in one read.
+    static std::shared_ptr<Module> published(const entry_type* e) {
+        if (e == nullptr) return nullptr;
+        yield_point<Policy>();
+        return e->published();
+    }
+    entry_state state_of(const Key& key) const {
+        const entry_type* e = find_entry(key, hasher_(key));
+        return e == nullptr ? entry_state::absent : e->current_state();
+    }
+    static std::string name(const Key& key) { return key_traits<Key>::to_string(key); }
+
+    [[no_unique_address]] hasher hasher_{};
+    [[no_unique_address]] key_equal equal_{};
+    mutable typename Policy::mutex_type state_mutex_;  // guards all below but the registry's reads
+    registry<entry_type, hasher, key_equal> registry_;
+    protocol_type protocol_;
+    std::atomic<std::size_t> size_{0};
+    std::atomic<std::size_t> max_depth_{default_max_import_depth};
+    std::uint64_t ready_count_ = 0;  // modules that became ready, ever
+    bool closing_ = false;           // the destructor's last round: imports refused
+    observer_slot<observer_type> observer_;
+};
+
+}  // namespace importlock::detail
