@@ -1366,7 +1366,7 @@ TEMPLATE_LIST_TEST_CASE("semantics: int keys", "[semantics][keys]", all_policies
 
     const auto e = expect_throw<module_not_found_error>([&] { sys.import_module(404); });
     CHECK(e.key() == "404");
-    CHECK(std::string(e.what()) == "no module named '404'");
+    CHECK(std::string(e.what()).rfind("no module named '404'", 0) == 0);
     CHECK(sys.lock_count() == 0);
 }
 

@@ -77,7 +77,7 @@ stage_libcxx() {
     importlock_ensure_deps "libc++-${clang_major}-dev" "libc++abi-${clang_major}-dev"
     # Meson with clang++ and libc++: checks the Meson build and macOS's standard library
     # in one build (CMake users: the libcxx preset does the same with CMake).
-    local dir=build/libcxx
+    local dir=build/libcxx-meson
     rm -rf "$dir"
     CXX=clang++ CXXFLAGS="-stdlib=libc++" LDFLAGS="-stdlib=libc++" \
         meson setup "$dir" -Dwerror=true -Dcheck_headers=true

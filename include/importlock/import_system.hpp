@@ -97,7 +97,7 @@ class basic_import_system final
     using entry_state = detail::entry_state;
     using base::closing_, base::hasher_, base::observer_, base::protocol_, base::ready_count_,
         base::registry_, base::size_, base::state_mutex_;
-    using base::find_entry, base::max_import_depth, base::name, base::published;
+    using base::find_entry, base::name, base::published;
     friend class module_handle<basic_import_system>;
 
 public:
@@ -233,11 +233,11 @@ private:
         // and refused before any copy when deeper than the limit (§1.12).
         std::shared_ptr<Module> parent;
         std::vector<std::pair<Key, entry_type*>> ancestors;
-        const std::size_t room =
-            max_import_depth() - std::min(max_import_depth(), detail::thread_import_depth());
+        const std::size_t room = this->max_import_depth() -
+                                 std::min(this->max_import_depth(), detail::thread_import_depth());
         if constexpr (requires { traits_type::ancestor_count(key); }) {
             if (traits_type::ancestor_count(key) > room && !published(find_entry_of_parent(key))) {
-                throw import_depth_error(name(key), max_import_depth(),
+                throw import_depth_error(name(key), this->max_import_depth(),
                                          "it has more parents than the limit allows");
             }
         }
@@ -246,7 +246,7 @@ private:
             entry_type* pe = find_entry(*p, hasher_(*p));
             if ((parent = published(pe))) break;
             if (ancestors.size() >= room) {
-                throw import_depth_error(name(key), max_import_depth(),
+                throw import_depth_error(name(key), this->max_import_depth(),
                                          "it has more unloaded parents than the limit allows");
             }
             ancestors.emplace_back(std::move(*p), pe);
@@ -285,9 +285,9 @@ private:
             return resolve_cycle(e, state, protocol_.reentry_chain(e), on_cycle,
                                  "this thread is already importing it");
         }
-        if (detail::thread_import_depth() >= max_import_depth()) {
+        if (detail::thread_import_depth() >= this->max_import_depth()) {
             throw import_depth_error(
-                name(key), max_import_depth(),
+                name(key), this->max_import_depth(),
                 "imports are nested " + std::to_string(detail::thread_import_depth()) + " deep");
         }
         // §1.2/§1.4 Take the key's lock, unless waiting would close a cycle.
@@ -350,9 +350,16 @@ private:
                 observer_.notify(
                     [&] { observer->on_import_failed(e.key, std::current_exception()); });
             }
+            // A key blocked meanwhile is not a failure to share: each waiter
+            // re-checks the registry itself (and may find the block erased).
             if constexpr (shares_failures) {
-                state_lock state(state_mutex_);
-                protocol_type::share_failure(held.lock(), std::current_exception());
+                try {
+                    throw;
+                } catch (const import_halted_error&) {
+                } catch (...) {
+                    state_lock state(state_mutex_);
+                    protocol_type::share_failure(held.lock(), std::current_exception());
+                }
             }
             throw;
         }
