@@ -1005,7 +1005,7 @@ TEMPLATE_LIST_TEST_CASE("semantics: a child whose parent is not found", "[semant
     define_counting(sys, "ghost.child", runs);
     const auto e = expect_throw<module_not_found_error>([&] { sys.import_module("ghost.child"); });
     CHECK(e.key() == "ghost");
-    CHECK(std::string(e.what()) == "no module named 'ghost'");
+    CHECK(std::string(e.what()).rfind("no module named 'ghost'", 0) == 0);
     CHECK(runs == 0);
     CHECK_FALSE(sys.contains("ghost"));
     CHECK_FALSE(sys.contains("ghost.child"));
@@ -1394,7 +1394,7 @@ TEMPLATE_LIST_TEST_CASE("semantics: a user key with a key_traits specialisation"
     const auto e =
         expect_throw<module_not_found_error>([&] { sys.import_module(tree_key{"x/y"}); });
     CHECK(e.key() == "/x");
-    CHECK(std::string(e.what()) == "no module named '/x'");
+    CHECK(std::string(e.what()).rfind("no module named '/x'", 0) == 0);
 
     if constexpr (is_strict<TestType>) {
         sys.finder().define(tree_key{"p"}, [](test_module&, importer_tree& imp) {
