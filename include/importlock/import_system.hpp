@@ -20,21 +20,15 @@
 #include <chrono>
 #include <cstddef>
 #include <memory>
-#include <mutex>
 #include <optional>
-#include <string>
 #include <thread>
 #include <type_traits>
 #include <utility>
 #include <vector>
-#if defined(__cpp_lib_jthread)
-#include <stop_token>
-#endif
 
 #include "detail/deadline.hpp"
 #include "detail/import_state.hpp"
 #include "detail/module_factory.hpp"
-#include "detail/teardown_order.hpp"
 #include "errors.hpp"
 #include "finders/registry_finder.hpp"
 #include "importer.hpp"
@@ -95,9 +89,9 @@ class basic_import_system final
     using typename base::state_lock;
     using claim = typename protocol_type::claim;
     using entry_state = detail::entry_state;
-    using base::closing_, base::hasher_, base::observer_, base::protocol_, base::ready_count_,
-        base::registry_, base::size_, base::state_mutex_;
-    using base::find_entry, base::name, base::published;
+    using base::find_entry, base::name, base::published, base::throw_if_blocked;
+    using base::hasher_, base::observer_, base::protocol_, base::registry_, base::size_,
+        base::state_mutex_;
     friend class module_handle<basic_import_system>;
 
 public:
@@ -150,14 +144,16 @@ public:
     template <class Rep, class Period>
     std::shared_ptr<Module> import_module_for(const Key& key,
                                               const std::chrono::duration<Rep, Period>& timeout) {
-        return import_limited(key, [&] { return detail::deadline_after(timeout, name(key)); });
+        return import_limited(
+            key, [&] { return detail::wait_limit{detail::deadline_after(timeout, name(key))}; });
     }
 
     // Imports `key`, giving up waiting at `deadline` on any clock.
     template <class Clock, class Duration>
     std::shared_ptr<Module> import_module_until(
         const Key& key, const std::chrono::time_point<Clock, Duration>& deadline) {
-        return import_limited(key, [&] { return detail::deadline_at(deadline, name(key)); });
+        return import_limited(
+            key, [&] { return detail::wait_limit{detail::deadline_at(deadline, name(key))}; });
     }
 
 #if defined(__cpp_lib_jthread)
@@ -167,7 +163,7 @@ public:
             state_lock state(state_mutex_);
             protocol_.notify_all_waiters();
         });
-        return import_limited(key, [] { return detail::steady_deadline{}; }, &stop);
+        return import_limited(key, [&] { return detail::stop_limit(stop); });
     }
 #endif
 
@@ -225,42 +221,16 @@ private:
                                           cycle_resolution on_cycle,
                                           const detail::wait_limit& limit) {
         if (auto module = published(e)) return module;
-        // §1.8 A blocked key throws before any parent is touched.
-        if (e != nullptr && e->current_state() == entry_state::blocked) {
-            throw import_halted_error(name(key));
-        }
+        if (e != nullptr) throw_if_blocked(*e);  // §1.8 before any parent is touched
         // §1.7 Parents first, outermost first, each fully imported; iterative,
         // and refused before any copy when deeper than the limit (§1.12).
         std::shared_ptr<Module> parent;
-        std::vector<std::pair<Key, entry_type*>> ancestors;
-        const std::size_t room = this->max_import_depth() -
-                                 std::min(this->max_import_depth(), detail::thread_import_depth());
-        if constexpr (requires { traits_type::ancestor_count(key); }) {
-            if (traits_type::ancestor_count(key) > room && !published(find_entry_of_parent(key))) {
-                throw import_depth_error(name(key), this->max_import_depth(),
-                                         "it has more parents than the limit allows");
-            }
-        }
-        for (std::optional<Key> p = traits_type::parent(key); p;
-             p = traits_type::parent(ancestors.back().first)) {
-            entry_type* pe = find_entry(*p, hasher_(*p));
-            if ((parent = published(pe))) break;
-            if (ancestors.size() >= room) {
-                throw import_depth_error(name(key), this->max_import_depth(),
-                                         "it has more unloaded parents than the limit allows");
-            }
-            ancestors.emplace_back(std::move(*p), pe);
-        }
+        auto ancestors = this->unloaded_ancestors(key, parent);
         for (std::size_t i = ancestors.size(); i-- > 0;) {
             auto& [k, pe] = ancestors[i];
             parent = load_key(k, hasher_(k), pe, parent, on_cycle, limit, true);
         }
         return load_key(key, hash, e, parent, on_cycle, limit, false);
-    }
-
-    entry_type* find_entry_of_parent(const Key& key) const {
-        std::optional<Key> p = traits_type::parent(key);
-        return p ? find_entry(*p, hasher_(*p)) : nullptr;
     }
 
     // §1.2-§1.6 for one key whose parent is loaded: re-check, take the key's
@@ -271,10 +241,7 @@ private:
                                      bool as_parent) {
         const auto self = std::this_thread::get_id();
         state_lock state(state_mutex_);
-        if (closing_) {
-            throw import_error(name(key), "cannot import '" + name(key) +
-                                              "': its import system is being destroyed");
-        }
+        this->throw_if_closing(key);
         entry_type& e = found != nullptr ? *found : registry_.find_or_insert(key, hash, *this);
         if (auto done = settled(e)) return done;
         // §1.3 This thread already imports `key`: a circular import on its own
@@ -285,15 +252,12 @@ private:
             return resolve_cycle(e, state, protocol_.reentry_chain(e), on_cycle,
                                  "this thread is already importing it");
         }
-        if (detail::thread_import_depth() >= this->max_import_depth()) {
-            throw import_depth_error(
-                name(key), this->max_import_depth(),
-                "imports are nested " + std::to_string(detail::thread_import_depth()) + " deep");
-        }
+        this->throw_if_too_deep(key);  // §1.12
         // §1.2/§1.4 Take the key's lock, unless waiting would close a cycle.
-        auto got = protocol_.acquire(e, state, limit, shares_failures, [&](std::thread::id h) {
-            if (auto o = observer_.load()) o->on_wait(key, h);
-        });
+        auto got = protocol_.acquire(e, state, limit, detail::shares_failures<policy>,
+                                     [&](std::thread::id h) {
+                                         if (auto o = observer_.load()) o->on_wait(key, h);
+                                     });
         if (!got.cycle.empty()) {
             return resolve_cycle(e, state, std::move(got.cycle), on_cycle,
                                  "another thread importing it waits for this one");
@@ -307,9 +271,8 @@ private:
 
     // Returns the ready module, throws for a blocked key, else null. State mutex.
     std::shared_ptr<Module> settled(const entry_type& e) const {
-        const entry_state s = e.current_state();
-        if (s == entry_state::blocked) throw import_halted_error(name(e.key));
-        return s == entry_state::ready ? e.published() : nullptr;
+        throw_if_blocked(e);
+        return e.published();
     }
 
     // §1.4 Gives the partial module to the import that closed a cycle, or
@@ -343,7 +306,10 @@ private:
         try {
             if (observer) observer->on_import_begin(e.key);  // may abort the import
             std::shared_ptr<Module> module = load_module(e, parent);
-            if (observer) observer_.notify([&] { observer->on_import_end(e.key, since(start)); });
+            if (observer) {
+                observer_.notify(
+                    [&] { observer->on_import_end(e.key, detail::elapsed_since(start)); });
+            }
             return module;
         } catch (...) {
             if (observer) {
@@ -352,7 +318,7 @@ private:
             }
             // A key blocked meanwhile is not a failure to share: each waiter
             // re-checks the registry itself (and may find the block erased).
-            if constexpr (shares_failures) {
+            if constexpr (detail::shares_failures<policy>) {
                 try {
                     throw;
                 } catch (const import_halted_error&) {
@@ -376,22 +342,11 @@ private:
                 throw import_error(name(e.key),
                                    "the builder of '" + name(e.key) + "' returned null");
             if (parent) module_traits<Module>::bind_child(*parent, e.key, module);
-            std::vector<Key> deps = frame.take();
-            std::lock_guard state(state_mutex_);
-            if (e.current_state() == entry_state::blocked) throw import_halted_error(name(e.key));
-            e.publish_built(std::move(module), std::move(deps), ++ready_count_);
-            size_.fetch_add(1, std::memory_order_relaxed);
-            return e.published();
+            return this->publish_built(e, std::move(module), frame.take());
         }
         detail::require_loader(e.key, *spec);
         std::shared_ptr<Module> module = detail::create_module(e.key, *spec);
-        {
-            std::lock_guard state(state_mutex_);
-            // Blocked meanwhile (by the finder, the factory or another thread).
-            if (e.current_state() == entry_state::blocked) throw import_halted_error(name(e.key));
-            e.begin_load(module, std::this_thread::get_id());  // §1.5 insert before exec
-            size_.fetch_add(1, std::memory_order_relaxed);
-        }
+        this->register_initializing(e, module);  // §1.5 insert before exec
         std::vector<Key> deps;
         try {
             run_loader(e, frame, [&](importer_type& imp) { spec->loader(*module, imp); });
@@ -399,17 +354,12 @@ private:
             if (parent) module_traits<Module>::bind_child(*parent, e.key, module);
             deps = frame.take();
         } catch (...) {
-            std::shared_ptr<Module> dropped;
-            {
-                std::lock_guard state(state_mutex_);
-                dropped = e.abandon_load();  // §1.6 (gh-143650: waiters never see it)
-                size_.fetch_sub(1, std::memory_order_relaxed);
-            }
-            dropped.reset();  // a destructor that imports runs outside the mutex
+            // §1.6 (gh-143650: waiters never see it); a destructor that
+            // imports runs outside the mutex.
+            this->unregister_failed(e).reset();
             throw;
         }
-        std::lock_guard state(state_mutex_);
-        e.finish_load(std::move(deps), ++ready_count_);
+        this->mark_ready(e, std::move(deps));
         return module;
     }
 
@@ -432,14 +382,8 @@ private:
         entry_type* e = block_it ? &registry_.find_or_insert(key, hasher_(key), *this)
                                  : registry_.find(key, hasher_(key));
         if (e == nullptr || (!block_it && e->current_state() == entry_state::absent)) return false;
-        if (detail::in_flight(e->current_state())) {
-            const char* how =
-                e->current_state() == entry_state::reloading ? "reloaded" : "initialised";
-            throw import_error(name(key), std::string("cannot ") + (block_it ? "block" : "erase") +
-                                              " '" + name(key) + "' while it is being " + how);
-        }
-        if (detail::holds_module(e->current_state())) size_.fetch_sub(1, std::memory_order_relaxed);
-        dropped = block_it ? e->block() : e->drop();
+        this->throw_if_in_flight(*e, block_it ? "block" : "erase");
+        dropped = this->drop_registration(*e, block_it);
         state.unlock();
         return true;
     }
@@ -448,7 +392,7 @@ private:
     // code of the first load.
     std::shared_ptr<Module> reload_key(const Key& key, std::size_t hash) {
         state_lock state(state_mutex_);
-        entry_type& e = require_loaded(registry_.find(key, hash), key);
+        entry_type& e = base::require_loaded(registry_.find(key, hash), key);
         if (e.holder_thread == std::this_thread::get_id()) {
             throw import_error(name(key), "cannot reload '" + name(key) +
                                               "' while this thread is initialising it");
@@ -460,46 +404,26 @@ private:
                 "reloading it would wait for a thread that waits for this one");
         }
         claim held(protocol_, e, *got.lock, state);
-        if (e.current_state() != entry_state::ready) {  // erased, blocked or failed meanwhile
-            require_loaded(e.current_state() == entry_state::blocked ? &e : nullptr, key);
-        }
+        base::require_loaded(&e, key);  // erased, blocked or failed meanwhile
         std::shared_ptr<Module> module = e.published();
         e.begin_reload(std::this_thread::get_id());
         state.unlock();
         const auto observer = observer_.load();
         const auto start = std::chrono::steady_clock::now();
         frame_type frame;
-        std::vector<Key> deps;
-        try {
-            std::optional<spec_type> spec = finder_.find_spec(key);
-            if (!spec) throw detail::not_found(finder_, key);
-            if (spec->builder) {
-                throw import_error(name(key), "cannot reload '" + name(key) +
-                                                  "': it is a single-phase module; erase it and "
-                                                  "import it again");
+        std::optional<std::vector<Key>> deps;  // set when the loader succeeded
+        detail::scope_exit finish([&] {
+            if (observer) {
+                observer_.notify(
+                    [&] { observer->on_reload(key, detail::elapsed_since(start), !!deps); });
             }
-            detail::require_loader(key, *spec);
-            run_loader(e, frame, [&](importer_type& imp) { spec->loader(*module, imp); });
-            deps = frame.take();
-        } catch (...) {
-            if (observer) observer_.notify([&] { observer->on_reload(key, since(start), false); });
             state.lock();
-            e.finish_reload(nullptr);
-            throw;
-        }
-        if (observer) observer_.notify([&] { observer->on_reload(key, since(start), true); });
-        state.lock();
-        e.finish_reload(&deps);
+            e.finish_reload(deps ? &*deps : nullptr);  // a failed reload keeps the module
+        });
+        const spec_type spec = detail::find_reload_spec(finder_, key);
+        run_loader(e, frame, [&](importer_type& imp) { spec.loader(*module, imp); });
+        deps = frame.take();
         return module;
-    }
-
-    entry_type& require_loaded(entry_type* e, const Key& key) const {
-        const entry_state s = e == nullptr ? entry_state::absent : e->current_state();
-        if (s == entry_state::blocked) throw import_halted_error(name(key));
-        if (s == entry_state::absent) {
-            throw import_error(name(key), "cannot reload '" + name(key) + "': it is not loaded");
-        }
-        return *e;
     }
 
     // §1.11 Teardown: rounds of "drop every settled module, dependents first",
@@ -507,76 +431,39 @@ private:
     // the last round refuses imports.
     std::size_t teardown(bool final) {
         std::size_t dropped = 0;
-        bool more = true;
-        for (int round = 0; more && round < teardown_rounds; ++round) {
-            more = teardown_round(dropped);
+        const auto round = [&] {  // returns whether it dropped anything
+            std::size_t blocks = 0;
+            std::vector<std::shared_ptr<Module>> doomed = this->take_settled_modules(blocks);
+            dropped += doomed.size();
+            for (auto& module : doomed) module.reset();  // outside the mutex: may import
+            return !doomed.empty() || blocks != 0;
+        };
+        for (int i = 0; i < teardown_rounds && round(); ++i) {
         }
         if (final) {
-            {
-                state_lock state(state_mutex_);
-                closing_ = true;
-            }
-            while (teardown_round(dropped)) {
+            this->close();
+            while (round()) {
             }
         }
         return dropped;
     }
 
-    // Drops every settled module, dependents first, and every block; adds the
-    // modules dropped to `dropped`; returns whether there was anything.
-    bool teardown_round(std::size_t& dropped) {
-        std::vector<std::shared_ptr<Module>> doomed;
-        std::size_t blocks = 0;
-        {
-            state_lock state(state_mutex_);
-            const auto find = [&](const Key& k) { return registry_.find(k, hasher_(k)); };
-            doomed = detail::take_settled(registry_, find, blocks);
-            size_.fetch_sub(doomed.size(), std::memory_order_relaxed);
-        }
-        dropped += doomed.size();
-        for (auto& module : doomed) module.reset();  // outside the mutex: destructors may import
-        return !doomed.empty() || blocks != 0;
-    }
-
     // --- Helpers ------------------------------------------------------------------------
 
-    template <class MakeDeadline>
-    std::shared_ptr<Module> import_limited(const Key& key, MakeDeadline&& make_deadline,
-                                           const void* stop_token = nullptr) {
-        static_assert(timed_waits,
+    // An import whose waits end at a limit; `make_limit` runs after the hit
+    // check, so that a hit never reads the clock.
+    template <class MakeLimit>
+    std::shared_ptr<Module> import_limited(const Key& key, MakeLimit&& make_limit) {
+        static_assert(detail::has_timed_waits<policy>,
                       "importlock: timed imports need the LockPolicy's condition_variable_type "
                       "to provide wait_until(std::unique_lock<mutex_type>&, time_point) "
                       "(see importlock/locking/lock_policy.hpp)");
         const std::size_t hash = hasher_(key);
         entry_type* e = find_entry(key, hash);
         if (auto module = published(e)) return module;
-        detail::wait_limit limit;
-        limit.deadline = make_deadline();
-        (void)stop_token;
-#if defined(__cpp_lib_jthread)
-        if (stop_token != nullptr) {
-            limit.stop_state = stop_token;
-            limit.stop_requested = [](const void* s) {
-                return static_cast<const std::stop_token*>(s)->stop_requested();
-            };
-        }
-#endif
-        return find_and_load(key, hash, e, policy::on_cycle, limit);
+        return find_and_load(key, hash, e, policy::on_cycle, make_limit());
     }
 
-    static std::chrono::nanoseconds since(std::chrono::steady_clock::time_point start) {
-        return std::chrono::duration_cast<std::chrono::nanoseconds>(
-            std::chrono::steady_clock::now() - start);
-    }
-
-    static constexpr bool timed_waits =
-        requires(typename policy::condition_variable_type& cv, state_lock& lock,
-                 std::chrono::steady_clock::time_point deadline) { cv.wait_until(lock, deadline); };
-    // A global lock is shared by every key: its waiters never share one
-    // key's failure.
-    static constexpr bool shares_failures =
-        detail::failure_mode_of<policy>() == failure_mode::waiters_share_failure &&
-        policy::scope == lock_scope::per_key;
     static constexpr int teardown_rounds = 64;
 
     checked_finder_type finder_;

@@ -8,8 +8,15 @@
 // Arithmetic is done in long double seconds, so coarse units far in the
 // future (hours, days, years) never overflow <chrono>'s integer types.
 //
+// wait_limit carries the deadline and an optional stop token into the lock
+// protocol's waits.
+//
 // Thread-safety: pure functions (they read the clocks). Cost: O(1).
 #pragma once
+
+#if __has_include(<version>)
+#include <version>
+#endif
 
 #include <chrono>
 #include <cmath>
@@ -17,10 +24,40 @@
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+#if defined(__cpp_lib_jthread)
+#include <stop_token>
+#endif
 
 namespace importlock::detail {
 
 using steady_deadline = std::optional<std::chrono::steady_clock::time_point>;
+
+// How long an import may wait for other threads' imports.
+struct wait_limit {
+    steady_deadline deadline;                       // none: no limit
+    bool (*stop_requested)(const void*) = nullptr;  // cancellation, if any
+    const void* stop_state = nullptr;
+
+    bool cancelled() const { return stop_requested != nullptr && stop_requested(stop_state); }
+};
+
+#if defined(__cpp_lib_jthread)
+// Returns a limit that ends when `stop` is requested (and never times out).
+inline wait_limit stop_limit(const std::stop_token& stop) noexcept {
+    wait_limit limit;
+    limit.stop_state = &stop;
+    limit.stop_requested = [](const void* s) {
+        return static_cast<const std::stop_token*>(s)->stop_requested();
+    };
+    return limit;
+}
+#endif
+
+// Returns the time since `start`.
+inline std::chrono::nanoseconds elapsed_since(std::chrono::steady_clock::time_point start) {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() -
+                                                                start);
+}
 
 // Returns the steady-clock time `timeout` from now; nullopt for no limit.
 template <class Rep, class Period>

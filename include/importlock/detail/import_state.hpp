@@ -6,8 +6,9 @@
 // counters of a basic_import_system, and answers the public queries that read
 // them without importing (contains, size, dependencies, snapshot,
 // lock_count, ...). basic_import_system derives from it and adds the
-// algorithm of DESIGN §1, the only code that changes this state, so that the
-// algorithm reads in one place (import_system.hpp) and the queries live here.
+// algorithm of DESIGN §1, which decides every change of this state, so that
+// the algorithm reads in one place (import_system.hpp) and the queries, the
+// transitions' bookkeeping and the refusals live here.
 //
 // Thread-safety: every query may run on any thread, also from loaders, hooks
 // and module destructors. contains, is_initializing, is_blocked and size are
@@ -15,17 +16,21 @@
 // and snapshot also the wait_graph_domain's. Cost: see basic_import_system.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <ostream>
 #include <string>
+#include <thread>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
+#include "../errors.hpp"
 #include "../key_traits.hpp"
 #include "../observer.hpp"
 #include "../snapshot.hpp"
@@ -40,6 +45,7 @@
 #include "registry_entry.hpp"
 #include "snapshot_builder.hpp"
 #include "spin_lock.hpp"
+#include "teardown_order.hpp"
 
 namespace importlock::detail {
 
@@ -149,6 +155,129 @@ protected:
         return e == nullptr ? entry_state::absent : e->current_state();
     }
     static std::string name(const Key& key) { return key_traits<Key>::to_string(key); }
+
+    // §1.7 Returns `key`'s parents that are not ready, innermost first, with
+    // their entries (null: none yet), and sets `parent` to the innermost ready
+    // one. Walks iteratively; throws import_depth_error, before copying any
+    // key when the key traits can count the parents, when more parents than
+    // this thread's remaining depth (§1.12) would have to be imported.
+    std::vector<std::pair<Key, entry_type*>> unloaded_ancestors(const Key& key,
+                                                                std::shared_ptr<Module>& parent) {
+        using traits = key_traits<Key>;
+        const std::size_t limit = max_import_depth();
+        const std::size_t room = limit - std::min(limit, thread_import_depth());
+        if constexpr (requires { traits::ancestor_count(key); }) {
+            if (traits::ancestor_count(key) > room) {
+                std::optional<Key> p = traits::parent(key);
+                if (!p || !published(find_entry(*p, hasher_(*p)))) {
+                    throw import_depth_error(name(key), limit,
+                                             "it has more parents than the limit allows");
+                }
+            }
+        }
+        std::vector<std::pair<Key, entry_type*>> ancestors;
+        for (std::optional<Key> p = traits::parent(key); p;
+             p = traits::parent(ancestors.back().first)) {
+            entry_type* pe = find_entry(*p, hasher_(*p));
+            if ((parent = published(pe))) break;
+            if (ancestors.size() >= room) {
+                throw import_depth_error(name(key), limit,
+                                         "it has more unloaded parents than the limit allows");
+            }
+            ancestors.emplace_back(std::move(*p), pe);
+        }
+        return ancestors;
+    }
+
+    // §1.12 Throws import_depth_error when this thread's imports are nested
+    // as deep as the limit.
+    void throw_if_too_deep(const Key& key) const {
+        const std::size_t depth = thread_import_depth();
+        if (depth < max_import_depth()) return;
+        throw import_depth_error(name(key), max_import_depth(),
+                                 "imports are nested " + std::to_string(depth) + " deep");
+    }
+
+    // --- Transitions with their bookkeeping (size, teardown order). Each
+    // takes the state mutex; only the algorithm of import_system.hpp calls them.
+
+    // §1.5 Registers `module` as `e`'s initialising module (insert before
+    // exec); throws import_halted_error if the key was blocked meanwhile.
+    void register_initializing(entry_type& e, std::shared_ptr<Module> module) {
+        std::lock_guard state(state_mutex_);
+        throw_if_blocked(e);
+        e.begin_load(std::move(module), std::this_thread::get_id());
+        size_.fetch_add(1, std::memory_order_relaxed);
+    }
+    // Publishes `e`'s initialised module with the keys its loader imported.
+    void mark_ready(entry_type& e, std::vector<Key>&& deps) {
+        std::lock_guard state(state_mutex_);
+        e.finish_load(std::move(deps), ++ready_count_);
+    }
+    // Publishes a single-phase builder's finished module.
+    std::shared_ptr<Module> publish_built(entry_type& e, std::shared_ptr<Module> module,
+                                          std::vector<Key>&& deps) {
+        std::lock_guard state(state_mutex_);
+        throw_if_blocked(e);
+        e.publish_built(std::move(module), std::move(deps), ++ready_count_);
+        size_.fetch_add(1, std::memory_order_relaxed);
+        return e.published();
+    }
+    // §1.6 Unregisters a failed load; returns the module so that the caller
+    // destroys it outside the mutex (its destructor may import).
+    std::shared_ptr<Module> unregister_failed(entry_type& e) {
+        std::lock_guard state(state_mutex_);
+        size_.fetch_sub(1, std::memory_order_relaxed);
+        return e.abandon_load();
+    }
+    // §1.8 Drops `e`'s module or block (blocks it with `block_it`); returns
+    // the module for destruction outside the mutex. State mutex held.
+    std::shared_ptr<Module> drop_registration(entry_type& e, bool block_it) {
+        if (holds_module(e.current_state())) size_.fetch_sub(1, std::memory_order_relaxed);
+        return block_it ? e.block() : e.drop();
+    }
+    // Refuses every later import: the destructor's final teardown round.
+    void close() {
+        std::lock_guard state(state_mutex_);
+        closing_ = true;
+    }
+    // §1.11 Takes every settled module, dependents first, and drops every
+    // block; `blocks` counts the blocks dropped.
+    std::vector<std::shared_ptr<Module>> take_settled_modules(std::size_t& blocks) {
+        std::lock_guard state(state_mutex_);
+        const auto find = [&](const Key& k) { return registry_.find(k, hasher_(k)); };
+        auto doomed = take_settled(registry_, find, blocks);
+        size_.fetch_sub(doomed.size(), std::memory_order_relaxed);
+        return doomed;
+    }
+
+    // --- Refusals ------------------------------------------------------------------------
+
+    static void throw_if_blocked(const entry_type& e) {
+        if (e.current_state() == entry_state::blocked) throw import_halted_error(name(e.key));
+    }
+    // Throws unless the system still accepts imports. State mutex held.
+    void throw_if_closing(const Key& key) const {
+        if (!closing_) return;
+        throw import_error(
+            name(key), "cannot import '" + name(key) + "': its import system is being destroyed");
+    }
+    // Throws import_error for `what` ("erase", "block") of a key in flight.
+    static void throw_if_in_flight(const entry_type& e, const char* what) {
+        if (!in_flight(e.current_state())) return;
+        const char* how = e.current_state() == entry_state::reloading ? "reloaded" : "initialised";
+        throw import_error(name(e.key), std::string("cannot ") + what + " '" + name(e.key) +
+                                            "' while it is being " + how);
+    }
+    // Returns `*e` when it holds a module to reload; else throws.
+    static entry_type& require_loaded(entry_type* e, const Key& key) {
+        const entry_state s = e == nullptr ? entry_state::absent : e->current_state();
+        if (s == entry_state::blocked) throw import_halted_error(name(key));
+        if (s == entry_state::absent) {
+            throw import_error(name(key), "cannot reload '" + name(key) + "': it is not loaded");
+        }
+        return *e;
+    }
 
     [[no_unique_address]] hasher hasher_{};
     [[no_unique_address]] key_equal equal_{};

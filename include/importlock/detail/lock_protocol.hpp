@@ -44,19 +44,11 @@
 #include "../locking/lock_policy.hpp"
 #include "../locking/no_locks.hpp"
 #include "../wait_graph_domain.hpp"
+#include "deadline.hpp"
 #include "registry_entry.hpp"
 #include "scope_exit.hpp"
 
 namespace importlock::detail {
-
-// How long an import may wait for other threads' imports.
-struct wait_limit {
-    std::optional<std::chrono::steady_clock::time_point> deadline;  // none: no limit
-    bool (*stop_requested)(const void*) = nullptr;                  // cancellation, if any
-    const void* stop_state = nullptr;
-
-    bool cancelled() const { return stop_requested != nullptr && stop_requested(stop_state); }
-};
 
 // The thread's nesting of imports over every system: bounds the native stack
 // an import chain can use (§1.12; CPython's recursion limit is per thread).

@@ -58,4 +58,19 @@ module_not_found_error not_found(const Finder& finder, const Key& key) {
     return module_not_found_error(key_name(key), not_found_hint_of(finder, key));
 }
 
+// Returns the spec to reload `key` with (§1.9): found, and with a loader (a
+// single-phase builder cannot re-run on the same object).
+template <class Finder, class Key>
+auto find_reload_spec(const Finder& finder, const Key& key) {
+    auto spec = finder.find_spec(key);
+    if (!spec) throw not_found(finder, key);
+    if (spec->builder) {
+        throw import_error(key_name(key), "cannot reload '" + key_name(key) +
+                                              "': it is a single-phase module; erase it and "
+                                              "import it again");
+    }
+    require_loader(key, *spec);
+    return std::move(*spec);
+}
+
 }  // namespace importlock::detail

@@ -7,7 +7,9 @@
 // so that the compiler stops at that message instead of a cascade.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
+#include <mutex>
 #include <optional>
 #include <type_traits>
 
@@ -48,6 +50,18 @@ struct checked_lock_policy {
 // failed may lose its members (clang).
 template <class P>
 using lock_policy_or_default = std::conditional_t<lock_policy<P>, P, per_key_locks>;
+
+// Whether the policy's condition variable can wait until a deadline (timed imports).
+template <class P>
+inline constexpr bool has_timed_waits = requires(
+    typename P::condition_variable_type& cv, std::unique_lock<typename P::mutex_type>& lock,
+    std::chrono::steady_clock::time_point deadline) { cv.wait_until(lock, deadline); };
+
+// Whether one key's failed import is handed to the threads waiting for it. A
+// global lock is shared by every key: its waiters never share one key's failure.
+template <class P>
+inline constexpr bool shares_failures =
+    failure_mode_of<P>() == failure_mode::waiters_share_failure && P::scope == lock_scope::per_key;
 
 template <class F, class Key, class Module>
 struct checked_finder {
