@@ -434,25 +434,55 @@ TEST_CASE("lock_protocol: reentry_chain runs from the key's frame to the innermo
     CHECK(sys.protocol.reentry_chain(outside) == std::vector<std::string>{"outside", "outside"});
 }
 
-TEST_CASE("lock_protocol: push and pop keep one stack per thread, dropped when empty",
+TEST_CASE("lock_protocol: push and pop link frames, one stack per thread in depth order",
           "[lock_protocol][claim]") {
+    using sys_t = lock_system<importlock::per_key_locks>;
+    using frame = typename sys_t::protocol_type::frame;
+    importlock::wait_graph_domain domain;
+    sys_t sys(domain);
+    entry a{"a", 1};
+    entry b{"b", 2};
+    entry c{"c", 3};
+    const auto self = std::this_thread::get_id();
+    std::lock_guard state(sys.mutex);
+    CHECK(stacks_of(sys.protocol).empty());
+    frame fa, fb, fc;
+    sys.protocol.push(fa, a);
+    ++importlock::detail::thread_import_depth();
+    sys.protocol.push(fb, b);
+    ++importlock::detail::thread_import_depth();
+    sys.protocol.push(fc, c);
+    CHECK(stacks_of(sys.protocol) ==
+          std::map<std::thread::id, std::vector<std::string>>{{self, {"a", "b", "c"}}});
+    sys.protocol.pop(fb);  // from the middle: the others keep their order
+    CHECK(stacks_of(sys.protocol) ==
+          std::map<std::thread::id, std::vector<std::string>>{{self, {"a", "c"}}});
+    sys.protocol.pop(fc);
+    --importlock::detail::thread_import_depth();
+    sys.protocol.pop(fa);
+    --importlock::detail::thread_import_depth();
+    CHECK(stacks_of(sys.protocol).empty());
+    CHECK(sys.protocol.stack_of(self).empty());
+}
+
+TEST_CASE("lock_protocol: a released record is reused for the next key", "[lock_protocol]") {
     importlock::wait_graph_domain domain;
     lock_system<importlock::per_key_locks> sys(domain);
     entry a{"a", 1};
     entry b{"b", 2};
-    const auto self = std::this_thread::get_id();
-    std::lock_guard state(sys.mutex);
-    sys.protocol.pop();  // no stack: nothing happens
-    CHECK(stacks_of(sys.protocol).empty());
-    sys.protocol.push(a);
-    sys.protocol.push(b);
-    CHECK(stacks_of(sys.protocol) ==
-          std::map<std::thread::id, std::vector<std::string>>{{self, {"a", "b"}}});
-    sys.protocol.pop();
-    CHECK(stacks_of(sys.protocol) ==
-          std::map<std::thread::id, std::vector<std::string>>{{self, {"a"}}});
-    sys.protocol.pop();
-    CHECK(stacks_of(sys.protocol).empty());
+    auto state = sys.lock();
+    auto ga = sys.acquire(a, state);
+    const auto* first = ga.lock;
+    sys.protocol.release(held(ga));
+    CHECK(a.extra.lock == nullptr);
+    CHECK(sys.protocol.lock_count() == 0);
+    auto gb = sys.acquire(b, state);
+    CHECK(gb.lock == first);  // from the free list, not a new allocation
+    CHECK(gb.lock->entry == &b);
+    CHECK(gb.lock->failures == 0);
+    CHECK(gb.lock->waiters == 0);
+    CHECK(sys.protocol.lock_count() == 1);
+    sys.protocol.release(held(gb));
 }
 
 // --- Waiting --------------------------------------------------------------------------------

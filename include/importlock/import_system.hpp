@@ -298,15 +298,20 @@ private:
 
     // §1.5 Find, create, insert, execute (CPython's _find_and_load_unlocked);
     // §1.6 on failure unregister and rethrow the loader's own exception. Runs
-    // with the key's lock held and the state mutex released.
+    // with the key's lock held and the state mutex released; returns with the
+    // state mutex held unless an observer was notified (one lock fewer).
     std::shared_ptr<Module> run_first_load(entry_type& e, const std::shared_ptr<Module>& parent,
                                            claim& held) {
         const auto observer = observer_.load();
-        const auto start = std::chrono::steady_clock::now();
+        std::chrono::steady_clock::time_point start;
         try {
-            if (observer) observer->on_import_begin(e.key);  // may abort the import
-            std::shared_ptr<Module> module = load_module(e, parent);
             if (observer) {
+                start = std::chrono::steady_clock::now();
+                observer->on_import_begin(e.key);  // may abort the import
+            }
+            std::shared_ptr<Module> module = load_module(e, parent, held.state());
+            if (observer) {
+                held.state().unlock();  // hooks run outside every internal lock
                 observer_.notify(
                     [&] { observer->on_import_end(e.key, detail::elapsed_since(start)); });
             }
@@ -323,7 +328,7 @@ private:
                     throw;
                 } catch (const import_halted_error&) {
                 } catch (...) {
-                    state_lock state(state_mutex_);
+                    if (!held.state().owns_lock()) held.state().lock();
                     protocol_type::share_failure(held.lock(), std::current_exception());
                 }
             }
@@ -331,7 +336,9 @@ private:
         }
     }
 
-    std::shared_ptr<Module> load_module(entry_type& e, const std::shared_ptr<Module>& parent) {
+    // Leaves `state` locked when it returns (it publishes the module under it).
+    std::shared_ptr<Module> load_module(entry_type& e, const std::shared_ptr<Module>& parent,
+                                        state_lock& state) {
         std::optional<spec_type> spec = finder_.find_spec(e.key);
         if (!spec) throw detail::not_found(finder_, e.key);
         frame_type frame;
@@ -359,7 +366,7 @@ private:
             this->unregister_failed(e).reset();
             throw;
         }
-        this->mark_ready(e, std::move(deps));
+        this->mark_ready(e, std::move(deps), state);
         return module;
     }
 

@@ -209,9 +209,11 @@ protected:
         e.begin_load(std::move(module), std::this_thread::get_id());
         size_.fetch_add(1, std::memory_order_relaxed);
     }
-    // Publishes `e`'s initialised module with the keys its loader imported.
-    void mark_ready(entry_type& e, std::vector<Key>&& deps) {
-        std::lock_guard state(state_mutex_);
+    // Publishes `e`'s initialised module with the keys its loader imported;
+    // locks `state` (the state mutex) and leaves it locked for the caller's
+    // release of the key's lock.
+    void mark_ready(entry_type& e, std::vector<Key>&& deps, state_lock& state) {
+        state.lock();
         e.finish_load(std::move(deps), ++ready_count_);
     }
     // Publishes a single-phase builder's finished module.

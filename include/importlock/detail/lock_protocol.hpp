@@ -8,9 +8,16 @@
 // importing, for cycle chains, the depth limit and snapshots.
 //
 // A module lock is a record, not a mutex: holder, depth, waiters and a
-// condition variable, created when a key's import starts and destroyed when
-// nobody holds or awaits it (so lock_count() follows the imports in flight).
-// With lock_scope::global one record serves every key (CPython < 3.3).
+// condition variable, linked from the key's entry while a key's import holds
+// or awaits it, and returned to a free list when nobody does (so
+// lock_count() follows the imports in flight, and an uncontended import
+// allocates no record once the list holds as many as were ever in use at
+// once). With lock_scope::global one record serves every key (CPython < 3.3).
+//
+// Import stacks: each claim (a thread's hold on one key's import) is a frame
+// linked into the protocol's list of frames, with its thread and its depth
+// (thread_import_depth() when it began), so a thread's stack is its frames
+// sorted by depth. No per-thread container is created or destroyed.
 //
 // Thread-safety: every member needs the system's state mutex (passed in as
 // `state`), except that a lock's holder is atomic, so that threads of other
@@ -19,11 +26,14 @@
 // domain's mutex, so exactly one thread of a cycle finds it. The domain is
 // touched only when a thread has to wait.
 //
-// Cost: an uncontended acquire and release are O(1) with one allocation (the
-// record); a wait adds O(chain length) for the cycle walk under the domain's
-// mutex. The import stack costs one map lookup per acquire.
+// Cost: an uncontended acquire and release are O(1) and allocate nothing
+// once the free list is warm; a claim links and unlinks one frame. A wait
+// adds O(chain length) for the cycle walk under the domain's mutex. Reading
+// a thread's stack (cycle chains, re-entry chains, snapshots, held_by) is
+// O(f log f) in the f frames in flight.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
@@ -35,7 +45,6 @@
 #include <string>
 #include <thread>
 #include <type_traits>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -101,7 +110,16 @@ public:
     lock_protocol(const lock_protocol&) = delete;
     lock_protocol& operator=(const lock_protocol&) = delete;
     ~lock_protocol() {
-        while (live_ != nullptr) unlink_and_delete(*live_);
+        while (live_ != nullptr) {
+            module_lock* next = live_->next;
+            delete live_;
+            live_ = next;
+        }
+        while (free_ != nullptr) {
+            module_lock* next = free_->next;
+            delete free_;
+            free_ = next;
+        }
     }
 
     // Takes `e`'s module lock for this thread, waiting while another thread
@@ -202,36 +220,56 @@ public:
         lock.failure = std::move(error);
     }
 
-    // Pushes `e` on this thread's import stack; strong guarantee.
-    void push(Entry& e) {
-        std::vector<Entry*>& stack = stacks_[std::this_thread::get_id()];
-        try {
-            stack.push_back(&e);
-        } catch (...) {
-            if (stack.empty()) stacks_.erase(std::this_thread::get_id());
-            throw;
-        }
+    // One frame of a thread's import stack (see the header comment).
+    struct frame {
+        Entry* entry = nullptr;
+        std::thread::id thread{};
+        std::size_t depth = 0;  // thread_import_depth() when the import began
+        frame* prev = nullptr;
+        frame* next = nullptr;
+    };
+
+    // Links `f` (for `e`, on this thread) into the import stacks. O(1), no allocation.
+    void push(frame& f, Entry& e) noexcept {
+        f.entry = &e;
+        f.thread = std::this_thread::get_id();
+        f.depth = thread_import_depth();
+        f.prev = nullptr;
+        f.next = frames_;
+        if (frames_ != nullptr) frames_->prev = &f;
+        frames_ = &f;
     }
 
-    // Pops this thread's innermost import.
-    void pop() noexcept {
-        const auto it = stacks_.find(std::this_thread::get_id());
-        if (it == stacks_.end()) return;
-        it->second.pop_back();
-        if (it->second.empty()) stacks_.erase(it);
+    // Unlinks `f`. O(1).
+    void pop(frame& f) noexcept {
+        if (f.prev != nullptr) f.prev->next = f.next;
+        if (f.next != nullptr) f.next->prev = f.prev;
+        if (frames_ == &f) frames_ = f.next;
+        f.prev = f.next = nullptr;
+    }
+
+    // Returns the entries `thread` imports in this system, outermost first.
+    std::vector<Entry*> stack_of(std::thread::id thread) const {
+        std::vector<const frame*> frames;
+        for (const frame* f = frames_; f != nullptr; f = f->next) {
+            if (f->thread == thread) frames.push_back(f);
+        }
+        std::sort(frames.begin(), frames.end(),
+                  [](const frame* a, const frame* b) { return a->depth < b->depth; });
+        std::vector<Entry*> stack;
+        stack.reserve(frames.size());
+        for (const frame* f : frames) stack.push_back(f->entry);
+        return stack;
     }
 
     // Returns the keys this thread imports from `e` (outermost) to its
     // innermost import, then `e` again: a same-thread cycle "a -> b -> a".
     std::vector<std::string> reentry_chain(const Entry& e) const {
         std::vector<std::string> chain;
-        const auto it = stacks_.find(std::this_thread::get_id());
-        if (it != stacks_.end()) {
-            bool found = false;
-            for (const Entry* frame : it->second) {
-                found = found || frame == &e;
-                if (found) chain.push_back(name(frame->key));
-            }
+        bool found = false;
+        for (const Entry* entry : stack_of(std::this_thread::get_id())) {
+            found = found || entry == &e;
+            if (found) chain.push_back(name(entry->key));
         }
         if (chain.empty()) chain.push_back(name(e.key));
         chain.push_back(name(e.key));
@@ -268,10 +306,16 @@ public:
         for (module_lock* l = live_; l != nullptr; l = l->next) l->released.notify_all();
     }
 
-    // Calls f(thread, keys) for every thread's import stack.
+    // Calls f(thread, entries) for every thread's import stack (outermost first).
     template <class F>
     void for_each_stack(F&& f) const {
-        for (const auto& [thread, stack] : stacks_) f(thread, stack);
+        std::vector<std::thread::id> threads;
+        for (const frame* fr = frames_; fr != nullptr; fr = fr->next) {
+            if (std::find(threads.begin(), threads.end(), fr->thread) == threads.end()) {
+                threads.push_back(fr->thread);
+            }
+        }
+        for (std::thread::id thread : threads) f(thread, stack_of(thread));
     }
 
     // Calls f(thread, lock) for every thread of the domain waiting on a lock
@@ -293,9 +337,9 @@ public:
     // it holds the global lock ("'slow'"); else `lock`'s key.
     std::string held_by(std::thread::id holder, const module_lock& lock) const {
         if (lock.entry != nullptr) return "it";
-        const auto it = stacks_.find(holder);
-        if (it == stacks_.end() || it->second.empty()) return "under the global import lock";
-        return "'" + name(it->second.back()->key) + "' under the global import lock";
+        const std::vector<Entry*> stack = stack_of(holder);
+        if (stack.empty()) return "under the global import lock";
+        return "'" + name(stack.back()->key) + "' under the global import lock";
     }
 
     static std::string name(const Key& key) { return key_traits<Key>::to_string(key); }
@@ -306,14 +350,9 @@ public:
     // `state` relocked if needed, also when the load throws.
     class claim {
     public:
-        claim(lock_protocol& protocol, Entry& e, module_lock& lock, state_lock& state)
+        claim(lock_protocol& protocol, Entry& e, module_lock& lock, state_lock& state) noexcept
             : protocol_(protocol), entry_(e), lock_(lock), state_(state) {
-            try {
-                protocol_.push(e);
-            } catch (...) {
-                protocol_.release(lock_);
-                throw;
-            }
+            protocol_.push(frame_, e);
             e.holder_thread = std::this_thread::get_id();
             ++thread_import_depth();
         }
@@ -323,18 +362,21 @@ public:
             if (!state_.owns_lock()) state_.lock();
             --thread_import_depth();
             if (entry_.holder_thread == std::this_thread::get_id()) entry_.holder_thread = {};
-            protocol_.pop();
+            protocol_.pop(frame_);
             protocol_.release(lock_);
         }
 
         // Returns the lock held.
         module_lock& lock() const noexcept { return lock_; }
+        // Returns the system's state lock this claim relocks on destruction.
+        state_lock& state() const noexcept { return state_; }
 
     private:
         lock_protocol& protocol_;
         Entry& entry_;
         module_lock& lock_;
         state_lock& state_;
+        frame frame_;
     };
 
 private:
@@ -350,7 +392,12 @@ private:
             return global_lock_;
         } else {
             if (e.extra.lock == nullptr) {
-                auto* lock = new module_lock;
+                module_lock* lock = free_;
+                if (lock != nullptr) {
+                    free_ = lock->next;
+                } else {
+                    lock = new module_lock;
+                }
                 lock->entry = &e;
                 lock->describe = &describe_lock;
                 lock->next = live_;
@@ -389,12 +436,17 @@ private:
         }
     }
 
+    // Unlinks an unused record and keeps it for the next lock_of.
     void unlink_and_delete(module_lock& lock) noexcept {
         if (lock.prev != nullptr) lock.prev->next = lock.next;
         if (lock.next != nullptr) lock.next->prev = lock.prev;
         if (live_ == &lock) live_ = lock.next;
         --live_count_;
-        delete &lock;
+        lock.entry = nullptr;
+        lock.failures = 0;
+        lock.prev = nullptr;
+        lock.next = free_;
+        free_ = &lock;
     }
 
     // Returns the imports of a cross-thread cycle, "a -> c -> b -> d -> a":
@@ -408,18 +460,16 @@ private:
         // A lock's key, then the keys its holder imported on top of it; for
         // this system's global lock, every key its holder is importing.
         const auto append = [&](std::thread::id thread, const wait_node* node) {
-            const auto it = stacks_.find(thread);
-            const std::vector<Entry*>* stack = it == stacks_.end() ? nullptr : &it->second;
-            if (node == &global_lock_ && stack != nullptr && !stack->empty()) {
-                for (const Entry* frame : *stack) chain.push_back(name(frame->key));
+            const std::vector<Entry*> stack = stack_of(thread);
+            if (node == &global_lock_ && !stack.empty()) {
+                for (const Entry* e : stack) chain.push_back(name(e->key));
                 return;
             }
             chain.push_back(node->describe(*node));
-            if (stack == nullptr) return;
-            for (std::size_t i = 0; i < stack->size(); ++i) {
-                if ((*stack)[i]->extra.lock != node) continue;
-                for (std::size_t j = i + 1; j < stack->size(); ++j) {
-                    chain.push_back(name((*stack)[j]->key));
+            for (std::size_t i = 0; i < stack.size(); ++i) {
+                if (stack[i]->extra.lock != node) continue;
+                for (std::size_t j = i + 1; j < stack.size(); ++j) {
+                    chain.push_back(name(stack[j]->key));
                 }
                 return;
             }
@@ -435,8 +485,9 @@ private:
     wait_graph_domain& domain_;
     module_lock global_lock_;      // lock_scope::global only
     module_lock* live_ = nullptr;  // per-key records held or awaited
+    module_lock* free_ = nullptr;  // unused records, linked by `next`
     std::size_t live_count_ = 0;
-    std::unordered_map<std::thread::id, std::vector<Entry*>> stacks_;  // keys each thread imports
+    frame* frames_ = nullptr;  // every thread's import frames, in no order
 };
 
 }  // namespace importlock::detail
