@@ -8,11 +8,13 @@
 //   4. independent slow loaders (2 threads x 20 keys x 50 us busy loaders)
 //   5. deadlock-detection cost along wait-for chains of length 1..64
 //   6. memory per registered module; lock_count() after the run
+//   7. scale: cold and hit cost against 1e3..1e6 loaded keys, cycle closing
+//      against the depth of a same-thread chain
 //
-// Sections 1-4 show third-party peers beside importlock when
+// Sections 1-4 (and 7, TBB) show third-party peers beside importlock when
 // their packages are installed (bench_peers.hpp).
 //
-// Usage: importlock_bench [--quick] [--only=hit,coalesce,cold,slow,cycle,memory]
+// Usage: importlock_bench [--quick] [--only=hit,coalesce,cold,slow,cycle,memory,scale]
 // Exit status: 0, or 1 when an invariant broke (an initialiser ran != 1 time,
 // lock_count() != 0, a lookup returned the wrong module). A missed
 // performance target is reported as MISS and does not change the status.
@@ -21,6 +23,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <bit>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -1348,6 +1351,243 @@ void section_memory(const config&) {
         sizeof(std::shared_ptr<bench_module>));
 }
 
+// ============================================================ section 7: scale
+
+// Cold-import and hit cost against the number of keys already loaded, and the
+// cost of closing a cycle against the depth of a same-thread import chain.
+void section_scale(const config& cfg) {
+    std::vector<std::uint32_t> sizes = {1'000, 10'000, 100'000, 1'000'000};
+    if (cfg.quick) sizes.pop_back();
+    constexpr std::uint32_t batch = 1000;  // fresh keys per cold sample
+    const int reps = cfg.quick ? 3 : 5;
+
+    struct impl {
+        std::string id, name;
+        // Builds a container holding keys [0, n) (untimed; keys up to `limit`
+        // may be imported later).
+        std::function<void(std::uint32_t n, std::uint32_t limit)> build;
+        std::function<std::uint64_t(std::uint32_t first, std::uint32_t count)> cold;  // sum of ids
+        batch_fn hit;  // over the shuffled order of the current size
+        std::function<void()> reset;
+        std::map<std::uint32_t, std::vector<double>> cold_ns, hit_ns;
+    };
+    std::vector<std::uint32_t> order;
+
+    std::unique_ptr<int_system> sys;
+    std::unique_ptr<std::unordered_map<int, std::shared_ptr<bench_module>>> map;
+    std::vector<impl> impls;
+    impls.push_back(
+        {"importlock",
+         "importlock import_ref",
+         [&](std::uint32_t n, std::uint32_t limit) {
+             sys = std::make_unique<int_system>();
+             for (std::uint32_t k = 0; k < limit; ++k) {
+                 const std::uint64_t id = k;
+                 sys->finder().define(static_cast<int>(k),
+                                      [id](bench_module& m, importer_t<int>&) { m.id = id; });
+             }
+             for (std::uint32_t k = 0; k < n; ++k)
+                 bench::sink(sys->import_ref(static_cast<int>(k)).id);
+         },
+         [&](std::uint32_t first, std::uint32_t count) {
+             std::uint64_t acc = 0;
+             for (std::uint32_t k = first; k < first + count; ++k)
+                 acc += sys->import_ref(static_cast<int>(k)).id;
+             return acc;
+         },
+         make_batch([&](std::uint32_t i)
+                        -> std::uint64_t { return sys->import_ref(static_cast<int>(i)).id; },
+                    order),
+         [&] {
+             if (sys) check_locks(*sys, "scale");
+             sys.reset();
+         },
+         {},
+         {}});
+    impls.push_back(
+        {"map",
+         "std::unordered_map (no lock)",
+         [&](std::uint32_t n, std::uint32_t) {
+             map = std::make_unique<std::unordered_map<int, std::shared_ptr<bench_module>>>();
+             for (std::uint32_t k = 0; k < n; ++k) {
+                 auto m = std::make_shared<bench_module>();
+                 m->id = k;
+                 map->emplace(static_cast<int>(k), std::move(m));
+             }
+         },
+         [&](std::uint32_t first, std::uint32_t count) {
+             std::uint64_t acc = 0;
+             for (std::uint32_t k = first; k < first + count; ++k) {
+                 auto [it, inserted] = map->try_emplace(static_cast<int>(k));
+                 if (inserted) {
+                     it->second = std::make_shared<bench_module>();
+                     it->second->id = k;
+                 }
+                 acc += it->second->id;
+             }
+             return acc;
+         },
+         make_batch([&](std::uint32_t i)
+                        -> std::uint64_t { return map->find(static_cast<int>(i))->second->id; },
+                    order),
+         [&] { map.reset(); },
+         {},
+         {}});
+#if IMPORTLOCK_BENCH_HAVE_TBB
+    using tbb_peer = bench::peers::tbb_map<int, bench_module>;
+    std::unique_ptr<tbb_peer> tbb;
+    impls.push_back(
+        {tbb_peer::id,
+         tbb_peer::name,
+         [&](std::uint32_t n, std::uint32_t) {
+             tbb = std::make_unique<tbb_peer>();
+             for (std::uint32_t k = 0; k < n; ++k) {
+                 const std::uint64_t id = k;
+                 bench::sink(
+                     tbb->get(static_cast<int>(k), [id](bench_module& m) { m.id = id; }).id);
+             }
+         },
+         [&](std::uint32_t first, std::uint32_t count) {
+             std::uint64_t acc = 0;
+             for (std::uint32_t k = first; k < first + count; ++k) {
+                 const std::uint64_t id = k;
+                 acc += tbb->get(static_cast<int>(k), [id](bench_module& m) { m.id = id; }).id;
+             }
+             return acc;
+         },
+         make_batch(
+             [&](std::uint32_t i) -> std::uint64_t { return tbb->find(static_cast<int>(i)).id; },
+             order),
+         [&] { tbb.reset(); },
+         {},
+         {}});
+#endif
+
+    const std::size_t lookups = cfg.hit_lookups;
+    for (const std::uint32_t n : sizes) {
+        // Up to 1e5 keys every repetition builds fresh containers; at 1e6 one
+        // build serves every repetition, whose fresh keys follow the last one's
+        // (the container grows by reps x 1000 keys, under 1%).
+        const bool rebuild = n <= 100'000;
+        const std::uint32_t limit = n + static_cast<std::uint32_t>(reps) * batch;
+        order = bench::shuffled_order(n, std::max<std::size_t>(order_length, std::bit_ceil(n)),
+                                      0x5eed'0000u + n);
+        const std::uint64_t want_hit = expected_sum(order, 0, lookups);
+        for (int rep = 0; rep < reps; ++rep) {
+            const std::uint32_t first = rebuild ? n : n + static_cast<std::uint32_t>(rep) * batch;
+            for (auto& i : impls) {
+                if (rebuild || rep == 0) i.build(n, limit);
+                const auto t0 = now();
+                const std::uint64_t got = i.cold(first, batch);
+                const auto t1 = now();
+                i.cold_ns[n].push_back(ns_between(t0, t1) / batch);
+                const std::uint64_t want = std::uint64_t{batch} * first + batch * (batch - 1) / 2;
+                if (got != want)
+                    broken("scale: " + i.name + " cold imports returned wrong modules");
+                bench::sink(i.hit(0, lookups / 8));  // warm-up
+                const auto t2 = now();
+                const std::uint64_t hit = i.hit(0, lookups);
+                const auto t3 = now();
+                i.hit_ns[n].push_back(ns_between(t2, t3) / static_cast<double>(lookups));
+                if (hit != want_hit) broken("scale: " + i.name + " lookups returned wrong modules");
+                if (rebuild || rep + 1 == reps) i.reset();
+            }
+        }
+    }
+
+    const auto size_name = [](std::uint32_t n) {
+        switch (n) {
+            case 1'000: return std::string("1e3");
+            case 10'000: return std::string("1e4");
+            case 100'000: return std::string("1e5");
+            default: return std::string("1e6");
+        }
+    };
+    for (const bool cold : {true, false}) {
+        std::vector<row> rows;
+        for (auto& i : impls) {
+            const double base = summarize(cold ? i.cold_ns[sizes[0]] : i.hit_ns[sizes[0]]).median;
+            for (const std::uint32_t n : sizes) {
+                const stats st = summarize(cold ? i.cold_ns[n] : i.hit_ns[n]);
+                put(std::string("scale.") + (cold ? "cold." : "hit.") + i.id + "." + size_name(n),
+                    st);
+                std::string note;
+                if (i.id != "importlock") {
+                    const double il =
+                        summarize(cold ? impls[0].cold_ns[n] : impls[0].hit_ns[n]).median;
+                    note = "time importlock/this: " + bench::ratio_str(il / st.median);
+                }
+                rows.push_back(
+                    {i.name + ", " + size_name(n) + " loaded", st, st.median / base, note});
+            }
+        }
+        bench::print_table(
+            cold ? "7a. Scale, cold imports: ns per import of 1000 fresh int keys into a container "
+                   "already holding N keys, 1 thread (includes any rehash); ratio = row / same "
+                   "implementation at 1e3"
+                 : "7b. Scale, hit path: ns per lookup over N loaded int keys (shuffled order), 1 "
+                   "thread; ratio = row / same implementation at 1e3",
+            "ns", "x 1e3", rows);
+    }
+
+    // Same-thread chains: the loader of key i imports key i + 1, the loader of
+    // key depth - 1 imports key 0 (the cycle closes at the import stack).
+    const std::vector<int> depths = {10, 100, 1000};
+    std::map<int, std::vector<double>> per_level, close_ns;
+    for (int rep = 0; rep < cfg.reps; ++rep) {
+        for (const int depth : depths) {
+            int_system chain;
+            const std::size_t need = static_cast<std::size_t>(depth) + 1;  // + the closing import
+            if (chain.max_import_depth() < need) chain.set_max_import_depth(need);
+            double closing = 0;
+            for (int k = 0; k < depth; ++k) {
+                chain.finder().define(k, [&, k](bench_module& m, importer_t<int>& imp) {
+                    m.id = static_cast<std::uint64_t>(k);
+                    if (k + 1 < depth) {
+                        bench::sink(imp.import_ref(k + 1).id);
+                        return;
+                    }
+                    std::uint64_t acc = 0;
+                    const auto t0 = now();
+                    for (int c = 0; c < cfg.close_calls; ++c) acc += imp.import_ref(0).id;
+                    closing = ns_between(t0, now()) / cfg.close_calls;
+                    bench::do_not_optimize(acc);
+                });
+            }
+            const auto t0 = now();
+            bench::sink(chain.import_ref(0).id);
+            const double total = ns_between(t0, now());
+            if (chain.size() != static_cast<std::size_t>(depth))
+                broken("scale: chain of " + std::to_string(depth) + " did not import every key");
+            check_locks(chain, "scale chain");
+            // The closing calls ran inside the chain: take them out of its time.
+            per_level[depth].push_back((total - closing * cfg.close_calls) / depth);
+            close_ns[depth].push_back(closing);
+        }
+    }
+    std::vector<row> rl, rc;
+    const double level10 = summarize(per_level[depths[0]]).median;
+    const double close10 = summarize(close_ns[depths[0]]).median;
+    for (const int depth : depths) {
+        const stats sl = summarize(per_level[depth]), sc = summarize(close_ns[depth]);
+        put("scale.chain." + std::to_string(depth), sl);
+        put("scale.close." + std::to_string(depth), sc);
+        rl.push_back({"depth " + std::to_string(depth), sl, sl.median / level10,
+                      "whole chain " + bench::num(sl.median * depth / 1e3) + " us"});
+        rc.push_back({"depth " + std::to_string(depth), sc, sc.median / close10,
+                      bench::num(sc.median / depth) + " ns per level of the stack"});
+    }
+    bench::print_table(
+        "7c. Scale, a same-thread import chain of depth D closed into a cycle: ns per level "
+        "(the chain's import of key 0, minus the timed closing calls, / D); ratio = row / depth 10",
+        "ns", "x D=10", rl);
+    bench::print_table(
+        "7d. Scale, the closing import alone: ns per import of key 0 from the deepest loader "
+        "(finds the cycle, returns the partial module; mean of the close calls); ratio = row / "
+        "depth 10",
+        "ns", "x D=10", rc);
+}
+
 // ============================================================ targets
 
 int g_pass = 0, g_miss = 0;
@@ -1454,7 +1694,7 @@ int main(int argc, char** argv) {
                 pos = comma + 1;
             }
         } else if (arg == "--help" || arg == "-h") {
-            std::printf("usage: %s [--quick] [--only=hit,coalesce,cold,slow,cycle,memory]\n",
+            std::printf("usage: %s [--quick] [--only=hit,coalesce,cold,slow,cycle,memory,scale]\n",
                         argv[0]);
             return 0;
         } else {
@@ -1482,7 +1722,7 @@ int main(int argc, char** argv) {
     std::printf("peers:    %s\n", bench::peers::description().c_str());
     std::printf(
         "runs:     %d repetitions (hit path, chains), %d (1 ms sections), %zu lookups "
-        "per thread per sample (4 threads: half as many each); median and "
+        "per thread per sample (4 threads: half as many each; scale: per sample); median and "
         "min - max over repetitions\n",
         cfg.reps, cfg.cheap_reps, cfg.hit_lookups);
 
@@ -1498,6 +1738,7 @@ int main(int argc, char** argv) {
     if (cfg.runs("slow")) section_slow(cfg);
     if (cfg.runs("cycle")) section_cycle(cfg);
     if (cfg.runs("memory")) section_memory(cfg);
+    if (cfg.runs("scale")) section_scale(cfg);
 
     const double headroom_after = parallel_headroom(cfg.quick ? 3 : 7);
     std::printf("\n");
