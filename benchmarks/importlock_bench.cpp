@@ -2,14 +2,19 @@
 // benchmarks/importlock_bench.cpp: importlock beside the code a user would
 // otherwise write, measured in one run.
 //
-//   1. hit path (int and std::string keys, 1 and 2 threads)
+//   1. hit path (int and std::string keys, 1, 2 and 4 threads)
 //   2. coalescing: 8 threads on one cold key with a 1 ms initialiser
-//   3. cold inserts of distinct keys (1 and 2 threads)
+//   3. cold inserts of distinct keys (1, 2 and 4 threads)
 //   4. independent slow loaders (2 threads x 20 keys x 50 us busy loaders)
 //   5. deadlock-detection cost along wait-for chains of length 1..64
 //   6. memory per registered module; lock_count() after the run
+//   7. scale: cold and hit cost against 1e3..1e6 loaded keys, cycle closing
+//      against the depth of a same-thread chain
 //
-// Usage: importlock_bench [--quick] [--only=hit,coalesce,cold,slow,cycle,memory]
+// Sections 1-4 (and 7, TBB) show third-party peers beside importlock when
+// their packages are installed (bench_peers.hpp).
+//
+// Usage: importlock_bench [--quick] [--only=hit,coalesce,cold,slow,cycle,memory,scale]
 // Exit status: 0, or 1 when an invariant broke (an initialiser ran != 1 time,
 // lock_count() != 0, a lookup returned the wrong module). A missed
 // performance target is reported as MISS and does not change the status.
@@ -18,6 +23,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <bit>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -39,6 +45,7 @@
 #include <utility>
 #include <vector>
 
+#include "bench_peers.hpp"
 #include "bench_support.hpp"
 
 // ============================================================ allocation counting
@@ -231,8 +238,18 @@ void define_trivial(System& sys, const std::vector<typename System::key_type>& k
 
 // ============================================================ function-local statics
 
+// An accessor as a user writes it in another translation unit: called, never
+// inlined, and opaque to interprocedural analysis (GCC's noipa), so that the
+// compiler cannot hoist or merge the calls of a timed loop.
+#if defined(__clang__)
+#define IMPORTLOCK_BENCH_ACCESSOR [[gnu::noinline]]
+#else
+#define IMPORTLOCK_BENCH_ACCESSOR [[gnu::noipa]]
+#endif
+
 // The initialiser reads an atomic, so the static cannot be constant-initialised
-// and keeps its guard: what a `static T& get()` accessor costs.
+// and keeps its guard: what `static T& get() { static T t = init(); return t; }`
+// costs.
 bench_module make_static_module(int n) {
     const std::uint64_t salt = bench::g_sink.load(std::memory_order_relaxed);
     bench_module m;
@@ -241,7 +258,7 @@ bench_module make_static_module(int n) {
 }
 
 template <int N>
-bench_module& local_static() {
+IMPORTLOCK_BENCH_ACCESSOR bench_module& local_static() {
     static bench_module m = make_static_module(N);
     return m;
 }
@@ -254,6 +271,49 @@ constexpr std::array<static_accessor, sizeof...(I)> make_static_table(std::index
 }
 
 constexpr auto static_table = make_static_table(std::make_index_sequence<key_count>{});
+
+// The same accessors around a module_handle: handle_accessor<S, N>() returns
+// the handle in global slot N (a constant address, as a user's global handle),
+// reached through a table of function pointers like static_table.
+template <class System>
+union handle_slot {
+    constexpr handle_slot() noexcept {}
+    ~handle_slot() {}
+    importlock::module_handle<System> handle;
+};
+
+template <class System>
+std::array<handle_slot<System>, key_count> g_handle_slots;
+
+template <class System, int N>
+IMPORTLOCK_BENCH_ACCESSOR bench_module& handle_accessor() {
+    return std::get<static_cast<std::size_t>(N)>(g_handle_slots<System>).handle.get();
+}
+
+template <class System, std::size_t... I>
+constexpr std::array<static_accessor, sizeof...(I)> make_handle_table(std::index_sequence<I...>) {
+    return {{&handle_accessor<System, static_cast<int>(I)>...}};
+}
+
+template <class System>
+constexpr auto handle_table = make_handle_table<System>(std::make_index_sequence<key_count>{});
+
+// Constructs the handle slots of System (slot n bound to keys[n]), and
+// destroys them when it goes out of scope.
+template <class System>
+class handle_slots {
+public:
+    handle_slots(System& sys, const std::vector<typename System::key_type>& keys) {
+        for (std::size_t n = 0; n < key_count; ++n) {
+            new (&g_handle_slots<System>[n].handle) importlock::module_handle<System>(sys, keys[n]);
+        }
+    }
+    ~handle_slots() {
+        for (auto& slot : g_handle_slots<System>) slot.handle.~module_handle();
+    }
+    handle_slots(const handle_slots&) = delete;
+    handle_slots& operator=(const handle_slots&) = delete;
+};
 
 // Fresh statics for the coalescing race: instantiation N is used by repetition N only.
 constexpr int max_coalesce_reps = 64;
@@ -348,9 +408,17 @@ struct hit_row {
     std::string name;  // for the tables
     batch_fn batch;
     bool one_key;                 // looks up key 0 (id 0) every time
+    bool peer;                    // a third-party container: compared with import_ref
     std::vector<double> ns_1t;    // ns per lookup, 1 thread
     std::vector<double> mops_2t;  // aggregate million lookups/s, 2 threads
+    std::vector<double> mops_4t;  // aggregate million lookups/s, 4 threads
 };
+
+// The parallel speed-up a perfect implementation shows with `threads` threads.
+double ideal_scaling(unsigned threads) {
+    const unsigned hw = std::max(1u, std::thread::hardware_concurrency());
+    return static_cast<double>(std::min(threads, hw));
+}
 
 template <class Key>
 void section_hit(const config& cfg, const std::string& label, const std::vector<Key>& keys) {
@@ -367,6 +435,8 @@ void section_hit(const config& cfg, const std::string& label, const std::vector<
         handles.push_back(sys.handle(k));
         bench::sink(handles.back().get().id);
     }
+    const handle_slots<System> slots(sys, keys);  // behind handle_table<System>
+    for (std::uint32_t i = 0; i < key_count; ++i) bench::sink(handle_table<System>[i]().id);
 
     // Baselines, same content.
     std::unordered_map<Key, std::shared_ptr<bench_module>> map;
@@ -402,9 +472,10 @@ void section_hit(const config& cfg, const std::string& label, const std::vector<
     for (std::uint32_t i = 0; i < key_count; ++i) bench::sink(static_table[i]().id);
 
     std::vector<hit_row> rows;
-    const auto add = [&](std::string id, std::string name, auto lookup, bool one_key = false) {
+    const auto add = [&](std::string id, std::string name, auto lookup, bool one_key = false,
+                         bool peer = false) {
         rows.push_back(
-            {std::move(id), std::move(name), make_batch(lookup, order), one_key, {}, {}});
+            {std::move(id), std::move(name), make_batch(lookup, order), one_key, peer, {}, {}, {}});
     };
     add("find", "unordered_map::find (no lock)",
         [&map, &keys](std::uint32_t i) -> std::uint64_t { return map.find(keys[i])->second->id; });
@@ -428,18 +499,47 @@ void section_hit(const config& cfg, const std::string& label, const std::vector<
             return map.find(keys[i])->second->id;
         });
     add("call_once", "mutex map of once_flag slots + call_once", once_lookup);
-    add("handle", "importlock module_handle::get()",
+
+    // Third-party peers, same keys and content, filled through their
+    // insert-if-absent path before timing; timed on their lookup path.
+    std::vector<std::shared_ptr<void>> peers;
+    bench::peers::for_each_peer<Key, bench_module>([&]<class Peer>(std::type_identity<Peer>) {
+        auto p = std::make_shared<Peer>();
+        for (std::size_t i = 0; i < keys.size(); ++i) {
+            const std::uint64_t id = i;
+            bench::sink(p->get(keys[i], [id](bench_module& m) { m.id = id; }).id);
+        }
+        if (p->size() != keys.size()) broken(std::string("hit path: ") + Peer::name + " size");
+        Peer* raw = p.get();
+        add(
+            Peer::id, Peer::name,
+            [raw, &keys](std::uint32_t i) -> std::uint64_t { return raw->find(keys[i]).id; }, false,
+            true);
+        peers.push_back(std::move(p));
+    });
+
+    // Handles against function-local statics, like with like. 1000 keys: the
+    // inline get() on an array of handles (how a handle is used), then the
+    // same 1000 accessor functions (one per key, never inlined) around a
+    // handle and around a guarded static, called through a table of function
+    // pointers in the shuffled order: both rows pay the same unpredictable
+    // indirect call. One key: the handle's inline get(), and direct calls of
+    // one accessor.
+    add("handle", "importlock module_handle::get(), 1000 handles",
         [&handles](std::uint32_t i) -> std::uint64_t { return handles[i].get().id; });
-    add("local_static", "function-local static (fn-pointer array)",
+    add("handle_fn", "handle.get() in 1000 accessors (fn-pointer table)",
+        [](std::uint32_t i) -> std::uint64_t { return handle_table<System>[i]().id; });
+    add("local_static", "function-local static in 1000 accessors (fn-pointer table)",
         [](std::uint32_t i) -> std::uint64_t { return static_table[i]().id; });
-    // Reference points: the same key every time (predictable branches, one
-    // cache line), where the static is a direct call.
     const auto& handle0 = handles[0];
     add(
-        "handle_one", "  (one key: the same module_handle each time)",
+        "handle_one", "  one key: module_handle::get() (inline)",
         [&handle0](std::uint32_t) -> std::uint64_t { return handle0.get().id; }, true);
     add(
-        "local_static_one", "  (one key: local_static<0>(), direct call)",
+        "handle_one_fn", "  one key: accessor returning handle.get(), direct call",
+        [](std::uint32_t) -> std::uint64_t { return handle_accessor<System, 0>().id; }, true);
+    add(
+        "local_static_one", "  one key: accessor with a function-local static, direct call",
         [](std::uint32_t) -> std::uint64_t { return local_static<0>().id; }, true);
 
     // Correctness and warm-up (untimed).
@@ -452,67 +552,89 @@ void section_hit(const config& cfg, const std::string& label, const std::vector<
         bench::sink(r.batch(0, n / 8));
     }
 
-    // Repetition-major, so that a noisy period hits every row alike.
+    // Repetition-major, so that a noisy period hits every row alike. 2 threads
+    // do n lookups each, 4 threads n / 2 each (the same total).
     for (int rep = 0; rep < cfg.reps; ++rep) {
         for (auto& r : rows) {
             std::uint64_t acc1 = 0;
             const double wall1 = bench::run_parallel(1, [&](unsigned) { acc1 = r.batch(0, n); });
             r.ns_1t.push_back(wall1 / static_cast<double>(n));
-            std::array<std::uint64_t, 2> acc2{};
+            std::array<std::uint64_t, 4> acc{};
             const double wall2 = bench::run_parallel(
-                2, [&](unsigned t) { acc2[t] = r.batch(t * (order_length / 2), n); });
+                2, [&](unsigned t) { acc[t] = r.batch(t * (order_length / 2), n); });
             r.mops_2t.push_back(2.0 * static_cast<double>(n) / wall2 * 1e3);
-            bench::sink(acc1 + acc2[0] + acc2[1]);
+            const double wall4 = bench::run_parallel(
+                4, [&](unsigned t) { acc[t] += r.batch(t * (order_length / 4), n / 2); });
+            r.mops_4t.push_back(2.0 * static_cast<double>(n) / wall4 * 1e3);
+            bench::sink(acc1 + acc[0] + acc[1] + acc[2] + acc[3]);
         }
     }
 
     // Tables.
-    std::map<std::string, stats> s1, s2;
+    std::map<std::string, stats> s1, s2, s4;
     for (auto& r : rows) {
         s1[r.id] = summarize(r.ns_1t);
         s2[r.id] = summarize(r.mops_2t);
+        s4[r.id] = summarize(r.mops_4t);
         put("hit." + label + ".1t." + r.id, s1[r.id]);
         put("hit." + label + ".2t." + r.id, s2[r.id]);
+        put("hit." + label + ".4t." + r.id, s4[r.id]);
     }
     const double find_ns = s1["find"].median;
+    const auto vs = [&](std::map<std::string, stats>& s, const std::string& a,
+                        const std::string& b) {
+        return bench::ratio_str(s[a].median / s[b].median);
+    };
     std::vector<row> t1;
     for (auto& r : rows) {
         std::string note;
         if (r.id == "import_ref") note = "target <= 1.00x";
-        if (r.id == "import_module")
-            note = "vs find+copy: " + bench::ratio_str(s1[r.id].median / s1["find_copy"].median);
-        if (r.id == "handle_one") {
-            note = "vs one static: " +
-                   bench::ratio_str(s1[r.id].median / s1["local_static_one"].median);
+        if (r.id == "import_module") note = "vs find+copy: " + vs(s1, r.id, "find_copy");
+        if (r.peer) note = "time import_ref/this: " + vs(s1, "import_ref", r.id);
+        if (r.id == "handle") note = "vs 1000 static accessors: " + vs(s1, r.id, "local_static");
+        if (r.id == "handle_fn") {
+            note =
+                "vs 1000 static accessors: " + vs(s1, r.id, "local_static") + " (target <= 2.00x)";
         }
-        if (r.id == "handle") {
-            note = "vs local static: " +
-                   bench::ratio_str(s1[r.id].median / s1["local_static"].median) +
-                   " (target <= 2.00x)";
+        if (r.id == "handle_one") {
+            note = "vs static accessor: " + vs(s1, r.id, "local_static_one") + " (target <= 2.00x)";
+        }
+        if (r.id == "handle_one_fn") {
+            note = "vs static accessor: " + vs(s1, r.id, "local_static_one");
         }
         t1.push_back({r.name, s1[r.id], s1[r.id].median / find_ns, note});
     }
     bench::print_table("1. Hit path, " + label + " keys, 1 thread: ns per lookup (lower is better)",
                        "ns", "x find", t1);
 
-    const double shared_2t = s2["shared_mutex"].median;
-    std::vector<row> t2;
-    for (auto& r : rows) {
-        const double mops_1t = 1e3 / s1[r.id].median;
-        const double scaling = s2[r.id].median / mops_1t;
-        put("hit." + label + ".scaling." + r.id, {scaling, scaling, scaling, 1});
-        // Interference only slows a run down: best 2t over best 1t shows what
-        // the hardware allows when the median is hit by other load.
-        const double best = s2[r.id].max / (1e3 / s1[r.id].min);
-        std::string note = "1t " + bench::num(mops_1t) + " M/s; vs shared_mutex map at 2t: " +
-                           bench::ratio_str(s2[r.id].median / shared_2t) + "; best-of-reps 2t/1t " +
-                           bench::ratio_str(best);
-        t2.push_back({r.name, s2[r.id], scaling, note});
+    for (const unsigned threads : {2u, 4u}) {
+        auto& s = threads == 2 ? s2 : s4;
+        const std::string tt = std::to_string(threads) + "t";
+        const double shared_mt = s["shared_mutex"].median;
+        std::vector<row> t;
+        for (auto& r : rows) {
+            const double mops_1t = 1e3 / s1[r.id].median;
+            const double scaling = s[r.id].median / mops_1t;
+            put("hit." + label + ".scaling" + (threads == 2 ? "" : "4") + "." + r.id,
+                {scaling, scaling, scaling, 1});
+            // Interference only slows a run down: best of the threaded samples
+            // over the best 1-thread sample shows what the hardware allows when
+            // the median is hit by other load.
+            const double best = s[r.id].max / (1e3 / s1[r.id].min);
+            std::string note = "1t " + bench::num(mops_1t) + " M/s; vs shared_mutex map at " + tt +
+                               ": " + bench::ratio_str(s[r.id].median / shared_mt);
+            if (r.peer)
+                note += "; time import_ref/this at " + tt + ": " + vs(s, r.id, "import_ref");
+            note += "; best-of-reps " + tt + "/1t " + bench::ratio_str(best);
+            t.push_back({r.name, s[r.id], scaling, note});
+        }
+        bench::print_table(
+            "1. Hit path, " + label + " keys, " + std::to_string(threads) +
+                " threads: aggregate M lookups/s (higher is better); ratio = " + tt +
+                " / 1t throughput (ideal " + bench::ratio_str(ideal_scaling(threads)) + " on " +
+                std::to_string(std::thread::hardware_concurrency()) + " hardware threads)",
+            "M/s", tt + "/1t", t);
     }
-    bench::print_table("1. Hit path, " + label +
-                           " keys, 2 threads: aggregate M lookups/s (higher is better); "
-                           "ratio = 2t / 1t throughput (ideal 2.00x)",
-                       "M/s", "2t/1t", t2);
     check_locks(sys, "hit path " + label);
 }
 
@@ -550,7 +672,45 @@ void section_coalesce(const config& cfg) {
     std::vector<double> il, ls, co;
     bool counts_ok = true;
     int worst_il = 1, worst_ls = 1, worst_co = 1;
+    // Third-party peers: a fresh container per repetition, get() of one key.
+    struct peer_impl {
+        std::string id, name;
+        std::function<std::pair<double, int>()> run;  // wall ns, initialiser runs
+        std::vector<double> ns;
+        int worst = 1;
+    };
+    std::vector<peer_impl> peers;
+    bench::peers::for_each_peer<int, bench_module>([&]<class Peer>(std::type_identity<Peer>) {
+        peers.push_back({Peer::id,
+                         Peer::name,
+                         [] {
+                             Peer p;
+                             std::atomic<int> inits{0};
+                             const double ns = coalesce_once([&p, &inits] {
+                                 return p
+                                     .get(7,
+                                          [&inits](bench_module& m) {
+                                              inits.fetch_add(1);
+                                              std::this_thread::sleep_for(
+                                                  std::chrono::milliseconds(1));
+                                              m.id = 7;
+                                          })
+                                     .id;
+                             });
+                             return std::pair<double, int>{ns, inits.load()};
+                         },
+                         {},
+                         1});
+    });
     for (int rep = 0; rep < reps; ++rep) {
+        for (auto& p : peers) {
+            const auto [ns, inits] = p.run();
+            p.ns.push_back(ns);
+            if (inits != 1) {
+                counts_ok = false;
+                p.worst = inits;
+            }
+        }
         {  // importlock: a fresh system, one cold key.
             int_system sys;
             std::atomic<int> inits{0};
@@ -601,16 +761,26 @@ void section_coalesce(const config& cfg) {
     put("coalesce.local_static", s_ls);
     put("coalesce.call_once", s_co);
     put("coalesce.inits_ok", {counts_ok ? 1.0 : 0.0, 0, 0, 1});
+    std::vector<row> rows = {
+        {"importlock import_ref (fresh system)", u_il, s_il.median / s_ls.median,
+         "initialiser runs per rep: " + std::to_string(counts_ok ? 1 : worst_il) + " (must be 1)"},
+        {"function-local static (fresh instantiation)", u_ls, 1.0,
+         "initialiser runs per rep: " + std::to_string(counts_ok ? 1 : worst_ls)},
+        {"std::call_once (fresh once_flag)", u_co, s_co.median / s_ls.median,
+         "initialiser runs per rep: " + std::to_string(counts_ok ? 1 : worst_co)}};
+    for (auto& p : peers) {
+        const stats sp = summarize(p.ns);
+        put("coalesce." + p.id, sp);
+        for (auto& x : p.ns) x /= 1e3;
+        rows.push_back(
+            {p.name + " (fresh)", summarize(p.ns), sp.median / s_ls.median,
+             "initialiser runs per rep: " + std::to_string(counts_ok ? 1 : p.worst) +
+                 "; time importlock/this: " + bench::ratio_str(s_il.median / sp.median)});
+    }
     bench::print_table(
         "2. Coalescing: 8 threads, one cold key, 1 ms sleeping initialiser: wall us from "
         "latch release until all 8 hold the module (lower is better)",
-        "us", "x static",
-        {{"importlock import_ref (fresh system)", u_il, s_il.median / s_ls.median,
-          "initialiser runs per rep: " + std::to_string(counts_ok ? 1 : worst_il) + " (must be 1)"},
-         {"function-local static (fresh instantiation)", u_ls, 1.0,
-          "initialiser runs per rep: " + std::to_string(counts_ok ? 1 : worst_ls)},
-         {"std::call_once (fresh once_flag)", u_co, s_co.median / s_ls.median,
-          "initialiser runs per rep: " + std::to_string(counts_ok ? 1 : worst_co)}});
+        "us", "x static", rows);
     if (!counts_ok) broken("coalescing: an initialiser ran more or fewer than once");
 }
 
@@ -707,59 +877,114 @@ void section_cold(const config& cfg) {
         return to_mops(wall);
     };
 
+    // Third-party peers: a fresh container per sample, get() of each key.
+    const auto run_peer = [&]<class Peer>(std::type_identity<Peer>, unsigned threads) {
+        auto p = std::make_unique<Peer>();
+        const double wall = bench::run_parallel(threads, [&](unsigned t) {
+            const auto [b, e] = share(t, threads);
+            std::uint64_t acc = 0;
+            for (std::size_t i = b; i < e; ++i) {
+                const std::uint64_t id = i;
+                acc += p->get(keys[i], [id](bench_module& m) { m.id = id; }).id;
+            }
+            bench::do_not_optimize(acc);
+        });
+        if (p->size() != key_count) broken(std::string("cold inserts: ") + Peer::name + " size");
+        return to_mops(wall);
+    };
+
     struct impl {
         std::string id, name;
         std::function<double(unsigned)> run;
-        std::vector<double> t1, t2;
+        bool peer = false;
+        std::vector<double> t1, t2, t4;
     };
     std::vector<impl> impls;
-    impls.push_back({"importlock", "importlock import_ref", run_importlock, {}, {}});
+    impls.push_back({"importlock", "importlock import_ref", run_importlock, false, {}, {}, {}});
     impls.push_back({"importlock_per_thread",
                      "importlock import_ref, a system per thread",
                      run_importlock_per_thread,
+                     false,
+                     {},
                      {},
                      {}});
-    impls.push_back({"mutex", "std::mutex + unordered_map", run_mutex_map, {}, {}});
+    impls.push_back({"mutex", "std::mutex + unordered_map", run_mutex_map, false, {}, {}, {}});
     impls.push_back({"shared_mutex",
                      "std::shared_mutex + unordered_map (double-checked)",
                      run_shared_map,
+                     false,
+                     {},
                      {},
                      {}});
+    bench::peers::for_each_peer<int, bench_module>([&]<class Peer>(std::type_identity<Peer> tag) {
+        impls.push_back({Peer::id,
+                         Peer::name,
+                         [run_peer, tag](unsigned threads) { return run_peer(tag, threads); },
+                         true,
+                         {},
+                         {},
+                         {}});
+    });
     for (auto& i : impls) bench::sink(static_cast<std::uint64_t>(i.run(1)));  // warm-up
     for (int rep = 0; rep < cfg.cheap_reps; ++rep) {
         for (auto& i : impls) {
             i.t1.push_back(i.run(1));
             i.t2.push_back(i.run(2));
+            i.t4.push_back(i.run(4));
         }
     }
-    std::map<std::string, stats> s1, s2;
+    std::map<std::string, stats> s1, s2, s4;
     for (auto& i : impls) {
         s1[i.id] = summarize(i.t1);
         s2[i.id] = summarize(i.t2);
+        s4[i.id] = summarize(i.t4);
         put("cold.1t." + i.id, s1[i.id]);
         put("cold.2t." + i.id, s2[i.id]);
+        put("cold.4t." + i.id, s4[i.id]);
     }
-    std::vector<row> r1, r2;
+    std::vector<row> r1;
     for (auto& i : impls) {
-        r1.push_back({i.name, s1[i.id], s1[i.id].median / s1["mutex"].median,
-                      bench::num(1e3 / s1[i.id].median) + " ns per import"});
-        const double scaling = s2[i.id].median / s1[i.id].median;
-        put("cold.scaling." + i.id, {scaling, scaling, scaling, 1});
-        const double best = s2[i.id].max / s1[i.id].max;
-        std::string note = i.id == "importlock"              ? "target >= 1.50x; "
-                           : i.id == "importlock_per_thread" ? "independent systems: ideal 2.00x; "
-                                                             : "";
-        note += "best-of-reps 2t/1t " + bench::ratio_str(best);
-        r2.push_back({i.name, s2[i.id], scaling, note});
+        std::string note = bench::num(1e3 / s1[i.id].median) + " ns per import";
+        if (i.peer) {
+            // Throughputs: importlock's time per import over this one's.
+            note += "; time importlock/this: " +
+                    bench::ratio_str(s1[i.id].median / s1["importlock"].median);
+        }
+        r1.push_back({i.name, s1[i.id], s1[i.id].median / s1["mutex"].median, note});
     }
     bench::print_table(
         "3. Cold inserts, 1000 distinct int keys into a fresh container, 1 thread: "
         "M imports/s (higher is better); ratio = row / mutex map",
         "M/s", "x mutex", r1);
-    bench::print_table(
-        "3. Cold inserts, 2 threads (500 keys each): aggregate M imports/s "
-        "(higher is better); ratio = 2t / 1t (ideal 2.00x)",
-        "M/s", "2t/1t", r2);
+    for (const unsigned threads : {2u, 4u}) {
+        auto& s = threads == 2 ? s2 : s4;
+        const std::string tt = std::to_string(threads) + "t";
+        std::vector<row> r;
+        for (auto& i : impls) {
+            const double scaling = s[i.id].median / s1[i.id].median;
+            put("cold.scaling" + std::string(threads == 2 ? "" : "4") + "." + i.id,
+                {scaling, scaling, scaling, 1});
+            const double best = s[i.id].max / s1[i.id].max;
+            std::string note = i.id == "importlock" && threads == 2 ? "target >= 1.50x; "
+                               : i.id == "importlock_per_thread"
+                                   ? "independent systems: ideal " +
+                                         bench::ratio_str(ideal_scaling(threads)) + "; "
+                                   : std::string();
+            if (i.peer) {
+                note += "time importlock/this at " + tt + ": " +
+                        bench::ratio_str(s[i.id].median / s["importlock"].median) + "; ";
+            }
+            note += "best-of-reps " + tt + "/1t " + bench::ratio_str(best);
+            r.push_back({i.name, s[i.id], scaling, note});
+        }
+        bench::print_table("3. Cold inserts, " + std::to_string(threads) + " threads (" +
+                               std::to_string(key_count / threads) +
+                               " keys each): aggregate M imports/s (higher is better); "
+                               "ratio = " +
+                               tt + " / 1t (ideal " + bench::ratio_str(ideal_scaling(threads)) +
+                               ")",
+                           "M/s", tt + "/1t", r);
+    }
 }
 
 // ============================================================ section 4: slow loaders
@@ -835,17 +1060,37 @@ void section_slow(const config& cfg) {
             bench::do_not_optimize(acc);
         });
     };
+    // Third-party peers: a fresh container per sample, the busy initialiser run by get().
+    const auto run_peer = [&]<class Peer>(std::type_identity<Peer>) {
+        Peer p;
+        return bench::run_parallel(2, [&](unsigned t) {
+            std::uint64_t acc = 0;
+            for (int j = 0; j < per_thread; ++j) {
+                acc += p.get(keys_of(t, j), [spin](bench_module& m) {
+                            bench::busy_wait(spin);
+                            m.id = 1;
+                        }).id;
+            }
+            bench::do_not_optimize(acc);
+        });
+    };
     struct impl {
         std::string id, name;
         std::function<double()> run;
+        bool peer = false;
         std::vector<double> us;
     };
     std::vector<impl> impls;
-    impls.push_back({"per_key", "importlock per_key_locks", run_per_key, {}});
-    impls.push_back({"global", "importlock global_lock", run_global, {}});
-    impls.push_back({"once_map", "mutex map of once_flag slots + call_once", run_once_map, {}});
+    impls.push_back({"per_key", "importlock per_key_locks", run_per_key, false, {}});
+    impls.push_back({"global", "importlock global_lock", run_global, false, {}});
     impls.push_back(
-        {"mutex_map", "std::mutex + unordered_map, init under the lock", run_mutex_map, {}});
+        {"once_map", "mutex map of once_flag slots + call_once", run_once_map, false, {}});
+    impls.push_back(
+        {"mutex_map", "std::mutex + unordered_map, init under the lock", run_mutex_map, false, {}});
+    bench::peers::for_each_peer<int, bench_module>([&]<class Peer>(std::type_identity<Peer> tag) {
+        impls.push_back(
+            {Peer::id, Peer::name, [run_peer, tag] { return run_peer(tag); }, true, {}});
+    });
     for (auto& i : impls) bench::sink(static_cast<std::uint64_t>(i.run()));  // warm-up
     for (int rep = 0; rep < cfg.cheap_reps; ++rep)
         for (auto& i : impls) i.us.push_back(i.run() / 1e3);
@@ -859,6 +1104,10 @@ void section_slow(const config& cfg) {
         std::string note = i.id == "per_key"  ? "target <= 1100 us (ideal ~1000)"
                            : i.id == "global" ? "serialised: ~2000 expected"
                                               : std::string();
+        if (i.peer) {
+            note =
+                "time importlock/this: " + bench::ratio_str(s["per_key"].median / s[i.id].median);
+        }
         rows.push_back({i.name, s[i.id], s[i.id].median / s["once_map"].median, note});
     }
     bench::print_table(
@@ -1102,6 +1351,243 @@ void section_memory(const config&) {
         sizeof(std::shared_ptr<bench_module>));
 }
 
+// ============================================================ section 7: scale
+
+// Cold-import and hit cost against the number of keys already loaded, and the
+// cost of closing a cycle against the depth of a same-thread import chain.
+void section_scale(const config& cfg) {
+    std::vector<std::uint32_t> sizes = {1'000, 10'000, 100'000, 1'000'000};
+    if (cfg.quick) sizes.pop_back();
+    constexpr std::uint32_t batch = 1000;  // fresh keys per cold sample
+    const int reps = cfg.quick ? 3 : 5;
+
+    struct impl {
+        std::string id, name;
+        // Builds a container holding keys [0, n) (untimed; keys up to `limit`
+        // may be imported later).
+        std::function<void(std::uint32_t n, std::uint32_t limit)> build;
+        std::function<std::uint64_t(std::uint32_t first, std::uint32_t count)> cold;  // sum of ids
+        batch_fn hit;  // over the shuffled order of the current size
+        std::function<void()> reset;
+        std::map<std::uint32_t, std::vector<double>> cold_ns, hit_ns;
+    };
+    std::vector<std::uint32_t> order;
+
+    std::unique_ptr<int_system> sys;
+    std::unique_ptr<std::unordered_map<int, std::shared_ptr<bench_module>>> map;
+    std::vector<impl> impls;
+    impls.push_back(
+        {"importlock",
+         "importlock import_ref",
+         [&](std::uint32_t n, std::uint32_t limit) {
+             sys = std::make_unique<int_system>();
+             for (std::uint32_t k = 0; k < limit; ++k) {
+                 const std::uint64_t id = k;
+                 sys->finder().define(static_cast<int>(k),
+                                      [id](bench_module& m, importer_t<int>&) { m.id = id; });
+             }
+             for (std::uint32_t k = 0; k < n; ++k)
+                 bench::sink(sys->import_ref(static_cast<int>(k)).id);
+         },
+         [&](std::uint32_t first, std::uint32_t count) {
+             std::uint64_t acc = 0;
+             for (std::uint32_t k = first; k < first + count; ++k)
+                 acc += sys->import_ref(static_cast<int>(k)).id;
+             return acc;
+         },
+         make_batch([&](std::uint32_t i)
+                        -> std::uint64_t { return sys->import_ref(static_cast<int>(i)).id; },
+                    order),
+         [&] {
+             if (sys) check_locks(*sys, "scale");
+             sys.reset();
+         },
+         {},
+         {}});
+    impls.push_back(
+        {"map",
+         "std::unordered_map (no lock)",
+         [&](std::uint32_t n, std::uint32_t) {
+             map = std::make_unique<std::unordered_map<int, std::shared_ptr<bench_module>>>();
+             for (std::uint32_t k = 0; k < n; ++k) {
+                 auto m = std::make_shared<bench_module>();
+                 m->id = k;
+                 map->emplace(static_cast<int>(k), std::move(m));
+             }
+         },
+         [&](std::uint32_t first, std::uint32_t count) {
+             std::uint64_t acc = 0;
+             for (std::uint32_t k = first; k < first + count; ++k) {
+                 auto [it, inserted] = map->try_emplace(static_cast<int>(k));
+                 if (inserted) {
+                     it->second = std::make_shared<bench_module>();
+                     it->second->id = k;
+                 }
+                 acc += it->second->id;
+             }
+             return acc;
+         },
+         make_batch([&](std::uint32_t i)
+                        -> std::uint64_t { return map->find(static_cast<int>(i))->second->id; },
+                    order),
+         [&] { map.reset(); },
+         {},
+         {}});
+#if IMPORTLOCK_BENCH_HAVE_TBB
+    using tbb_peer = bench::peers::tbb_map<int, bench_module>;
+    std::unique_ptr<tbb_peer> tbb;
+    impls.push_back(
+        {tbb_peer::id,
+         tbb_peer::name,
+         [&](std::uint32_t n, std::uint32_t) {
+             tbb = std::make_unique<tbb_peer>();
+             for (std::uint32_t k = 0; k < n; ++k) {
+                 const std::uint64_t id = k;
+                 bench::sink(
+                     tbb->get(static_cast<int>(k), [id](bench_module& m) { m.id = id; }).id);
+             }
+         },
+         [&](std::uint32_t first, std::uint32_t count) {
+             std::uint64_t acc = 0;
+             for (std::uint32_t k = first; k < first + count; ++k) {
+                 const std::uint64_t id = k;
+                 acc += tbb->get(static_cast<int>(k), [id](bench_module& m) { m.id = id; }).id;
+             }
+             return acc;
+         },
+         make_batch(
+             [&](std::uint32_t i) -> std::uint64_t { return tbb->find(static_cast<int>(i)).id; },
+             order),
+         [&] { tbb.reset(); },
+         {},
+         {}});
+#endif
+
+    const std::size_t lookups = cfg.hit_lookups;
+    for (const std::uint32_t n : sizes) {
+        // Up to 1e5 keys every repetition builds fresh containers; at 1e6 one
+        // build serves every repetition, whose fresh keys follow the last one's
+        // (the container grows by reps x 1000 keys, under 1%).
+        const bool rebuild = n <= 100'000;
+        const std::uint32_t limit = n + static_cast<std::uint32_t>(reps) * batch;
+        order = bench::shuffled_order(n, std::max<std::size_t>(order_length, std::bit_ceil(n)),
+                                      0x5eed'0000u + n);
+        const std::uint64_t want_hit = expected_sum(order, 0, lookups);
+        for (int rep = 0; rep < reps; ++rep) {
+            const std::uint32_t first = rebuild ? n : n + static_cast<std::uint32_t>(rep) * batch;
+            for (auto& i : impls) {
+                if (rebuild || rep == 0) i.build(n, limit);
+                const auto t0 = now();
+                const std::uint64_t got = i.cold(first, batch);
+                const auto t1 = now();
+                i.cold_ns[n].push_back(ns_between(t0, t1) / batch);
+                const std::uint64_t want = std::uint64_t{batch} * first + batch * (batch - 1) / 2;
+                if (got != want)
+                    broken("scale: " + i.name + " cold imports returned wrong modules");
+                bench::sink(i.hit(0, lookups / 8));  // warm-up
+                const auto t2 = now();
+                const std::uint64_t hit = i.hit(0, lookups);
+                const auto t3 = now();
+                i.hit_ns[n].push_back(ns_between(t2, t3) / static_cast<double>(lookups));
+                if (hit != want_hit) broken("scale: " + i.name + " lookups returned wrong modules");
+                if (rebuild || rep + 1 == reps) i.reset();
+            }
+        }
+    }
+
+    const auto size_name = [](std::uint32_t n) {
+        switch (n) {
+            case 1'000: return std::string("1e3");
+            case 10'000: return std::string("1e4");
+            case 100'000: return std::string("1e5");
+            default: return std::string("1e6");
+        }
+    };
+    for (const bool cold : {true, false}) {
+        std::vector<row> rows;
+        for (auto& i : impls) {
+            const double base = summarize(cold ? i.cold_ns[sizes[0]] : i.hit_ns[sizes[0]]).median;
+            for (const std::uint32_t n : sizes) {
+                const stats st = summarize(cold ? i.cold_ns[n] : i.hit_ns[n]);
+                put(std::string("scale.") + (cold ? "cold." : "hit.") + i.id + "." + size_name(n),
+                    st);
+                std::string note;
+                if (i.id != "importlock") {
+                    const double il =
+                        summarize(cold ? impls[0].cold_ns[n] : impls[0].hit_ns[n]).median;
+                    note = "time importlock/this: " + bench::ratio_str(il / st.median);
+                }
+                rows.push_back(
+                    {i.name + ", " + size_name(n) + " loaded", st, st.median / base, note});
+            }
+        }
+        bench::print_table(
+            cold ? "7a. Scale, cold imports: ns per import of 1000 fresh int keys into a container "
+                   "already holding N keys, 1 thread (includes any rehash); ratio = row / same "
+                   "implementation at 1e3"
+                 : "7b. Scale, hit path: ns per lookup over N loaded int keys (shuffled order), 1 "
+                   "thread; ratio = row / same implementation at 1e3",
+            "ns", "x 1e3", rows);
+    }
+
+    // Same-thread chains: the loader of key i imports key i + 1, the loader of
+    // key depth - 1 imports key 0 (the cycle closes at the import stack).
+    const std::vector<int> depths = {10, 100, 1000};
+    std::map<int, std::vector<double>> per_level, close_ns;
+    for (int rep = 0; rep < cfg.reps; ++rep) {
+        for (const int depth : depths) {
+            int_system chain;
+            const std::size_t need = static_cast<std::size_t>(depth) + 1;  // + the closing import
+            if (chain.max_import_depth() < need) chain.set_max_import_depth(need);
+            double closing = 0;
+            for (int k = 0; k < depth; ++k) {
+                chain.finder().define(k, [&, k](bench_module& m, importer_t<int>& imp) {
+                    m.id = static_cast<std::uint64_t>(k);
+                    if (k + 1 < depth) {
+                        bench::sink(imp.import_ref(k + 1).id);
+                        return;
+                    }
+                    std::uint64_t acc = 0;
+                    const auto t0 = now();
+                    for (int c = 0; c < cfg.close_calls; ++c) acc += imp.import_ref(0).id;
+                    closing = ns_between(t0, now()) / cfg.close_calls;
+                    bench::do_not_optimize(acc);
+                });
+            }
+            const auto t0 = now();
+            bench::sink(chain.import_ref(0).id);
+            const double total = ns_between(t0, now());
+            if (chain.size() != static_cast<std::size_t>(depth))
+                broken("scale: chain of " + std::to_string(depth) + " did not import every key");
+            check_locks(chain, "scale chain");
+            // The closing calls ran inside the chain: take them out of its time.
+            per_level[depth].push_back((total - closing * cfg.close_calls) / depth);
+            close_ns[depth].push_back(closing);
+        }
+    }
+    std::vector<row> rl, rc;
+    const double level10 = summarize(per_level[depths[0]]).median;
+    const double close10 = summarize(close_ns[depths[0]]).median;
+    for (const int depth : depths) {
+        const stats sl = summarize(per_level[depth]), sc = summarize(close_ns[depth]);
+        put("scale.chain." + std::to_string(depth), sl);
+        put("scale.close." + std::to_string(depth), sc);
+        rl.push_back({"depth " + std::to_string(depth), sl, sl.median / level10,
+                      "whole chain " + bench::num(sl.median * depth / 1e3) + " us"});
+        rc.push_back({"depth " + std::to_string(depth), sc, sc.median / close10,
+                      bench::num(sc.median / depth) + " ns per level of the stack"});
+    }
+    bench::print_table(
+        "7c. Scale, a same-thread import chain of depth D closed into a cycle: ns per level "
+        "(the chain's import of key 0, minus the timed closing calls, / D); ratio = row / depth 10",
+        "ns", "x D=10", rl);
+    bench::print_table(
+        "7d. Scale, the closing import alone: ns per import of key 0 from the deepest loader "
+        "(finds the cycle, returns the partial module; mean of the close calls); ratio = row / "
+        "depth 10",
+        "ns", "x D=10", rc);
+}
+
 // ============================================================ targets
 
 int g_pass = 0, g_miss = 0;
@@ -1154,8 +1640,12 @@ void print_targets() {
     }
     for (const char* k : {"int", "string"}) {
         const std::string p = std::string("hit.") + k;
-        ratio_target(std::string("handle hit, ") + k + " keys: <= 2x function-local static",
-                     p + ".1t.handle", p + ".1t.local_static", 2.0, true);
+        ratio_target(std::string("handle hit, ") + k +
+                         " keys, one key: get() <= 2x a direct call of a static's accessor",
+                     p + ".1t.handle_one", p + ".1t.local_static_one", 2.0, true);
+        ratio_target(std::string("handle hit, ") + k +
+                         " keys, 1000 keys: accessors over handles <= 2x accessors over statics",
+                     p + ".1t.handle_fn", p + ".1t.local_static", 2.0, true);
     }
     ratio_target("coalescing wall: <= 1.1x function-local static", "coalesce.importlock",
                  "coalesce.local_static", 1.1, true, true);
@@ -1204,7 +1694,7 @@ int main(int argc, char** argv) {
                 pos = comma + 1;
             }
         } else if (arg == "--help" || arg == "-h") {
-            std::printf("usage: %s [--quick] [--only=hit,coalesce,cold,slow,cycle,memory]\n",
+            std::printf("usage: %s [--quick] [--only=hit,coalesce,cold,slow,cycle,memory,scale]\n",
                         argv[0]);
             return 0;
         } else {
@@ -1229,9 +1719,11 @@ int main(int argc, char** argv) {
                 std::thread::hardware_concurrency());
     std::printf("compiler: %s\n", bench::compiler_id().c_str());
     std::printf("flags:    %s\n", bench::compile_flags().c_str());
+    std::printf("peers:    %s\n", bench::peers::description().c_str());
     std::printf(
         "runs:     %d repetitions (hit path, chains), %d (1 ms sections), %zu lookups "
-        "per thread per sample; median and min - max over repetitions\n",
+        "per thread per sample (4 threads: half as many each; scale: per sample); median and "
+        "min - max over repetitions\n",
         cfg.reps, cfg.cheap_reps, cfg.hit_lookups);
 
     const double headroom_before = parallel_headroom(cfg.quick ? 3 : 7);
@@ -1246,6 +1738,7 @@ int main(int argc, char** argv) {
     if (cfg.runs("slow")) section_slow(cfg);
     if (cfg.runs("cycle")) section_cycle(cfg);
     if (cfg.runs("memory")) section_memory(cfg);
+    if (cfg.runs("scale")) section_scale(cfg);
 
     const double headroom_after = parallel_headroom(cfg.quick ? 3 : 7);
     std::printf("\n");
