@@ -2,11 +2,13 @@
 // Unit tests of importlock::detail::lock_protocol (detail/lock_protocol.hpp), driven directly
 // with a minimal entry type and a std::mutex standing in for a system's state mutex:
 //
-//   records        one per key in flight (one for every key under global_lock), gone when
-//                  nobody holds or awaits it; entry.extra.lock follows it
+//   records        one per key in flight (one for every key under global_lock), unlinked
+//                  when nobody holds or awaits it and reused from the free list;
+//                  entry.extra.lock follows it
 //   acquire        uncontended, re-entrant, waiting, cycles (exactly one thread of a cycle
 //                  finds it), timeouts, cancellation, shared failures, before_wait
-//   claim          holder_thread, import stack, thread_import_depth, release on unwinding
+//   claim          holder_thread, import stack frames (push/pop, depth order),
+//                  thread_import_depth, release on unwinding
 //   queries        lock_count, waiters_of, for_each_lock/stack/waiter, reentry_chain, held_by
 //   domains        a cycle through two protocols is found only when they share a domain
 //   no_locks       a second importing thread is refused with import_error, never waits

@@ -55,10 +55,10 @@ namespace importlock {
 //   import_module / get hit    the same plus the entry's spin lock around one
 //                              reference-count increment
 //   contains, is_initializing, is_blocked, size   a probe and one load, lock-free
-//   cold import                the state mutex a few times; allocates the lock
-//                              record and the module (and the entry, on a key's
-//                              first import); the wait_graph_domain's mutex only
-//                              when this thread has to wait
+//   cold import                the state mutex 3 times (4 with an observer); allocates
+//                              the module (and the entry, on a key's first import;
+//                              lock records come from a free list); the
+//                              wait_graph_domain's mutex only when this thread waits
 //   reload                     a cold import's locking, no allocation but the loader's
 //   block, erase               O(1) under the state mutex
 //   clear, destructor          O(n log n + e) per round under the state mutex
