@@ -97,6 +97,25 @@ private:
     std::vector<std::string> chain_;
 };
 
+// Reports that waiting for a tracked_mutex or a tracked_thread's join would
+// never end: the wait closes a cycle of waits through imports, tracked
+// mutexes and joins (tracked_mutex.hpp, tracked_thread.hpp), or the thread
+// locks a tracked_mutex it already holds. The thread that would close the
+// cycle gets it; the others go on waiting until it unwinds.
+class deadlock_error : public std::runtime_error {
+public:
+    // Builds the error; `chain` names the waits' nodes from the one this
+    // thread wanted to the one it holds.
+    deadlock_error(const std::string& what, std::vector<std::string> chain)
+        : std::runtime_error(what), chain_(std::move(chain)) {}
+
+    // Returns the nodes of the cycle ("mutex 'registry'", "the import of 'plugin'").
+    const std::vector<std::string>& chain() const noexcept { return chain_; }
+
+private:
+    std::vector<std::string> chain_;
+};
+
 // Reports that a timed import gave up waiting for another thread's import of
 // the key (import_module_for / import_module_until). The other import goes
 // on; a later import sees its result.

@@ -3,13 +3,9 @@
 // for any keyed resource.
 //
 // The public interface comes first; after it, the algorithm of DESIGN §1 in
-// §1 order, each step marked `§1.x`. The state and its read-only queries are
-// in detail/import_state.hpp; the machinery in detail/:
-//   registry.hpp, registry_entry.hpp   the registry and each key's state machine
-//   lock_protocol.hpp                  module locks, import stacks, cycle chains
-//   entry_importer.hpp, dependency_recorder.hpp   the importer and what it records
-//   teardown_order.hpp, dependency_graph.hpp      teardown order, graph queries
-//   module_factory.hpp, observer_slot.hpp, snapshot_builder.hpp, deadline.hpp
+// §1 order, each step marked `§1.x`. The state, its queries and bookkeeping
+// are in detail/import_state.hpp; the machinery (registry and entry state
+// machine, lock protocol, importer, teardown order, ...) in detail/.
 #pragma once
 
 #if __has_include(<version>)
@@ -243,14 +239,15 @@ private:
         state_lock state(state_mutex_);
         this->throw_if_closing(key);
         entry_type& e = found != nullptr ? *found : registry_.find_or_insert(key, hash, *this);
-        if (auto done = settled(e)) return done;
+        if (auto done = this->settled(e)) return done;
         // §1.3 This thread already imports `key`: a circular import on its own
         // stack. A parent is handed over partial under every policy (a
         // package whose loader imports its own submodule).
         if (e.holder_thread == self) {
             if (as_parent && detail::holds_module(e.current_state())) return e.registered();
-            return resolve_cycle(e, state, protocol_.reentry_chain(e), on_cycle,
-                                 "this thread is already importing it");
+            return resolve_cycle(
+                e, state, [&] { return protocol_.reentry_chain(e); }, on_cycle,
+                "this thread is already importing it");
         }
         this->throw_if_too_deep(key);  // §1.12
         // §1.2/§1.4 Take the key's lock, unless waiting would close a cycle.
@@ -259,27 +256,25 @@ private:
                                          if (auto o = observer_.load()) o->on_wait(key, h);
                                      });
         if (!got.cycle.empty()) {
-            return resolve_cycle(e, state, std::move(got.cycle), on_cycle,
-                                 "another thread importing it waits for this one");
+            return resolve_cycle(
+                e, state, [&] { return std::move(got.cycle); }, on_cycle,
+                "another thread importing it waits for this one");
         }
         if (got.failure) std::rethrow_exception(got.failure);
         claim held(protocol_, e, *got.lock, state);
-        if (auto done = settled(e)) return done;  // another thread loaded it meanwhile
+        if (auto done = this->settled(e)) return done;  // another thread loaded it meanwhile
         state.unlock();
         return run_first_load(e, parent, held);
     }
 
-    // Returns the ready module, throws for a blocked key, else null. State mutex.
-    std::shared_ptr<Module> settled(const entry_type& e) const {
-        throw_if_blocked(e);
-        return e.published();
-    }
-
     // §1.4 Gives the partial module to the import that closed a cycle, or
     // throws circular_import_error. The observer hears of it outside the lock.
-    std::shared_ptr<Module> resolve_cycle(entry_type& e, state_lock& state,
-                                          std::vector<std::string> chain, cycle_resolution on_cycle,
-                                          std::string why) {
+    // `make_chain` names the cycle's imports; it runs only when someone reads
+    // the chain (an observer, or the error), so that handing over a partial
+    // module costs O(1) however deep the stack.
+    template <class MakeChain>
+    std::shared_ptr<Module> resolve_cycle(entry_type& e, state_lock& state, MakeChain&& make_chain,
+                                          cycle_resolution on_cycle, const char* why) {
         std::shared_ptr<Module> partial;
         if (on_cycle == cycle_resolution::partial_module) {
             partial = e.registered();
@@ -288,10 +283,14 @@ private:
                     "it has no module object yet: its builder, finder or factory is still running";
             }
         }
-        state.unlock();
-        if (auto o = observer_.load()) {
-            observer_.notify([&] { o->on_cycle(e.key, chain, partial != nullptr); });
+        const auto o = observer_.load();
+        if (partial && !o) {
+            state.unlock();
+            return partial;
         }
+        std::vector<std::string> chain = std::forward<MakeChain>(make_chain)();
+        state.unlock();
+        if (o) observer_.notify([&] { o->on_cycle(e.key, chain, partial != nullptr); });
         if (partial) return partial;
         throw circular_import_error(std::move(chain), "'" + name(e.key) + "': " + why);
     }
@@ -321,17 +320,7 @@ private:
                 observer_.notify(
                     [&] { observer->on_import_failed(e.key, std::current_exception()); });
             }
-            // A key blocked meanwhile is not a failure to share: each waiter
-            // re-checks the registry itself (and may find the block erased).
-            if constexpr (detail::shares_failures<policy>) {
-                try {
-                    throw;
-                } catch (const import_halted_error&) {
-                } catch (...) {
-                    if (!held.state().owns_lock()) held.state().lock();
-                    protocol_type::share_failure(held.lock(), std::current_exception());
-                }
-            }
+            if constexpr (detail::shares_failures<policy>) this->share_failure(held);
             throw;
         }
     }
@@ -438,18 +427,11 @@ private:
     // the last round refuses imports.
     std::size_t teardown(bool final) {
         std::size_t dropped = 0;
-        const auto round = [&] {  // returns whether it dropped anything
-            std::size_t blocks = 0;
-            std::vector<std::shared_ptr<Module>> doomed = this->take_settled_modules(blocks);
-            dropped += doomed.size();
-            for (auto& module : doomed) module.reset();  // outside the mutex: may import
-            return !doomed.empty() || blocks != 0;
-        };
-        for (int i = 0; i < teardown_rounds && round(); ++i) {
+        for (int i = 0; i < teardown_rounds && this->teardown_round(dropped); ++i) {
         }
         if (final) {
             this->close();
-            while (round()) {
+            while (this->teardown_round(dropped)) {
             }
         }
         return dropped;

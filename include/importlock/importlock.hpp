@@ -26,4 +26,7 @@
 #include "module_traits.hpp"
 #include "observer.hpp"
 #include "snapshot.hpp"
+#include "tracked_mutex.hpp"
+#include "tracked_thread.hpp"
 #include "version.hpp"
+#include "wait_graph_domain.hpp"

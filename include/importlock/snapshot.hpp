@@ -18,9 +18,15 @@ namespace importlock {
 // What one import system's imports in flight were doing at one moment. A
 // value: print it, inspect it, keep it.
 struct import_snapshot {
-    // One module lock in use.
+    // What a lock_state is: a module lock, or a node of the program's own
+    // waits (tracked_mutex.hpp, tracked_thread.hpp) that a thread waits on.
+    enum class node_kind { module_lock, mutex, thread };
+
+    // One module lock in use, or a tracked mutex or thread end waited for.
     struct lock_state {
-        std::string key;                       // formatted key ("<global import lock>")
+        node_kind kind = node_kind::module_lock;
+        std::string key;                       // formatted key ("<global import lock>",
+                                               // "mutex 'registry'", "the end of thread 3")
         std::thread::id owner;                 // the thread holding it
         std::size_t depth = 0;                 // re-entrant acquisitions by owner
         std::vector<std::thread::id> waiters;  // threads blocked on it
@@ -67,11 +73,15 @@ struct import_snapshot {
     }
 
     // Writes a Graphviz DOT graph: thread -> key it waits for, key -> thread
-    // that holds it.
+    // that holds it (module locks are boxes, tracked mutexes octagons, thread
+    // ends dotted ellipses).
     void write_dot(std::ostream& out) const {
         out << "digraph imports_in_flight {\n";
         for (const lock_state& l : locks) {
-            out << "  " << detail::dot_quote(l.key) << " [shape=box];\n";
+            out << "  " << detail::dot_quote(l.key)
+                << (l.kind == node_kind::module_lock ? " [shape=box];\n"
+                    : l.kind == node_kind::mutex     ? " [shape=octagon];\n"
+                                                     : " [shape=ellipse, style=dotted];\n");
             out << "  " << detail::dot_quote(l.key) << " -> "
                 << detail::dot_quote(thread_name(l.owner)) << " [label=\"held by\"];\n";
             for (const std::thread::id& w : l.waiters) {

@@ -13,6 +13,7 @@ namespace importlock {
 namespace detail {
 template <class Key, class Policy, class Entry>
 class lock_protocol;
+struct domain_access;
 }  // namespace detail
 
 // A wait-for graph shared by the import systems that are given it (DESIGN
@@ -23,8 +24,11 @@ class lock_protocol;
 // detected out of the box; a separate domain isolates a group of systems
 // (e.g. a test) from the rest of the process.
 //
-// The domain is touched only when a thread has to wait for another thread's
-// import: an uncontended import never takes its mutex. Thread-safety: any
+// tracked_mutex and tracked_thread (tracked_mutex.hpp, tracked_thread.hpp)
+// join the same graph, so that cycles through the program's own locks and
+// joins are found too. The domain is touched only when a thread has to wait
+// (for an import, a tracked mutex or a join): an uncontended import or lock
+// never takes its mutex. Thread-safety: any
 // thread. Precondition: a domain outlives the systems that use it (the
 // process-wide one is never destroyed).
 class wait_graph_domain {
@@ -39,7 +43,8 @@ public:
         return *domain;
     }
 
-    // Returns the number of threads blocked on a lock of this domain's systems.
+    // Returns the number of threads blocked on a lock of this domain's systems,
+    // a tracked_mutex or a tracked_thread's join.
     std::size_t waiting_threads() const {
         std::lock_guard lock(mutex_);
         return graph_.size();
@@ -48,6 +53,7 @@ public:
 private:
     template <class Key, class Policy, class Entry>
     friend class detail::lock_protocol;
+    friend struct detail::domain_access;  // tracked_mutex, tracked_thread
 
     mutable std::mutex mutex_;  // guards graph_ and every domain lock's holder
     detail::wait_for_graph<detail::wait_node> graph_;

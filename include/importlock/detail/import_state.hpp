@@ -116,7 +116,9 @@ public:
     // Returns the installed observer, or null.
     std::shared_ptr<observer_type> observer() const { return observer_.load(); }
 
-    // Returns what the imports in flight are doing: a thread dump for imports.
+    // Returns what the imports in flight are doing: a thread dump for imports,
+    // with every tracked_mutex and tracked_thread end that a thread of the
+    // domain waits on.
     import_snapshot snapshot() const {
         state_lock state(state_mutex_);
         return snapshot_builder::of(protocol_);
@@ -243,14 +245,43 @@ protected:
         std::lock_guard state(state_mutex_);
         closing_ = true;
     }
-    // §1.11 Takes every settled module, dependents first, and drops every
-    // block; `blocks` counts the blocks dropped.
-    std::vector<std::shared_ptr<Module>> take_settled_modules(std::size_t& blocks) {
-        std::lock_guard state(state_mutex_);
-        const auto find = [&](const Key& k) { return registry_.find(k, hasher_(k)); };
-        auto doomed = take_settled(registry_, find, blocks);
-        size_.fetch_sub(doomed.size(), std::memory_order_relaxed);
-        return doomed;
+    // §1.11 One teardown round: drops every settled module, dependents first
+    // (destroyed outside the mutex: their destructors may import), and every
+    // block; adds the modules dropped to `dropped`; returns whether there was
+    // anything to drop.
+    bool teardown_round(std::size_t& dropped) {
+        std::size_t blocks = 0;
+        std::vector<std::shared_ptr<Module>> doomed;
+        {
+            std::lock_guard state(state_mutex_);
+            const auto find = [&](const Key& k) { return registry_.find(k, hasher_(k)); };
+            doomed = take_settled(registry_, find, blocks);
+            size_.fetch_sub(doomed.size(), std::memory_order_relaxed);
+        }
+        dropped += doomed.size();
+        for (auto& module : doomed) module.reset();
+        return !doomed.empty() || blocks != 0;
+    }
+
+    // Hands the exception being handled to the threads waiting for `held`'s
+    // key (singleflight), unless the key was blocked meanwhile: that is not a
+    // failure to share, each waiter re-checks the registry itself (and may
+    // find the block erased). Leaves the claim's state lock held.
+    template <class Claim>
+    static void share_failure(Claim& held) {
+        try {
+            throw;
+        } catch (const import_halted_error&) {
+        } catch (...) {
+            if (!held.state().owns_lock()) held.state().lock();
+            protocol_type::share_failure(held.lock(), std::current_exception());
+        }
+    }
+
+    // Returns the ready module, throws for a blocked key, else null. State mutex.
+    std::shared_ptr<Module> settled(const entry_type& e) const {
+        throw_if_blocked(e);
+        return e.published();
     }
 
     // --- Refusals ------------------------------------------------------------------------

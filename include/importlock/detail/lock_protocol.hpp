@@ -330,6 +330,16 @@ public:
         });
     }
 
+    // Calls f(thread, node) for every thread of the domain waiting on a
+    // tracked_mutex or a tracked_thread's end. Takes the domain's mutex.
+    template <class F>
+    void for_each_tracked_wait(F&& f) const {
+        std::lock_guard graph(domain_.mutex_);
+        domain_.graph_.for_each([&](std::thread::id thread, const wait_node* node) {
+            if (node->kind != wait_kind::module_lock) f(thread, *node);
+        });
+    }
+
     // Names what `lock` guards: "'db'", or the global lock.
     static std::string describe(const module_lock& lock) { return describe_lock(lock); }
 

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cstddef>
 #include <string>
 #include <thread>
@@ -17,6 +18,7 @@
 #include <vector>
 
 #include "../snapshot.hpp"
+#include "wait_for_graph.hpp"
 
 namespace importlock::detail {
 
@@ -28,11 +30,14 @@ public:
     }
 
     // Adds a live lock; returns its index for add_waiter.
-    std::size_t add_lock(std::string key, std::thread::id holder, std::size_t depth) {
+    std::size_t add_lock(
+        std::string key, std::thread::id holder, std::size_t depth,
+        import_snapshot::node_kind kind = import_snapshot::node_kind::module_lock) {
         import_snapshot::lock_state l;
         l.key = std::move(key);
         l.owner = holder;
         l.depth = depth;
+        l.kind = kind;
         out_.locks.push_back(std::move(l));
         return out_.locks.size() - 1;
     }
@@ -69,6 +74,21 @@ public:
             for (std::size_t i = 0; i < locks.size(); ++i) {
                 if (locks[i] == &lock) out.add_waiter(i, thread);
             }
+        });
+        // Tracked mutexes and joins of the domain that threads wait on.
+        std::vector<const void*> tracked;
+        std::vector<std::size_t> index;
+        protocol.for_each_tracked_wait([&](std::thread::id thread, const wait_node& node) {
+            std::size_t i = 0;
+            while (i < tracked.size() && tracked[i] != &node) ++i;
+            if (i == tracked.size()) {
+                tracked.push_back(&node);
+                index.push_back(out.add_lock(
+                    node.describe(node), node.holder.load(std::memory_order_acquire), 1,
+                    node.kind == wait_kind::mutex ? import_snapshot::node_kind::mutex
+                                                  : import_snapshot::node_kind::thread));
+            }
+            out.add_waiter(index[i], thread);
         });
         return out.take();
     }

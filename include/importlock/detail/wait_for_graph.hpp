@@ -22,14 +22,20 @@
 
 namespace importlock::detail {
 
+// What a node of the graph is: a module lock, a tracked_mutex, or a
+// tracked_thread's end (which its own thread "holds" while it runs).
+enum class wait_kind : unsigned char { module_lock, mutex, thread };
+
 // What a wait-for graph sees of a lock, whatever its system: its holder, and
 // how to name it in a cycle report.
 struct wait_node {
     // The thread holding the lock; id{} when free. Atomic: threads of other
     // systems read it while walking the graph.
     std::atomic<std::thread::id> holder{};
-    // Formats the lock for cycle reports ("'db'", "the global import lock").
+    // Formats the lock for cycle reports ("db", "<global import lock>",
+    // "mutex 'registry'", "the end of thread 3").
     std::string (*describe)(const wait_node&) = nullptr;
+    wait_kind kind = wait_kind::module_lock;
 };
 
 // Lock must expose a member `holder` of type ThreadId (ThreadId{} when free).
