@@ -10,11 +10,12 @@
 //   6. memory per registered module; lock_count() after the run
 //   7. scale: cold and hit cost against 1e3..1e6 loaded keys, cycle closing
 //      against the depth of a same-thread chain
+//   8. tracked_mutex: uncontended lock + unlock against std::mutex
 //
 // Sections 1-4 (and 7, TBB) show third-party peers beside importlock when
 // their packages are installed (bench_peers.hpp).
 //
-// Usage: importlock_bench [--quick] [--only=hit,coalesce,cold,slow,cycle,memory,scale]
+// Usage: importlock_bench [--quick] [--only=hit,coalesce,cold,slow,cycle,memory,scale,mutex]
 // Exit status: 0, or 1 when an invariant broke (an initialiser ran != 1 time,
 // lock_count() != 0, a lookup returned the wrong module). A missed
 // performance target is reported as MISS and does not change the status.
@@ -1599,6 +1600,46 @@ std::string two_thread_caveat() {
                : std::string();
 }
 
+// ============================================================ section 8: tracked_mutex
+
+// Lock and unlock of one uncontended mutex, `n` times, in ns per pair. The
+// mutex is reached through a pointer the compiler cannot see through, as a
+// user's member or global would be.
+template <class Mutex>
+double lock_unlock_ns(Mutex& m, std::size_t n) {
+    Mutex* volatile where = &m;
+    Mutex& mutex = *where;
+    const auto start = bench::now();
+    for (std::size_t i = 0; i < n; ++i) {
+        mutex.lock();
+        mutex.unlock();
+    }
+    return bench::ns_between(start, bench::now()) / static_cast<double>(n);
+}
+
+void section_mutex(const config& cfg) {
+    const std::size_t n = cfg.quick ? 200000 : 2000000;
+    std::mutex plain;
+    importlock::tracked_mutex tracked{"bench"};
+    std::vector<double> tp, tt;
+    bench::sink(static_cast<std::uint64_t>(lock_unlock_ns(plain, n / 10)));  // warm-up
+    bench::sink(static_cast<std::uint64_t>(lock_unlock_ns(tracked, n / 10)));
+    for (int rep = 0; rep < cfg.reps; ++rep) {
+        tp.push_back(lock_unlock_ns(plain, n));
+        tt.push_back(lock_unlock_ns(tracked, n));
+    }
+    const stats sp = summarize(tp), st = summarize(tt);
+    put("mutex.std", sp);
+    put("mutex.tracked", st);
+    std::vector<row> rows;
+    rows.push_back({"std::mutex lock + unlock", sp, 1.0, ""});
+    rows.push_back({"importlock::tracked_mutex lock + unlock", st, st.median / sp.median,
+                    "target <= 2.00x; the wait-for graph is not touched"});
+    bench::print_table(
+        "8. Uncontended lock and unlock, 1 thread: ns per pair; ratio = row / std::mutex", "ns",
+        "x mutex", rows);
+}
+
 void target(const std::string& what, std::optional<double> value, bool ok,
             const std::string& shown) {
     if (!value) {
@@ -1647,6 +1688,8 @@ void print_targets() {
                          " keys, 1000 keys: accessors over handles <= 2x accessors over statics",
                      p + ".1t.handle_fn", p + ".1t.local_static", 2.0, true);
     }
+    ratio_target("tracked_mutex lock + unlock: <= 2x std::mutex", "mutex.tracked", "mutex.std", 2.0,
+                 true);
     ratio_target("coalescing wall: <= 1.1x function-local static", "coalesce.importlock",
                  "coalesce.local_static", 1.1, true, true);
     {
@@ -1694,8 +1737,9 @@ int main(int argc, char** argv) {
                 pos = comma + 1;
             }
         } else if (arg == "--help" || arg == "-h") {
-            std::printf("usage: %s [--quick] [--only=hit,coalesce,cold,slow,cycle,memory,scale]\n",
-                        argv[0]);
+            std::printf(
+                "usage: %s [--quick] [--only=hit,coalesce,cold,slow,cycle,memory,scale,mutex]\n",
+                argv[0]);
             return 0;
         } else {
             std::fprintf(stderr, "unknown argument: %s (try --help)\n", arg.c_str());
@@ -1739,6 +1783,7 @@ int main(int argc, char** argv) {
     if (cfg.runs("cycle")) section_cycle(cfg);
     if (cfg.runs("memory")) section_memory(cfg);
     if (cfg.runs("scale")) section_scale(cfg);
+    if (cfg.runs("mutex")) section_mutex(cfg);
 
     const double headroom_after = parallel_headroom(cfg.quick ? 3 : 7);
     std::printf("\n");

@@ -125,6 +125,36 @@ TEST_CASE("tracked_mutex: a contended lock waits in the graph and gets the mutex
     CHECK(domain.waiting_threads() == 0);
 }
 
+TEST_CASE("tracked_mutex: mutual exclusion under contention, every waiter woken",
+          "[tracked][mutex]") {
+    watchdog dog("tracked_mutex exclusion");
+    wait_graph_domain domain;
+    tracked_mutex m{"counter", domain};
+    long counter = 0;  // not atomic: the mutex alone orders it (TSan checks)
+    constexpr int threads = 4;
+    constexpr int rounds = 20000;
+    std::latch start(threads);
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t) {
+        pool.emplace_back([&] {
+            start.arrive_and_wait();
+            for (int i = 0; i < rounds; ++i) {
+                if (i % 7 == 0 && m.try_lock()) {
+                    ++counter;
+                    m.unlock();
+                    continue;
+                }
+                std::lock_guard guard(m);
+                ++counter;
+            }
+        });
+    }
+    for (auto& t : pool) t.join();
+    CHECK(counter == long{threads} * rounds);
+    CHECK(m.holder() == std::thread::id{});
+    CHECK(domain.waiting_threads() == 0);
+}
+
 // --- tracked_thread alone -----------------------------------------------------------------
 
 TEST_CASE("tracked_thread: runs its callable, joins, and reports misuse as std::thread does",
@@ -217,7 +247,7 @@ struct registry_program {
 TEMPLATE_LIST_TEST_CASE(
     "42.24: the plugin waits for the registry lock, then the holder imports "
     "the plugin: the import closes the cycle",
-    "[tracked][mutex][42.24]", importlock_test::per_key_policies) {
+    "[tracked][mutex][42.24]", importlock_test::scenario_policies) {
     watchdog dog("42.24 plugin first");
     wait_graph_domain domain;
     registry_program program(domain);
@@ -258,7 +288,7 @@ TEMPLATE_LIST_TEST_CASE(
 TEMPLATE_LIST_TEST_CASE(
     "42.24: the holder imports the plugin first, then the plugin takes the "
     "registry lock: lock() closes the cycle",
-    "[tracked][mutex][42.24]", importlock_test::per_key_policies) {
+    "[tracked][mutex][42.24]", importlock_test::scenario_policies) {
     watchdog dog("42.24 import first");
     wait_graph_domain domain;
     registry_program program(domain);
@@ -291,8 +321,10 @@ TEMPLATE_LIST_TEST_CASE(
     } catch (const std::exception& e) {
         a_error = e.what();
     }
+    const std::string held = importlock_test::is_global_v<TestType> ? "the global import lock"
+                                                                    : "the import of 'plugin'";
     CHECK(b_error == "deadlock: mutex 'registry' is held by thread " + id_text(a) +
-                         ", which waits for the import of 'plugin', which this thread holds");
+                         ", which waits for " + held + ", which this thread holds");
     // A then imported the plugin itself while holding the lock its loader
     // takes: one thread deadlocking itself, refused as well.
     if constexpr (importlock_test::shares_failures_v<TestType>) {
@@ -311,7 +343,7 @@ TEMPLATE_LIST_TEST_CASE(
 TEMPLATE_LIST_TEST_CASE(
     "42.23: the helper imports the loader's key first, then the loader joins: "
     "join() throws deadlock_error",
-    "[tracked][thread][42.23]", importlock_test::per_key_policies) {
+    "[tracked][thread][42.23]", importlock_test::scenario_policies) {
     watchdog dog("42.23 import first");
     wait_graph_domain domain;
     system_t<TestType> sys(domain);
@@ -334,9 +366,11 @@ TEMPLATE_LIST_TEST_CASE(
     CHECK(a->done.load());
     kept.join();  // the loader returned: the helper got "a" and ended
     CHECK(helper_got.load());
+    const std::string held =
+        importlock_test::is_global_v<TestType> ? "the global import lock" : "the import of 'a'";
     CHECK(join_error == "deadlock: thread " + id_text(helper_id) +
-                            " (being joined), which waits for the import of 'a', which this "
-                            "thread holds");
+                            " (being joined), which waits for " + held +
+                            ", which this thread holds");
     CHECK(sys.lock_count() == 0);
     CHECK(domain.waiting_threads() == 0);
 }
@@ -344,7 +378,7 @@ TEMPLATE_LIST_TEST_CASE(
 TEMPLATE_LIST_TEST_CASE(
     "42.23: the loader joins first, then the helper imports the loader's key: "
     "the import is released",
-    "[tracked][thread][42.23]", importlock_test::per_key_policies) {
+    "[tracked][thread][42.23]", importlock_test::scenario_policies) {
     watchdog dog("42.23 join first");
     wait_graph_domain domain;
     system_t<TestType> sys(domain);
@@ -378,11 +412,11 @@ TEMPLATE_LIST_TEST_CASE(
     CHECK(sys.lock_count() == 0);
 }
 
-TEST_CASE("a loader that joins a thread waiting for a tracked_mutex the loader holds",
-          "[tracked][thread][mutex]") {
+TEMPLATE_LIST_TEST_CASE("a loader that joins a thread waiting for a tracked_mutex the loader holds",
+                        "[tracked][thread][mutex]", importlock_test::scenario_policies) {
     watchdog dog("join vs mutex");
     wait_graph_domain domain;
-    system_t<importlock::per_key_locks> sys(domain);
+    system_t<TestType> sys(domain);
     tracked_mutex m{"cache", domain};
     std::string join_error;
     std::atomic<bool> helper_locked{false};
@@ -604,12 +638,12 @@ TEMPLATE_LIST_TEST_CASE(
 
 // --- Across systems ------------------------------------------------------------------------
 
-TEST_CASE("a cycle through two systems and a tracked_mutex of their domain",
-          "[tracked][mutex][domain]") {
+TEMPLATE_LIST_TEST_CASE("a cycle through two systems and a tracked_mutex of their domain",
+                        "[tracked][mutex][domain]", importlock_test::scenario_policies) {
     watchdog dog("two systems");
     wait_graph_domain domain;
-    system_t<importlock::per_key_locks> first(domain);
-    system_t<importlock::per_key_locks> second(domain);
+    system_t<TestType> first(domain);
+    system_t<TestType> second(domain);
     tracked_mutex m{"shared", domain};
     std::latch in_x(1);
     std::latch in_y(1);
@@ -635,11 +669,13 @@ TEST_CASE("a cycle through two systems and a tracked_mutex of their domain",
     b.join();
     c.join();
     const std::string main_id = id_text(std::this_thread::get_id());
+    constexpr bool global = importlock_test::is_global_v<TestType>;
+    const std::string x = global ? "the global import lock" : "the import of 'x'";
+    const std::string y = global ? "the global import lock" : "the import of 'y'";
     CHECK(c_error.rfind("deadlock: mutex 'shared' is held by thread " + main_id +
-                            ", which waits for the import of 'x', held by thread ",
+                            ", which waits for " + x + ", held by thread ",
                         0) == 0);
-    CHECK(c_error.find("which waits for the import of 'y', which this thread holds") !=
-          std::string::npos);
+    CHECK(c_error.find("which waits for " + y + ", which this thread holds") != std::string::npos);
     CHECK(first.lock_count() == 0);
     CHECK(second.lock_count() == 0);
 }

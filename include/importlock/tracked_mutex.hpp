@@ -5,11 +5,13 @@
 #pragma once
 
 #include <atomic>
+#include <cstddef>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <utility>
 
+#include "detail/scope_exit.hpp"
 #include "detail/tracked_wait.hpp"
 #include "errors.hpp"
 #include "wait_graph_domain.hpp"
@@ -28,11 +30,16 @@ namespace importlock {
 // tracked_mutex this thread already holds throws deadlock_error instead of
 // undefined behaviour.
 //
-// Thread-safety: as std::mutex. Cost: uncontended lock and unlock are
-// std::mutex's plus two relaxed/release stores and one load (no domain
-// access); a thread that must wait takes the domain's mutex twice and walks
-// the chain (benchmarks/: section `mutex`). Precondition: the domain
-// outlives the mutex, which is unlocked when destroyed.
+// Implementation: the graph node's holder (an atomic std::thread::id) is the
+// lock word: lock is one compare-exchange from id{} to this thread, unlock
+// one store and a load of the waiter count; a waiter blocks in
+// std::atomic::wait. So the graph always reads the true holder.
+//
+// Thread-safety: as std::mutex. Cost: uncontended, one compare-exchange to
+// lock and one store plus one load to unlock, as std::mutex (no domain
+// access; benchmarks/: section `mutex`); a thread that must wait takes the
+// domain's mutex twice and walks the chain. Not fair. Precondition: the
+// domain outlives the mutex, which is unlocked when destroyed.
 class tracked_mutex {
 public:
     // An unnamed mutex of the process-wide domain.
@@ -56,31 +63,33 @@ public:
     // waiting would never end (see the class comment).
     void lock() {
         const std::thread::id self = std::this_thread::get_id();
-        if (node_.holder.load(std::memory_order_relaxed) == self) {
+        std::thread::id seen{};
+        if (take(seen, self)) return;
+        if (seen == self) {
             throw deadlock_error("deadlock: this thread already holds " + describe() +
                                      " (tracked_mutex is not recursive)",
                                  {describe()});
         }
-        if (!mutex_.try_lock()) {
-            detail::tracked_wait(*domain_, node_, [&] { mutex_.lock(); });
-        }
-        node_.holder.store(self, std::memory_order_release);
+        detail::tracked_wait(*domain_, node_, [&] {
+            waiters_.fetch_add(1, std::memory_order_seq_cst);
+            detail::scope_exit done([&]() noexcept { waiters_.fetch_sub(1); });
+            for (std::thread::id holder{}; !take(holder, self); holder = std::thread::id{}) {
+                node_.holder.wait(holder, std::memory_order_relaxed);
+            }
+        });
     }
 
     // Takes the mutex if it is free; never blocks, never throws (false when
     // this thread already holds it).
     bool try_lock() noexcept {
-        const std::thread::id self = std::this_thread::get_id();
-        if (node_.holder.load(std::memory_order_relaxed) == self) return false;
-        if (!mutex_.try_lock()) return false;
-        node_.holder.store(self, std::memory_order_release);
-        return true;
+        std::thread::id seen{};
+        return take(seen, std::this_thread::get_id());
     }
 
     // Releases the mutex. Precondition: this thread holds it.
     void unlock() noexcept {
-        node_.holder.store(std::thread::id{}, std::memory_order_release);
-        mutex_.unlock();
+        node_.holder.store(std::thread::id{}, std::memory_order_seq_cst);
+        if (waiters_.load(std::memory_order_seq_cst) != 0) node_.holder.notify_one();
     }
 
     // Returns the name given at construction ("" when unnamed).
@@ -91,8 +100,16 @@ public:
     std::thread::id holder() const noexcept { return node_.holder.load(std::memory_order_acquire); }
 
 private:
-    detail::named_node node_;
-    std::mutex mutex_;
+    // One compare-exchange of the holder, which is the lock word itself (so
+    // the wait-for graph always reads the true holder); `seen` receives the
+    // holder found when the mutex was taken.
+    bool take(std::thread::id& seen, std::thread::id self) noexcept {
+        return node_.holder.compare_exchange_strong(seen, self, std::memory_order_acquire,
+                                                    std::memory_order_relaxed);
+    }
+
+    detail::named_node node_;  // node_.holder: the lock word (id{} when free)
+    std::atomic<std::size_t> waiters_{0};
     wait_graph_domain* domain_;
 };
 

@@ -106,6 +106,7 @@ public:
 
     explicit lock_protocol(wait_graph_domain& domain) noexcept : domain_(domain) {
         global_lock_.describe = &describe_lock;
+        global_lock_.kind = wait_kind::global_lock;
     }
     lock_protocol(const lock_protocol&) = delete;
     lock_protocol& operator=(const lock_protocol&) = delete;
@@ -336,7 +337,9 @@ public:
     void for_each_tracked_wait(F&& f) const {
         std::lock_guard graph(domain_.mutex_);
         domain_.graph_.for_each([&](std::thread::id thread, const wait_node* node) {
-            if (node->kind != wait_kind::module_lock) f(thread, *node);
+            if (node->kind == wait_kind::mutex || node->kind == wait_kind::thread) {
+                f(thread, *node);
+            }
         });
     }
 

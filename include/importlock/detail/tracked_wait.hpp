@@ -43,10 +43,16 @@ inline std::string thread_label(std::thread::id thread) {
     return import_timeout_error::describe(thread);
 }
 
-// Names `node` in a sentence: "the import of 'plugin'", "mutex 'registry'".
+// Names `node` in a sentence: "the import of 'plugin'", "the global import
+// lock", "mutex 'registry'", "the end of thread 3".
 inline std::string deadlock_phrase(const wait_node& node) {
-    const std::string text = node.describe(node);
-    return node.kind == wait_kind::module_lock ? "the import of '" + text + "'" : text;
+    switch (node.kind) {
+        case wait_kind::module_lock: return "the import of '" + node.describe(node) + "'";
+        case wait_kind::global_lock: return "the global import lock";
+        case wait_kind::mutex:
+        case wait_kind::thread: break;
+    }
+    return node.describe(node);
 }
 
 // Returns the message of a cycle `chain` from the node this thread wants to

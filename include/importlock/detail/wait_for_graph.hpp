@@ -22,9 +22,10 @@
 
 namespace importlock::detail {
 
-// What a node of the graph is: a module lock, a tracked_mutex, or a
-// tracked_thread's end (which its own thread "holds" while it runs).
-enum class wait_kind : unsigned char { module_lock, mutex, thread };
+// What a node of the graph is: a key's module lock, a system's global import
+// lock, a tracked_mutex, or a tracked_thread's end (which its own thread
+// "holds" while it runs).
+enum class wait_kind : unsigned char { module_lock, global_lock, mutex, thread };
 
 // What a wait-for graph sees of a lock, whatever its system: its holder, and
 // how to name it in a cycle report.
