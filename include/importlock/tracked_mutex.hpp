@@ -33,7 +33,8 @@ namespace importlock {
 // Implementation: the graph node's holder (an atomic std::thread::id) is the
 // lock word: lock is one compare-exchange from id{} to this thread, unlock
 // one store and a load of the waiter count; a waiter blocks in
-// std::atomic::wait. So the graph always reads the true holder.
+// std::atomic::wait and every unlock that sees waiters wakes them all (they
+// race for the lock again). So the graph always reads the true holder.
 //
 // Thread-safety: as std::mutex. Cost: uncontended, one compare-exchange to
 // lock and one store plus one load to unlock, as std::mutex (no domain
@@ -89,7 +90,9 @@ public:
     // Releases the mutex. Precondition: this thread holds it.
     void unlock() noexcept {
         node_.holder.store(std::thread::id{}, std::memory_order_seq_cst);
-        if (waiters_.load(std::memory_order_seq_cst) != 0) node_.holder.notify_one();
+        // notify_all: with libc++, atomics of this size share wake-up slots
+        // with other addresses, so notify_one could wake the wrong waiter.
+        if (waiters_.load(std::memory_order_seq_cst) != 0) node_.holder.notify_all();
     }
 
     // Returns the name given at construction ("" when unnamed).
