@@ -42,6 +42,9 @@ public:
     void on_wait(const std::string& key, std::thread::id holder) override {
         add("wait " + key + (holder == std::thread::id{} ? " nobody" : ""));
     }
+    void on_wait_end(const std::string& key, std::chrono::nanoseconds waited) override {
+        add(std::string(waited.count() < 0 ? "negative " : "") + "wait end " + key);
+    }
     void on_cycle(const std::string& key, const std::vector<std::string>& chain,
                   bool partial) override {
         std::string line = std::string(partial ? "partial " : "error ") + key + ":";
@@ -143,6 +146,39 @@ TEST_CASE("on_wait names the key and its holder", "[diagnostics][threaded]") {
     const auto lines = observer->lines();
     REQUIRE(std::count(lines.begin(), lines.end(), "wait slow") == 1);
     REQUIRE(std::count(lines.begin(), lines.end(), "begin slow") == 1);
+    // The waiter found the module loaded: its wait ended, after it began.
+    REQUIRE(std::count(lines.begin(), lines.end(), "wait end slow") == 1);
+    REQUIRE(std::find(lines.begin(), lines.end(), "wait slow") <
+            std::find(lines.begin(), lines.end(), "wait end slow"));
+}
+
+TEST_CASE("on_wait_end reports a wait that timed out, outside the system's locks",
+          "[diagnostics][threaded]") {
+    watchdog dog("on_wait_end on timeout");
+    importlock::import_system<mod> system;
+    struct querying : logging_observer {
+        importlock::import_system<mod>* system = nullptr;
+        std::size_t locks_seen = 0;
+        void on_wait_end(const std::string& key, std::chrono::nanoseconds waited) override {
+            locks_seen = system->lock_count();  // would deadlock under the state mutex
+            logging_observer::on_wait_end(key, waited);
+        }
+    };
+    auto observer = std::make_shared<querying>();
+    observer->system = &system;
+    system.set_observer(observer);
+    std::latch release(1);
+    system.finder().define("slow", [&](mod&, auto&) { release.wait(); });
+    std::thread holder([&] { system.import_module("slow"); });
+    await([&] { return system.is_initializing("slow"); });
+    REQUIRE_THROWS_AS(system.import_module_for("slow", std::chrono::milliseconds(20)),
+                      importlock::import_timeout_error);
+    release.count_down();
+    holder.join();
+    const auto lines = observer->lines();
+    REQUIRE(std::count(lines.begin(), lines.end(), "wait slow") == 1);
+    REQUIRE(std::count(lines.begin(), lines.end(), "wait end slow") == 1);
+    REQUIRE(observer->locks_seen == 1);  // the holder's lock; this thread waits no more
 }
 
 TEST_CASE("import_time_recorder nests per thread, as -X importtime", "[diagnostics]") {

@@ -251,10 +251,31 @@ private:
         }
         this->throw_if_too_deep(key);  // §1.12
         // §1.2/§1.4 Take the key's lock, unless waiting would close a cycle.
-        auto got = protocol_.acquire(e, state, limit, detail::shares_failures<policy>,
-                                     [&](std::thread::id h) {
-                                         if (auto o = observer_.load()) o->on_wait(key, h);
-                                     });
+        std::shared_ptr<observer_type> waiting;  // set once on_wait returned
+        std::chrono::steady_clock::time_point wait_start;
+        const auto wait_ended = [&] {
+            state.unlock();  // hooks run outside every internal lock
+            observer_.notify([&] { waiting->on_wait_end(key, detail::elapsed_since(wait_start)); });
+        };
+        auto got = [&] {
+            try {
+                return protocol_.acquire(e, state, limit, detail::shares_failures<policy>,
+                                         [&](std::thread::id h) {
+                                             auto o = observer_.load();
+                                             if (!o) return;
+                                             wait_start = std::chrono::steady_clock::now();
+                                             o->on_wait(key, h);
+                                             waiting = std::move(o);
+                                         });
+            } catch (...) {
+                if (waiting) wait_ended();
+                throw;
+            }
+        }();
+        if (waiting) {
+            wait_ended();
+            state.lock();
+        }
         if (!got.cycle.empty()) {
             return resolve_cycle(
                 e, state, [&] { return std::move(got.cycle); }, on_cycle,

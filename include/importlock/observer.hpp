@@ -16,9 +16,8 @@ namespace importlock {
 // installed.
 //
 // Every hook runs on the thread doing the import, concurrently with other
-// threads' hooks: make them thread-safe. Hooks marked (locked) run while the
-// system holds its internal state mutex: they must not call the system except
-// its lock-free queries (get, contains, is_initializing, is_blocked, size).
+// threads' hooks: make them thread-safe. Every hook runs outside the
+// system's internal locks: it may call the system, also to import.
 // A hook that throws before the import does anything (on_import_begin,
 // on_wait) aborts that import cleanly and its exception propagates; exceptions
 // from hooks that report an outcome (the others) are swallowed, so the outcome
@@ -43,10 +42,18 @@ public:
         (void)key, (void)error;
     }
 
-    // (locked) This thread is about to wait for `holder`, which holds `key`.
+    // This thread is about to wait for `holder`, which holds `key`'s lock.
     virtual void on_wait(const Key& key, std::thread::id holder) { (void)key, (void)holder; }
 
-    // (locked) An import of `key` closed the cycle `chain` ("a", "b", "a");
+    // The wait that on_wait announced ended after `waited`: this thread took
+    // `key`'s lock, or found the module loaded, or the wait closed a cycle,
+    // timed out, was cancelled or received a shared failure. Called once per
+    // on_wait that returned, before anything else of the import.
+    virtual void on_wait_end(const Key& key, std::chrono::nanoseconds waited) {
+        (void)key, (void)waited;
+    }
+
+    // An import of `key` closed the cycle `chain` ("a", "b", "a");
     // `partial` says whether it gets the partial module (else it throws
     // circular_import_error).
     virtual void on_cycle(const Key& key, const std::vector<std::string>& chain, bool partial) {
