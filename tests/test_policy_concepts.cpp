@@ -274,7 +274,9 @@ TEST_CASE("policy concepts: an instrumented mutex shows that hits take no lock",
     CHECK(counting_mutex::locks.load() == after_import);  // hits: no lock at all
 
     CHECK(sys.lock_count() == 0);
-    CHECK(counting_mutex::locks.load() == after_import + 1);  // lock_count locks once
+    CHECK(counting_mutex::locks.load() == after_import);  // per-key lock_count: no lock
+    CHECK(sys.waiter_count("sum:4") == 0);
+    CHECK(counting_mutex::locks.load() == after_import + 1);  // waiter_count: the key's shard
 }
 
 TEST_CASE("policy concepts: a key without operator== is not an import_key", "[policy][keys]") {

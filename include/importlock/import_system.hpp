@@ -86,8 +86,7 @@ class basic_import_system final
     using claim = typename protocol_type::claim;
     using entry_state = detail::entry_state;
     using base::find_entry, base::name, base::published, base::throw_if_blocked;
-    using base::hasher_, base::observer_, base::protocol_, base::registry_, base::size_,
-        base::state_mutex_;
+    using base::hasher_, base::observer_, base::shard_of, base::size_;
     friend class module_handle<basic_import_system>;
 
 public:
@@ -155,10 +154,7 @@ public:
 #if defined(__cpp_lib_jthread)
     // Imports `key`, giving up waiting once `stop` is requested (import_cancelled_error).
     std::shared_ptr<Module> import_module(const Key& key, std::stop_token stop) {
-        std::stop_callback wake(stop, [this] {
-            state_lock state(state_mutex_);
-            protocol_.notify_all_waiters();
-        });
+        std::stop_callback wake(stop, [this] { this->notify_all_waiters(); });
         return import_limited(key, [&] { return detail::stop_limit(stop); });
     }
 #endif
@@ -236,9 +232,10 @@ private:
                                      cycle_resolution on_cycle, const detail::wait_limit& limit,
                                      bool as_parent) {
         const auto self = std::this_thread::get_id();
-        state_lock state(state_mutex_);
+        auto& sh = shard_of(hash);  // the key's entry, lock and claims (import_state.hpp)
+        state_lock state(sh.mutex);
         this->throw_if_closing(key);
-        entry_type& e = found != nullptr ? *found : registry_.find_or_insert(key, hash, *this);
+        entry_type& e = found != nullptr ? *found : sh.entries.find_or_insert(key, hash, *this);
         if (auto done = this->settled(e)) return done;
         // §1.3 This thread already imports `key`: a circular import on its own
         // stack. A parent is handed over partial under every policy (a
@@ -246,7 +243,7 @@ private:
         if (e.holder_thread == self) {
             if (as_parent && detail::holds_module(e.current_state())) return e.registered();
             return resolve_cycle(
-                e, state, [&] { return protocol_.reentry_chain(e); }, on_cycle,
+                e, state, [&] { return sh.protocol.reentry_chain(e); }, on_cycle,
                 "this thread is already importing it");
         }
         this->throw_if_too_deep(key);  // §1.12
@@ -259,7 +256,7 @@ private:
         };
         auto got = [&] {
             try {
-                return protocol_.acquire(e, state, limit, detail::shares_failures<policy>,
+                return sh.protocol.acquire(e, state, limit, detail::shares_failures<policy>,
                                          [&](std::thread::id h) {
                                              auto o = observer_.load();
                                              if (!o) return;
@@ -282,7 +279,7 @@ private:
                 "another thread importing it waits for this one");
         }
         if (got.failure) std::rethrow_exception(got.failure);
-        claim held(protocol_, e, *got.lock, state);
+        claim held(sh.protocol, e, *got.lock, state);
         if (auto done = this->settled(e)) return done;  // another thread loaded it meanwhile
         state.unlock();
         return run_first_load(e, parent, held);
@@ -395,9 +392,11 @@ private:
     // §1.8 block / erase.
     bool unregister(const Key& key, bool block_it) {
         std::shared_ptr<Module> dropped;  // destroyed after the state mutex
-        state_lock state(state_mutex_);
-        entry_type* e = block_it ? &registry_.find_or_insert(key, hasher_(key), *this)
-                                 : registry_.find(key, hasher_(key));
+        const std::size_t hash = hasher_(key);
+        auto& sh = shard_of(hash);
+        state_lock state(sh.mutex);
+        entry_type* e = block_it ? &sh.entries.find_or_insert(key, hash, *this)
+                                 : sh.entries.find(key, hash);
         if (e == nullptr || (!block_it && e->current_state() == entry_state::absent)) return false;
         this->throw_if_in_flight(*e, block_it ? "block" : "erase");
         dropped = this->drop_registration(*e, block_it);
@@ -408,19 +407,20 @@ private:
     // §1.9 Reload: the same object, under the key's lock, the loader-running
     // code of the first load.
     std::shared_ptr<Module> reload_key(const Key& key, std::size_t hash) {
-        state_lock state(state_mutex_);
-        entry_type& e = base::require_loaded(registry_.find(key, hash), key);
+        auto& sh = shard_of(hash);
+        state_lock state(sh.mutex);
+        entry_type& e = base::require_loaded(sh.entries.find(key, hash), key);
         if (e.holder_thread == std::this_thread::get_id()) {
             throw import_error(name(key), "cannot reload '" + name(key) +
                                               "' while this thread is initialising it");
         }
-        auto got = protocol_.acquire(e, state, {}, false, [](std::thread::id) {});
+        auto got = sh.protocol.acquire(e, state, {}, false, [](std::thread::id) {});
         if (!got.cycle.empty()) {
             throw circular_import_error(
                 std::move(got.cycle),
                 "reloading it would wait for a thread that waits for this one");
         }
-        claim held(protocol_, e, *got.lock, state);
+        claim held(sh.protocol, e, *got.lock, state);
         base::require_loaded(&e, key);  // erased, blocked or failed meanwhile
         std::shared_ptr<Module> module = e.published();
         e.begin_reload(std::this_thread::get_id());

@@ -10,13 +10,27 @@
 // the algorithm reads in one place (import_system.hpp) and the queries, the
 // transitions' bookkeeping and the refusals live here.
 //
+// Shards: the state is split into `shard_count` shards by key hash, each with
+// its own state mutex (the LockPolicy's mutex_type), registry table and lock
+// protocol. A key's entry, its module lock and the frames of its claims live
+// in its shard, and every change to them is made under that shard's mutex,
+// so that imports of keys in different shards share no lock (they share the
+// counters size_ and ready_count_, two relaxed atomic increments). What
+// spans keys (teardown, dependents, the DOT graph, snapshots, close) holds
+// every shard's mutex, taken in shard order: the only order in which a
+// thread ever holds more than one. global_lock and no_locks have one shard.
+//
 // Thread-safety: every query may run on any thread, also from loaders, hooks
-// and module destructors. contains, is_initializing, is_blocked and size are
-// lock-free (a probe and one acquire load); the others take the state mutex,
-// and snapshot also the wait_graph_domain's. Cost: see basic_import_system.
+// and module destructors. contains, is_initializing, is_blocked, size and,
+// with per-key locks, lock_count are lock-free (a probe and one acquire
+// load, or a sum of relaxed loads); dependencies and waiter_count take one
+// shard's mutex; dependents, write_dependency_dot and snapshot take every
+// shard's, and snapshot also the wait_graph_domain's. Cost: see
+// basic_import_system.
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -61,6 +75,53 @@ protected:
     using protocol_type = lock_protocol<Key, Policy, entry_type>;
     using state_lock = std::unique_lock<typename Policy::mutex_type>;
 
+    // One shard of the state (see the header comment). Aligned so that two
+    // shards' mutexes never share a cache line.
+    struct alignas(64) shard {
+        shard(wait_graph_domain& domain, const void* owner) : protocol(domain, owner) {}
+        mutable typename Policy::mutex_type mutex;  // guards all below but the registry's reads
+        registry<entry_type, hasher, key_equal> entries;
+        protocol_type protocol;
+    };
+    static constexpr std::size_t shard_count =
+        single_threaded<Policy> || Policy::scope == lock_scope::global ? 1 : 8;
+    using shard_array = std::array<shard, shard_count>;
+
+    // Every shard's entries, as one registry for dependency_graph.hpp and
+    // teardown_order.hpp. Every shard's mutex held.
+    template <class Shards>
+    struct entries_of {
+        using entry_type = typename import_state::entry_type;
+        Shards& shards;
+        template <class F>
+        void for_each(F&& f) const {
+            for (auto& sh : shards) sh.entries.for_each(f);
+        }
+    };
+
+    // Holds every shard's mutex, taken in shard order.
+    class all_shards_lock {
+    public:
+        explicit all_shards_lock(const import_state& state) : shards_(state.shards_) {
+            try {
+                for (; locked_ < shard_count; ++locked_) shards_[locked_].mutex.lock();
+            } catch (...) {
+                unlock();
+                throw;
+            }
+        }
+        all_shards_lock(const all_shards_lock&) = delete;
+        all_shards_lock& operator=(const all_shards_lock&) = delete;
+        ~all_shards_lock() { unlock(); }
+
+    private:
+        void unlock() noexcept {
+            while (locked_ > 0) shards_[--locked_].mutex.unlock();
+        }
+        const shard_array& shards_;
+        std::size_t locked_ = 0;
+    };
+
 public:
     using observer_type = import_observer<Key>;
 
@@ -92,20 +153,22 @@ public:
     // Returns the keys the last successful load of `key` imported through its
     // importer, successfully, each once in first-import order.
     std::vector<Key> dependencies(const Key& key) const {
-        state_lock state(state_mutex_);
-        const entry_type* e = registry_.find(key, hasher_(key));
+        const std::size_t hash = hasher_(key);
+        const shard& sh = shard_of(hash);
+        state_lock state(sh.mutex);
+        const entry_type* e = sh.entries.find(key, hash);
         if (e == nullptr || !holds_module(e->current_state())) return {};
         return e->dependencies;
     }
     // Returns the registered keys whose loaders imported `key`.
     std::vector<Key> dependents(const Key& key) const {
-        state_lock state(state_mutex_);
-        return dependents_of(registry_, key, equal_);
+        all_shards_lock state(*this);
+        return dependents_of(entries_of<const shard_array>{shards_}, key, equal_);
     }
     // Writes the dependency graph as Graphviz DOT (initialising modules dashed).
     void write_dependency_dot(std::ostream& out) const {
-        state_lock state(state_mutex_);
-        detail::write_dependency_dot(out, registry_);
+        all_shards_lock state(*this);
+        detail::write_dependency_dot(out, entries_of<const shard_array>{shards_});
     }
 
     // Installs `observer` (null: none) for the imports that start afterwards;
@@ -120,22 +183,36 @@ public:
     // with every tracked_mutex and tracked_thread end that a thread of the
     // domain waits on.
     import_snapshot snapshot() const {
-        state_lock state(state_mutex_);
-        return snapshot_builder::of(protocol_);
+        all_shards_lock state(*this);
+        std::vector<const protocol_type*> protocols;
+        for (const shard& sh : shards_) protocols.push_back(&sh.protocol);
+        return snapshot_builder::of(protocols);
     }
     // Returns the module locks held or awaited: 0 when no import is in flight.
     std::size_t lock_count() const {
-        state_lock state(state_mutex_);
-        return protocol_.lock_count();
+        if constexpr (Policy::scope == lock_scope::global) {
+            state_lock state(shards_[0].mutex);
+            return shards_[0].protocol.lock_count();
+        } else {
+            std::size_t n = 0;
+            for (const shard& sh : shards_) n += sh.protocol.lock_count();
+            return n;
+        }
     }
     // Returns the threads waiting for `key`'s lock (global_lock: the global lock).
     std::size_t waiter_count(const Key& key) const {
-        state_lock state(state_mutex_);
-        return protocol_.waiters_of(registry_.find(key, hasher_(key)));
+        const std::size_t hash = hasher_(key);
+        const shard& sh = shard_of(hash);
+        state_lock state(sh.mutex);
+        return sh.protocol.waiters_of(sh.entries.find(key, hash));
     }
 
 protected:
-    explicit import_state(wait_graph_domain& domain) noexcept : protocol_(domain) {}
+    explicit import_state(wait_graph_domain& domain)
+        : import_state(domain, std::make_index_sequence<shard_count>{}) {}
+    template <std::size_t... I>
+    import_state(wait_graph_domain& domain, std::index_sequence<I...>)
+        : shards_{{shard((void(I), domain), this)...}} {}
     import_state(const import_state&) = delete;
     import_state& operator=(const import_state&) = delete;
     ~import_state() = default;
@@ -143,7 +220,29 @@ protected:
     // Every read path finds the key's entry here (§1.1), once per import.
     entry_type* find_entry(const Key& key, std::size_t hash) const {
         yield_point<Policy>();
-        return registry_.find(key, hash);
+        return shard_of(hash).entries.find(key, hash);
+    }
+    // Returns the shard of the key with hash `hash`.
+    shard& shard_of(std::size_t hash) noexcept {
+        if constexpr (shard_count == 1) {
+            (void)hash;
+            return shards_[0];
+        } else {
+            // Bits 32-34 of the Fibonacci product: independent of the top
+            // bits that index each shard's table (registry.hpp).
+            return shards_[(static_cast<std::uint64_t>(hash) * 0x9E3779B97F4A7C15ull >> 32) &
+                           (shard_count - 1)];
+        }
+    }
+    const shard& shard_of(std::size_t hash) const noexcept {
+        return const_cast<import_state*>(this)->shard_of(hash);
+    }
+    // Wakes every waiter of every shard, e.g. to let it see a stop request.
+    void notify_all_waiters() {
+        for (shard& sh : shards_) {
+            state_lock state(sh.mutex);
+            sh.protocol.notify_all_waiters();
+        }
     }
     const entry_type* find_entry(const Key& key) const { return find_entry(key, hasher_(key)); }
     // Returns the entry's module while ready: state and module in one read.
@@ -201,12 +300,13 @@ protected:
     }
 
     // --- Transitions with their bookkeeping (size, teardown order). Each
-    // takes the state mutex; only the algorithm of import_system.hpp calls them.
+    // takes the entry's shard's mutex; only the algorithm of import_system.hpp
+    // calls them.
 
     // §1.5 Registers `module` as `e`'s initialising module (insert before
     // exec); throws import_halted_error if the key was blocked meanwhile.
     void register_initializing(entry_type& e, std::shared_ptr<Module> module) {
-        std::lock_guard state(state_mutex_);
+        std::lock_guard state(shard_of(e.hash).mutex);
         throw_if_blocked(e);
         e.begin_load(std::move(module), std::this_thread::get_id());
         size_.fetch_add(1, std::memory_order_relaxed);
@@ -216,21 +316,21 @@ protected:
     // release of the key's lock.
     void mark_ready(entry_type& e, std::vector<Key>&& deps, state_lock& state) {
         state.lock();
-        e.finish_load(std::move(deps), ++ready_count_);
+        e.finish_load(std::move(deps), next_ready_order());
     }
     // Publishes a single-phase builder's finished module.
     std::shared_ptr<Module> publish_built(entry_type& e, std::shared_ptr<Module> module,
                                           std::vector<Key>&& deps) {
-        std::lock_guard state(state_mutex_);
+        std::lock_guard state(shard_of(e.hash).mutex);
         throw_if_blocked(e);
-        e.publish_built(std::move(module), std::move(deps), ++ready_count_);
+        e.publish_built(std::move(module), std::move(deps), next_ready_order());
         size_.fetch_add(1, std::memory_order_relaxed);
         return e.published();
     }
     // §1.6 Unregisters a failed load; returns the module so that the caller
     // destroys it outside the mutex (its destructor may import).
     std::shared_ptr<Module> unregister_failed(entry_type& e) {
-        std::lock_guard state(state_mutex_);
+        std::lock_guard state(shard_of(e.hash).mutex);
         size_.fetch_sub(1, std::memory_order_relaxed);
         return e.abandon_load();
     }
@@ -242,7 +342,7 @@ protected:
     }
     // Refuses every later import: the destructor's final teardown round.
     void close() {
-        std::lock_guard state(state_mutex_);
+        all_shards_lock state(*this);
         closing_ = true;
     }
     // §1.11 One teardown round: drops every settled module, dependents first
@@ -253,9 +353,13 @@ protected:
         std::size_t blocks = 0;
         std::vector<std::shared_ptr<Module>> doomed;
         {
-            std::lock_guard state(state_mutex_);
-            const auto find = [&](const Key& k) { return registry_.find(k, hasher_(k)); };
-            doomed = take_settled(registry_, find, blocks);
+            all_shards_lock state(*this);
+            const auto find = [&](const Key& k) {
+                const std::size_t hash = hasher_(k);
+                return shard_of(hash).entries.find(k, hash);
+            };
+            entries_of<shard_array> entries{shards_};
+            doomed = take_settled(entries, find, blocks);
             size_.fetch_sub(doomed.size(), std::memory_order_relaxed);
         }
         dropped += doomed.size();
@@ -276,6 +380,12 @@ protected:
             if (!held.state().owns_lock()) held.state().lock();
             protocol_type::share_failure(held.lock(), std::current_exception());
         }
+    }
+
+    // Returns a new place in teardown order (a module that becomes ready
+    // after another, e.g. its dependency, gets a larger one).
+    std::uint64_t next_ready_order() noexcept {
+        return ready_count_.fetch_add(1, std::memory_order_relaxed) + 1;
     }
 
     // Returns the ready module, throws for a blocked key, else null. State mutex.
@@ -314,13 +424,12 @@ protected:
 
     [[no_unique_address]] hasher hasher_{};
     [[no_unique_address]] key_equal equal_{};
-    mutable typename Policy::mutex_type state_mutex_;  // guards all below but the registry's reads
-    registry<entry_type, hasher, key_equal> registry_;
-    protocol_type protocol_;
+    shard_array shards_;
     std::atomic<std::size_t> size_{0};
     std::atomic<std::size_t> max_depth_{default_max_import_depth};
-    std::uint64_t ready_count_ = 0;  // modules that became ready, ever
-    bool closing_ = false;           // the destructor's last round: imports refused
+    std::atomic<std::uint64_t> ready_count_{0};  // modules that became ready, ever
+    bool closing_ = false;  // the destructor's last round: every shard's mutex
+    // (imports refused)
     observer_slot<observer_type> observer_;
 };
 

@@ -15,16 +15,23 @@
 // once). With lock_scope::global one record serves every key (CPython < 3.3).
 //
 // Import stacks: each claim (a thread's hold on one key's import) is a frame
-// linked into the protocol's list of frames, with its thread and its depth
-// (thread_import_depth() when it began), so a thread's stack is its frames
-// sorted by depth. No per-thread container is created or destroyed.
+// on the claiming thread's native stack, linked into the protocol's list of
+// frames with its thread and its depth (thread_import_depth() when it began),
+// so a thread's stack in this protocol is its frames sorted by depth. A frame
+// is also linked to the same thread's frames of the same system (`outer`,
+// `inner`), which may live in other protocols of that system (one per shard
+// of its registry: import_state.hpp): the thread's own walk (re-entry chains)
+// and the cycle walk, which reads only the frames of threads that wait, need
+// no lock of another shard. No per-thread container is created or destroyed.
 //
-// Thread-safety: every member needs the system's state mutex (passed in as
+// Thread-safety: every member needs the protocol's state mutex (passed in as
 // `state`), except that a lock's holder is atomic, so that threads of other
-// systems walking the wait_graph_domain read it safely. Checking the graph
-// for a cycle and registering as a waiter happen in one step under the
-// domain's mutex, so exactly one thread of a cycle finds it. The domain is
-// touched only when a thread has to wait.
+// systems walking the wait_graph_domain read it safely, and that cycle
+// chains read the frames of threads blocked in the domain (stable while the
+// domain's mutex is held, which their wait registration happened before).
+// Checking the graph for a cycle and registering as a waiter happen in one
+// step under the domain's mutex, so exactly one thread of a cycle finds it.
+// The domain is touched only when a thread has to wait.
 //
 // Cost: an uncontended acquire and release are O(1) and allocate nothing
 // once the free list is warm; a claim links and unlinks one frame. A wait
@@ -66,6 +73,20 @@ inline std::size_t& thread_import_depth() noexcept {
     return depth;
 }
 
+// What every import frame has, whatever its system: the system (the owner
+// given to its lock_protocol) and the frame below it on the same thread.
+struct frame_link {
+    const void* owner = nullptr;
+    frame_link* thread_outer = nullptr;
+};
+
+// The innermost import frame of this thread, over every system; only this
+// thread reads or writes it.
+inline frame_link*& thread_top_frame() noexcept {
+    thread_local frame_link* top = nullptr;
+    return top;
+}
+
 // Whether a policy's mutex does nothing, so that only one thread may import.
 template <class Policy>
 inline constexpr bool single_threaded = std::is_same_v<typename Policy::mutex_type, null_mutex>;
@@ -78,9 +99,14 @@ public:
     using condition_variable_type = typename Policy::condition_variable_type;
     static constexpr bool global = Policy::scope == lock_scope::global;
 
+    struct frame;
+
     // One module lock: CPython's _ModuleLock.
     struct module_lock : wait_node {
         Entry* entry = nullptr;  // the key's entry; null for the global lock
+        // The frame of the claim holding a key's lock (null between its
+        // acquire and the claim, and for the global lock).
+        const frame* claimed_by = nullptr;
         std::size_t depth = 0;   // re-entrant acquisitions by the holder
         std::size_t waiters = 0;
         condition_variable_type released;  // notified when depth drops to 0
@@ -104,9 +130,13 @@ public:
         std::exception_ptr failure;      // non-null: the awaited import failed (shared)
     };
 
-    explicit lock_protocol(wait_graph_domain& domain) noexcept : domain_(domain) {
+    // `owner` identifies the system: the protocols of one system's shards
+    // share it (null: this protocol alone).
+    explicit lock_protocol(wait_graph_domain& domain, const void* owner = nullptr) noexcept
+        : domain_(domain), owner_(owner != nullptr ? owner : this) {
         global_lock_.describe = &describe_lock;
         global_lock_.kind = wait_kind::global_lock;
+        global_lock_.owner = owner_;
     }
     lock_protocol(const lock_protocol&) = delete;
     lock_protocol& operator=(const lock_protocol&) = delete;
@@ -222,27 +252,41 @@ public:
     }
 
     // One frame of a thread's import stack (see the header comment).
-    struct frame {
+    struct frame : frame_link {
         Entry* entry = nullptr;
         std::thread::id thread{};
         std::size_t depth = 0;  // thread_import_depth() when the import began
-        frame* prev = nullptr;
+        frame* prev = nullptr;  // this protocol's list
         frame* next = nullptr;
+        frame* outer = nullptr;  // the thread's frame below, same system
+        frame* inner = nullptr;  // the thread's frame above, same system
     };
 
-    // Links `f` (for `e`, on this thread) into the import stacks. O(1), no allocation.
+    // Links `f` (for `e`, on this thread) into the import stacks: O(1) plus
+    // the thread's frames of other systems above its last one of this
+    // system; no allocation. Frames are pushed and popped in LIFO order.
     void push(frame& f, Entry& e) noexcept {
         f.entry = &e;
         f.thread = std::this_thread::get_id();
         f.depth = thread_import_depth();
+        f.owner = owner_;
+        frame_link*& top = thread_top_frame();
+        f.thread_outer = top;
+        f.outer = innermost(top);
+        f.inner = nullptr;
+        if (f.outer != nullptr) f.outer->inner = &f;
+        top = &f;
         f.prev = nullptr;
         f.next = frames_;
         if (frames_ != nullptr) frames_->prev = &f;
         frames_ = &f;
     }
 
-    // Unlinks `f`. O(1).
+    // Unlinks `f`, the thread's innermost frame. O(1).
     void pop(frame& f) noexcept {
+        thread_top_frame() = f.thread_outer;
+        if (f.outer != nullptr) f.outer->inner = nullptr;
+        f.outer = f.inner = nullptr;
         if (f.prev != nullptr) f.prev->next = f.next;
         if (f.next != nullptr) f.next->prev = f.prev;
         if (frames_ == &f) frames_ = f.next;
@@ -265,21 +309,31 @@ public:
 
     // Returns the keys this thread imports from `e` (outermost) to its
     // innermost import, then `e` again: a same-thread cycle "a -> b -> a".
+    // Walks this thread's own frames of the system, also those of other shards.
     std::vector<std::string> reentry_chain(const Entry& e) const {
+        std::vector<const frame*> stack;  // innermost first
+        for (const frame* f = innermost(thread_top_frame()); f != nullptr; f = f->outer) {
+            stack.push_back(f);
+        }
         std::vector<std::string> chain;
         bool found = false;
-        for (const Entry* entry : stack_of(std::this_thread::get_id())) {
-            found = found || entry == &e;
-            if (found) chain.push_back(name(entry->key));
+        for (auto it = stack.rbegin(); it != stack.rend(); ++it) {
+            found = found || (*it)->entry == &e;
+            if (found) chain.push_back(name((*it)->entry->key));
         }
         if (chain.empty()) chain.push_back(name(e.key));
         chain.push_back(name(e.key));
         return chain;
     }
 
-    // Returns the live module locks.
+    // Returns the live module locks. With lock_scope::per_key it reads one
+    // atomic and needs no lock; with lock_scope::global the state mutex.
     std::size_t lock_count() const noexcept {
-        return live_count_ + (global_lock_.depth != 0 || global_lock_.waiters != 0 ? 1 : 0);
+        if constexpr (global) {
+            return global_lock_.depth != 0 || global_lock_.waiters != 0 ? 1 : 0;
+        } else {
+            return live_count_.load(std::memory_order_relaxed);
+        }
     }
 
     // Returns the number of threads waiting on `e`'s lock (any key's, for
@@ -320,27 +374,29 @@ public:
     }
 
     // Calls f(thread, lock) for every thread of the domain waiting on a lock
-    // of this system. Takes the domain's mutex.
+    // of this protocol. Takes the domain's mutex.
     template <class F>
     void for_each_waiter(F&& f) const {
-        std::lock_guard graph(domain_.mutex_);
-        domain_.graph_.for_each([&](std::thread::id thread, const wait_node* node) {
+        for_each_domain_wait([&](std::thread::id thread, const wait_node& node) {
             for_each_lock([&](const module_lock& l) {
-                if (node == &l) f(thread, l);
+                if (&node == &l) f(thread, l);
             });
         });
     }
 
-    // Calls f(thread, node) for every thread of the domain waiting on a
-    // tracked_mutex or a tracked_thread's end. Takes the domain's mutex.
+    // Calls f(frame) for every frame of this protocol, in no order.
     template <class F>
-    void for_each_tracked_wait(F&& f) const {
+    void for_each_frame(F&& f) const {
+        for (const frame* fr = frames_; fr != nullptr; fr = fr->next) f(*fr);
+    }
+
+    // Calls f(thread, node) for every wait of the domain: on any system's
+    // module locks, tracked mutexes and thread ends. Takes the domain's mutex.
+    template <class F>
+    void for_each_domain_wait(F&& f) const {
         std::lock_guard graph(domain_.mutex_);
-        domain_.graph_.for_each([&](std::thread::id thread, const wait_node* node) {
-            if (node->kind == wait_kind::mutex || node->kind == wait_kind::thread) {
-                f(thread, *node);
-            }
-        });
+        domain_.graph_.for_each(
+            [&](std::thread::id thread, const wait_node* node) { f(thread, *node); });
     }
 
     // Names what `lock` guards: "'db'", or the global lock.
@@ -366,6 +422,7 @@ public:
         claim(lock_protocol& protocol, Entry& e, module_lock& lock, state_lock& state) noexcept
             : protocol_(protocol), entry_(e), lock_(lock), state_(state) {
             protocol_.push(frame_, e);
+            if (lock.entry != nullptr) lock.claimed_by = &frame_;
             e.holder_thread = std::this_thread::get_id();
             ++thread_import_depth();
         }
@@ -375,6 +432,7 @@ public:
             if (!state_.owns_lock()) state_.lock();
             --thread_import_depth();
             if (entry_.holder_thread == std::this_thread::get_id()) entry_.holder_thread = {};
+            if (lock_.claimed_by == &frame_) lock_.claimed_by = nullptr;
             protocol_.pop(frame_);
             protocol_.release(lock_);
         }
@@ -393,6 +451,12 @@ public:
     };
 
 private:
+    // Returns the innermost frame of this system at or below `link`, or null.
+    frame* innermost(frame_link* link) const noexcept {
+        while (link != nullptr && link->owner != owner_) link = link->thread_outer;
+        return static_cast<frame*>(link);
+    }
+
     static std::string describe_lock(const wait_node& node) {
         const auto& lock = static_cast<const module_lock&>(node);
         return lock.entry != nullptr ? name(lock.entry->key) : std::string("<global import lock>");
@@ -413,10 +477,12 @@ private:
                 }
                 lock->entry = &e;
                 lock->describe = &describe_lock;
+                lock->owner = owner_;
                 lock->next = live_;
                 if (live_ != nullptr) live_->prev = lock;
                 live_ = lock;
-                ++live_count_;
+                live_count_.store(live_count_.load(std::memory_order_relaxed) + 1,
+                                  std::memory_order_relaxed);
                 e.extra.lock = lock;
             }
             return *static_cast<module_lock*>(e.extra.lock);
@@ -454,7 +520,8 @@ private:
         if (lock.prev != nullptr) lock.prev->next = lock.next;
         if (lock.next != nullptr) lock.next->prev = lock.prev;
         if (live_ == &lock) live_ = lock.next;
-        --live_count_;
+        live_count_.store(live_count_.load(std::memory_order_relaxed) - 1,
+                          std::memory_order_relaxed);
         lock.entry = nullptr;
         lock.failures = 0;
         lock.prev = nullptr;
@@ -464,27 +531,29 @@ private:
 
     // Returns the imports of a cross-thread cycle, "a -> c -> b -> d -> a":
     // from the lock this thread holds, each lock's key followed by the keys
-    // its holder imported on top of it (from this system's import stacks; a
-    // lock of another system contributes its key only). `locks` runs from
-    // the lock wanted to the one this thread holds. Domain mutex held.
+    // its holder imported on top of it in this system (a lock of another
+    // system contributes its key only). `locks` runs from the lock wanted to
+    // the one this thread holds; every holder but this thread waits, so its
+    // frames stay as they are. Domain mutex held.
     std::vector<std::string> cycle_chain(std::thread::id self,
                                          const std::vector<const wait_node*>& locks) const {
         std::vector<std::string> chain;
         // A lock's key, then the keys its holder imported on top of it; for
-        // this system's global lock, every key its holder is importing.
+        // this system's global lock (one protocol per system), every key its
+        // holder is importing.
         const auto append = [&](std::thread::id thread, const wait_node* node) {
-            const std::vector<Entry*> stack = stack_of(thread);
-            if (node == &global_lock_ && !stack.empty()) {
-                for (const Entry* e : stack) chain.push_back(name(e->key));
-                return;
+            if (node == &global_lock_) {
+                const std::vector<Entry*> stack = stack_of(thread);
+                if (!stack.empty()) {
+                    for (const Entry* e : stack) chain.push_back(name(e->key));
+                    return;
+                }
             }
             chain.push_back(node->describe(*node));
-            for (std::size_t i = 0; i < stack.size(); ++i) {
-                if (stack[i]->extra.lock != node) continue;
-                for (std::size_t j = i + 1; j < stack.size(); ++j) {
-                    chain.push_back(name(stack[j]->key));
-                }
-                return;
+            if (node->owner != owner_ || node->kind != wait_kind::module_lock) return;
+            const frame* f = static_cast<const module_lock*>(node)->claimed_by;
+            for (f = f != nullptr ? f->inner : nullptr; f != nullptr; f = f->inner) {
+                chain.push_back(name(f->entry->key));
             }
         };
         append(self, locks.back());
@@ -496,10 +565,11 @@ private:
     }
 
     wait_graph_domain& domain_;
+    const void* owner_;            // the system (shared by its shards' protocols)
     module_lock global_lock_;      // lock_scope::global only
     module_lock* live_ = nullptr;  // per-key records held or awaited
     module_lock* free_ = nullptr;  // unused records, linked by `next`
-    std::size_t live_count_ = 0;
+    std::atomic<std::size_t> live_count_{0};  // written under the state mutex
     frame* frames_ = nullptr;  // every thread's import frames, in no order
 };
 

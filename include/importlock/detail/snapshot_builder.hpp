@@ -54,31 +54,56 @@ public:
     // Returns the snapshot.
     import_snapshot take() { return std::move(out_); }
 
-    // Builds the snapshot of a lock protocol (lock_protocol.hpp): its import
-    // stacks, its live locks and the domain's threads waiting on them. The
-    // caller holds the system's state mutex; this takes the domain's.
+    // Builds the snapshot of one system from its lock protocols (one per
+    // shard, lock_protocol.hpp): each thread's import stack over all of them,
+    // their live locks, and the domain's threads waiting on those locks and
+    // on tracked mutexes and thread ends. The caller holds every protocol's
+    // state mutex; this takes the domain's once. O(frames log frames + locks
+    // + waits x locks).
     template <class Protocol>
-    static import_snapshot of(const Protocol& protocol) {
+    static import_snapshot of(const std::vector<const Protocol*>& protocols) {
         snapshot_builder out;
-        protocol.for_each_stack([&](std::thread::id thread, const auto& stack) {
+        struct frame_row {
+            std::thread::id thread;
+            std::size_t depth;
+            std::string key;
+        };
+        std::vector<frame_row> frames;
+        for (const Protocol* p : protocols) {
+            p->for_each_frame([&](const auto& f) {
+                frames.push_back({f.thread, f.depth, Protocol::name(f.entry->key)});
+            });
+        }
+        std::sort(frames.begin(), frames.end(), [](const frame_row& a, const frame_row& b) {
+            return a.thread != b.thread ? a.thread < b.thread : a.depth < b.depth;
+        });
+        for (std::size_t i = 0; i < frames.size();) {
             std::vector<std::string> keys;
-            for (const auto* e : stack) keys.push_back(Protocol::name(e->key));
-            out.add_stack(thread, std::move(keys));
-        });
-        std::vector<const void*> locks;
-        protocol.for_each_lock([&](const auto& lock) {
-            out.add_lock(Protocol::describe(lock), lock.holder_id(), lock.depth);
-            locks.push_back(&lock);
-        });
-        protocol.for_each_waiter([&](std::thread::id thread, const auto& lock) {
-            for (std::size_t i = 0; i < locks.size(); ++i) {
-                if (locks[i] == &lock) out.add_waiter(i, thread);
+            const std::thread::id thread = frames[i].thread;
+            for (; i < frames.size() && frames[i].thread == thread; ++i) {
+                keys.push_back(std::move(frames[i].key));
             }
-        });
-        // Tracked mutexes and joins of the domain that threads wait on.
-        std::vector<const void*> tracked;
+            out.add_stack(thread, std::move(keys));
+        }
+        std::vector<const wait_node*> locks;
+        for (const Protocol* p : protocols) {
+            p->for_each_lock([&](const auto& lock) {
+                out.add_lock(Protocol::describe(lock), lock.holder_id(), lock.depth);
+                locks.push_back(static_cast<const wait_node*>(&lock));
+            });
+        }
+        // Waits on these locks, and on the domain's tracked mutexes and joins.
+        std::vector<const wait_node*> tracked;
         std::vector<std::size_t> index;
-        protocol.for_each_tracked_wait([&](std::thread::id thread, const wait_node& node) {
+        protocols.front()->for_each_domain_wait([&](std::thread::id thread,
+                                                    const wait_node& node) {
+            for (std::size_t i = 0; i < locks.size(); ++i) {
+                if (locks[i] == &node) {
+                    out.add_waiter(i, thread);
+                    return;
+                }
+            }
+            if (node.kind != wait_kind::mutex && node.kind != wait_kind::thread) return;
             std::size_t i = 0;
             while (i < tracked.size() && tracked[i] != &node) ++i;
             if (i == tracked.size()) {
@@ -91,6 +116,12 @@ public:
             out.add_waiter(index[i], thread);
         });
         return out.take();
+    }
+
+    // The snapshot of a single lock protocol.
+    template <class Protocol>
+    static import_snapshot of(const Protocol& protocol) {
+        return of(std::vector<const Protocol*>{&protocol});
     }
 
 private:

@@ -37,6 +37,9 @@ struct wait_node {
     // "mutex 'registry'", "the end of thread 3").
     std::string (*describe)(const wait_node&) = nullptr;
     wait_kind kind = wait_kind::module_lock;
+    // The import system whose module lock this is; null for tracked mutexes
+    // and thread ends.
+    const void* owner = nullptr;
 };
 
 // Lock must expose a member `holder` of type ThreadId (ThreadId{} when free).
