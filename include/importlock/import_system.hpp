@@ -86,7 +86,7 @@ class basic_import_system final
     using claim = typename protocol_type::claim;
     using entry_state = detail::entry_state;
     using base::find_entry, base::name, base::published, base::throw_if_blocked;
-    using base::hasher_, base::observer_, base::shard_of, base::size_;
+    using base::hasher_, base::observer_, base::shard_of;
     friend class module_handle<basic_import_system>;
 
 public:
@@ -257,13 +257,13 @@ private:
         auto got = [&] {
             try {
                 return sh.protocol.acquire(e, state, limit, detail::shares_failures<policy>,
-                                         [&](std::thread::id h) {
-                                             auto o = observer_.load();
-                                             if (!o) return;
-                                             wait_start = std::chrono::steady_clock::now();
-                                             o->on_wait(key, h);
-                                             waiting = std::move(o);
-                                         });
+                                           [&](std::thread::id h) {
+                                               auto o = observer_.load();
+                                               if (!o) return;
+                                               wait_start = std::chrono::steady_clock::now();
+                                               o->on_wait(key, h);
+                                               waiting = std::move(o);
+                                           });
             } catch (...) {
                 if (waiting) wait_ended();
                 throw;
@@ -395,8 +395,8 @@ private:
         const std::size_t hash = hasher_(key);
         auto& sh = shard_of(hash);
         state_lock state(sh.mutex);
-        entry_type* e = block_it ? &sh.entries.find_or_insert(key, hash, *this)
-                                 : sh.entries.find(key, hash);
+        entry_type* e =
+            block_it ? &sh.entries.find_or_insert(key, hash, *this) : sh.entries.find(key, hash);
         if (e == nullptr || (!block_it && e->current_state() == entry_state::absent)) return false;
         this->throw_if_in_flight(*e, block_it ? "block" : "erase");
         dropped = this->drop_registration(*e, block_it);

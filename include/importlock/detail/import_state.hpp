@@ -14,8 +14,8 @@
 // its own state mutex (the LockPolicy's mutex_type), registry table and lock
 // protocol. A key's entry, its module lock and the frames of its claims live
 // in its shard, and every change to them is made under that shard's mutex,
-// so that imports of keys in different shards share no lock (they share the
-// counters size_ and ready_count_, two relaxed atomic increments). What
+// so that imports of keys in different shards share no lock and no counter
+// but ready_count_ (one relaxed atomic increment per first load). What
 // spans keys (teardown, dependents, the DOT graph, snapshots, close) holds
 // every shard's mutex, taken in shard order: the only order in which a
 // thread ever holds more than one. global_lock and no_locks have one shard.
@@ -82,6 +82,7 @@ protected:
         mutable typename Policy::mutex_type mutex;  // guards all below but the registry's reads
         registry<entry_type, hasher, key_equal> entries;
         protocol_type protocol;
+        std::atomic<std::size_t> size{0};  // modules registered here; written under `mutex`
     };
     static constexpr std::size_t shard_count =
         single_threaded<Policy> || Policy::scope == lock_scope::global ? 1 : 8;
@@ -137,7 +138,11 @@ public:
     // Returns whether `key` is blocked.
     bool is_blocked(const Key& key) const { return state_of(key) == entry_state::blocked; }
     // Returns the number of registered modules.
-    std::size_t size() const noexcept { return size_.load(std::memory_order_relaxed); }
+    std::size_t size() const noexcept {
+        std::size_t n = 0;
+        for (const shard& sh : shards_) n += sh.size.load(std::memory_order_relaxed);
+        return n;
+    }
     // Returns the bytes of one registry entry (one per key ever imported or blocked).
     static constexpr std::size_t entry_bytes() noexcept { return sizeof(entry_type); }
 
@@ -309,7 +314,7 @@ protected:
         std::lock_guard state(shard_of(e.hash).mutex);
         throw_if_blocked(e);
         e.begin_load(std::move(module), std::this_thread::get_id());
-        size_.fetch_add(1, std::memory_order_relaxed);
+        add_size(e, 1);
     }
     // Publishes `e`'s initialised module with the keys its loader imported;
     // locks `state` (the state mutex) and leaves it locked for the caller's
@@ -324,20 +329,20 @@ protected:
         std::lock_guard state(shard_of(e.hash).mutex);
         throw_if_blocked(e);
         e.publish_built(std::move(module), std::move(deps), next_ready_order());
-        size_.fetch_add(1, std::memory_order_relaxed);
+        add_size(e, 1);
         return e.published();
     }
     // §1.6 Unregisters a failed load; returns the module so that the caller
     // destroys it outside the mutex (its destructor may import).
     std::shared_ptr<Module> unregister_failed(entry_type& e) {
         std::lock_guard state(shard_of(e.hash).mutex);
-        size_.fetch_sub(1, std::memory_order_relaxed);
+        add_size(e, -1);
         return e.abandon_load();
     }
     // §1.8 Drops `e`'s module or block (blocks it with `block_it`); returns
     // the module for destruction outside the mutex. State mutex held.
     std::shared_ptr<Module> drop_registration(entry_type& e, bool block_it) {
-        if (holds_module(e.current_state())) size_.fetch_sub(1, std::memory_order_relaxed);
+        if (holds_module(e.current_state())) add_size(e, -1);
         return block_it ? e.block() : e.drop();
     }
     // Refuses every later import: the destructor's final teardown round.
@@ -360,7 +365,12 @@ protected:
             };
             entries_of<shard_array> entries{shards_};
             doomed = take_settled(entries, find, blocks);
-            size_.fetch_sub(doomed.size(), std::memory_order_relaxed);
+            for (shard& sh : shards_) {  // recounted: O(n), as the round itself
+                std::size_t n = 0;
+                sh.entries.for_each(
+                    [&](const entry_type& e) { n += holds_module(e.current_state()); });
+                sh.size.store(n, std::memory_order_relaxed);
+            }
         }
         dropped += doomed.size();
         for (auto& module : doomed) module.reset();
@@ -380,6 +390,13 @@ protected:
             if (!held.state().owns_lock()) held.state().lock();
             protocol_type::share_failure(held.lock(), std::current_exception());
         }
+    }
+
+    // Adds `delta` to the size of `e`'s shard. That shard's mutex held.
+    void add_size(const entry_type& e, int delta) noexcept {
+        std::atomic<std::size_t>& n = shard_of(e.hash).size;
+        n.store(n.load(std::memory_order_relaxed) + static_cast<std::size_t>(delta),
+                std::memory_order_relaxed);
     }
 
     // Returns a new place in teardown order (a module that becomes ready
@@ -425,12 +442,12 @@ protected:
     [[no_unique_address]] hasher hasher_{};
     [[no_unique_address]] key_equal equal_{};
     shard_array shards_;
-    std::atomic<std::size_t> size_{0};
     std::atomic<std::size_t> max_depth_{default_max_import_depth};
-    std::atomic<std::uint64_t> ready_count_{0};  // modules that became ready, ever
-    bool closing_ = false;  // the destructor's last round: every shard's mutex
-    // (imports refused)
+    bool closing_ = false;  // the destructor's last round, imports refused (every shard's mutex)
     observer_slot<observer_type> observer_;
+    // Modules that became ready, ever: written by every first load, so on a
+    // cache line of its own, apart from what cold imports only read.
+    alignas(64) std::atomic<std::uint64_t> ready_count_{0};
 };
 
 }  // namespace importlock::detail

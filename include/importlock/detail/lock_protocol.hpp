@@ -107,7 +107,7 @@ public:
         // The frame of the claim holding a key's lock (null between its
         // acquire and the claim, and for the global lock).
         const frame* claimed_by = nullptr;
-        std::size_t depth = 0;   // re-entrant acquisitions by the holder
+        std::size_t depth = 0;  // re-entrant acquisitions by the holder
         std::size_t waiters = 0;
         condition_variable_type released;  // notified when depth drops to 0
         // Failures shared with the waiters (failure_mode::waiters_share_failure):
@@ -565,12 +565,12 @@ private:
     }
 
     wait_graph_domain& domain_;
-    const void* owner_;            // the system (shared by its shards' protocols)
-    module_lock global_lock_;      // lock_scope::global only
-    module_lock* live_ = nullptr;  // per-key records held or awaited
-    module_lock* free_ = nullptr;  // unused records, linked by `next`
+    const void* owner_;                       // the system (shared by its shards' protocols)
+    module_lock global_lock_;                 // lock_scope::global only
+    module_lock* live_ = nullptr;             // per-key records held or awaited
+    module_lock* free_ = nullptr;             // unused records, linked by `next`
     std::atomic<std::size_t> live_count_{0};  // written under the state mutex
-    frame* frames_ = nullptr;  // every thread's import frames, in no order
+    frame* frames_ = nullptr;                 // every thread's import frames, in no order
 };
 
 }  // namespace importlock::detail

@@ -95,8 +95,7 @@ public:
         // Waits on these locks, and on the domain's tracked mutexes and joins.
         std::vector<const wait_node*> tracked;
         std::vector<std::size_t> index;
-        protocols.front()->for_each_domain_wait([&](std::thread::id thread,
-                                                    const wait_node& node) {
+        protocols.front()->for_each_domain_wait([&](std::thread::id thread, const wait_node& node) {
             for (std::size_t i = 0; i < locks.size(); ++i) {
                 if (locks[i] == &node) {
                     out.add_waiter(i, thread);

@@ -2,8 +2,10 @@
 // importlock/finders/registry_finder.hpp: a run-time table of loaders.
 #pragma once
 
+#include <array>
 #include <concepts>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -24,7 +26,11 @@ namespace importlock {
 //
 // Thread-safety: every member may be called from any thread, also while
 // imports run; a definition changed during an import affects the imports that
-// call find_spec afterwards. Cost: O(1) expected under a shared lock.
+// call find_spec afterwards. The table is split into 8 stripes by key hash,
+// each under its own shared_mutex, so that cold imports of different keys on
+// different threads rarely touch the same lock. Cost: O(1) expected under
+// one stripe's shared lock (define: exclusive); size() and copies lock every
+// stripe in turn.
 template <class Key, class Module, class Hash = typename key_traits<Key>::hasher,
           class KeyEqual = typename key_traits<Key>::key_equal>
 class registry_finder {
@@ -36,22 +42,14 @@ public:
     registry_finder() = default;
 
     // Copies or moves the definitions (the source is locked meanwhile).
-    registry_finder(const registry_finder& other) : specs_(other.copy_specs()) {}
-    registry_finder(registry_finder&& other) : specs_(other.take_specs()) {}
+    registry_finder(const registry_finder& other) { assign(other.copy_specs()); }
+    registry_finder(registry_finder&& other) { assign(other.take_specs()); }
     registry_finder& operator=(const registry_finder& other) {
-        if (this != &other) {
-            auto specs = other.copy_specs();
-            std::unique_lock lock(mutex_);
-            specs_ = std::move(specs);
-        }
+        if (this != &other) assign(other.copy_specs());
         return *this;
     }
     registry_finder& operator=(registry_finder&& other) {
-        if (this != &other) {
-            auto specs = other.take_specs();
-            std::unique_lock lock(mutex_);
-            specs_ = std::move(specs);
-        }
+        if (this != &other) assign(other.take_specs());
         return *this;
     }
 
@@ -110,34 +108,42 @@ public:
 
     // Defines (or redefines) `key` from a whole spec.
     void define(const Key& key, spec_type spec) {
-        std::unique_lock lock(mutex_);
-        specs_.insert_or_assign(key, std::move(spec));
+        stripe& st = stripe_of(key);
+        std::unique_lock lock(st.mutex);
+        st.specs.insert_or_assign(key, std::move(spec));
     }
 
     // Removes the definition of `key`; returns whether it existed. Modules
     // already imported stay registered.
     bool undefine(const Key& key) {
-        std::unique_lock lock(mutex_);
-        return specs_.erase(key) != 0;
+        stripe& st = stripe_of(key);
+        std::unique_lock lock(st.mutex);
+        return st.specs.erase(key) != 0;
     }
 
     // Returns whether `key` has a definition.
     bool defines(const Key& key) const {
-        std::shared_lock lock(mutex_);
-        return specs_.find(key) != specs_.end();
+        const stripe& st = stripe_of(key);
+        std::shared_lock lock(st.mutex);
+        return st.specs.find(key) != st.specs.end();
     }
 
-    // Returns the number of definitions.
+    // Returns the number of definitions (each stripe counted under its lock).
     std::size_t size() const {
-        std::shared_lock lock(mutex_);
-        return specs_.size();
+        std::size_t n = 0;
+        for (const stripe& st : stripes_) {
+            std::shared_lock lock(st.mutex);
+            n += st.specs.size();
+        }
+        return n;
     }
 
     // Returns a copy of the spec of `key`, or nullopt.
     std::optional<spec_type> find_spec(const Key& key) const {
-        std::shared_lock lock(mutex_);
-        const auto it = specs_.find(key);
-        if (it == specs_.end()) return std::nullopt;
+        const stripe& st = stripe_of(key);
+        std::shared_lock lock(st.mutex);
+        const auto it = st.specs.find(key);
+        if (it == st.specs.end()) return std::nullopt;
         return it->second;
     }
 
@@ -157,18 +163,47 @@ private:
         std::is_constructible_v<loader_type, Loader>;
 
     using spec_map = std::unordered_map<Key, spec_type, Hash, KeyEqual>;
+    static constexpr std::size_t stripe_count = 8;
 
-    spec_map copy_specs() const {
-        std::shared_lock lock(mutex_);
-        return specs_;
+    struct alignas(64) stripe {
+        mutable std::shared_mutex mutex;
+        spec_map specs;
+    };
+
+    const stripe& stripe_of(const Key& key) const {
+        const auto h = static_cast<std::uint64_t>(Hash{}(key)) * 0x9E3779B97F4A7C15ull;
+        return stripes_[(h >> 32) & (stripe_count - 1)];
     }
-    spec_map take_specs() {
-        std::unique_lock lock(mutex_);
-        return std::move(specs_);
+    stripe& stripe_of(const Key& key) {
+        return const_cast<stripe&>(std::as_const(*this).stripe_of(key));
     }
 
-    mutable std::shared_mutex mutex_;
-    spec_map specs_;
+    // Every stripe's table, each copied (moved) under its lock.
+    std::array<spec_map, stripe_count> copy_specs() const {
+        std::array<spec_map, stripe_count> out;
+        for (std::size_t i = 0; i < stripe_count; ++i) {
+            std::shared_lock lock(stripes_[i].mutex);
+            out[i] = stripes_[i].specs;
+        }
+        return out;
+    }
+    std::array<spec_map, stripe_count> take_specs() {
+        std::array<spec_map, stripe_count> out;
+        for (std::size_t i = 0; i < stripe_count; ++i) {
+            std::unique_lock lock(stripes_[i].mutex);
+            out[i] = std::move(stripes_[i].specs);
+            stripes_[i].specs.clear();
+        }
+        return out;
+    }
+    void assign(std::array<spec_map, stripe_count>&& specs) {
+        for (std::size_t i = 0; i < stripe_count; ++i) {
+            std::unique_lock lock(stripes_[i].mutex);
+            stripes_[i].specs = std::move(specs[i]);
+        }
+    }
+
+    std::array<stripe, stripe_count> stripes_;
 };
 
 }  // namespace importlock
