@@ -571,3 +571,70 @@ TEST_CASE("global_lock: a<->b imported from two threads never forms a cross-thre
     CHECK(sys.size() == 2);
     check_quiescent(sys, {"a", "b"});
 }
+
+// The state is sharded by key hash (detail/import_state.hpp): a thread's
+// import stack spans shards, and the cycle chain is read from the frames of
+// the threads in the cycle, not from one shard. Thread 1 imports p0 -> ... ->
+// p5 and thread 2 q0 -> ... -> q5 (12 keys: several of the 8 shards); both
+// hold their six keys (barrier); q5 then imports p0 and parks, and p5, once it
+// sees that, imports q0 and closes the cycle. The chain names all 12 imports.
+// p5 and q5 close the cycle on their first run only (thread 2 then imports
+// the p chain again, from q5).
+TEST_CASE("a cycle through two six-key stacks spread over the shards names every import",
+          "[threaded][cycle][shards]") {
+    watchdog dog("two six-key stacks");
+    system_t<strict_per_key_locks> sys;
+    run_counter runs;
+    std::barrier all_held(2);
+    const auto name = [](char side, int i) { return std::string(1, side) + std::to_string(i); };
+    for (char side : {'p', 'q'}) {
+        for (int i = 0; i < 6; ++i) {
+            sys.finder().define(name(side, i), [&, side, i](test_module& m, importer_t& imp) {
+                const bool first = runs.record(name(side, i)) == 1;
+                if (i < 5) {
+                    imp.import_module(name(side, i + 1));
+                } else if (first) {
+                    all_held.arrive_and_wait();
+                    if (side == 'p') await([&] { return sys.waiter_count("p0") == 1; });
+                    imp.import_module(name(side == 'p' ? 'q' : 'p', 0));
+                }
+                m.done = true;
+            });
+        }
+    }
+    std::vector<thread_result> results(2);
+    const auto escaped = run_threads(2, [&](int t) {
+        results[static_cast<std::size_t>(t)] =
+            run_import([&] { return sys.import_module(t == 0 ? "p0" : "q0"); });
+    });
+    REQUIRE(escaped.empty());
+    REQUIRE(results[0].circular);
+    CHECK(results[0].chain ==
+          chain_t{"p0", "p1", "p2", "p3", "p4", "p5", "q0", "q1", "q2", "q3", "q4", "q5", "p0"});
+    CHECK(results[1].finished);  // q5 got p0 once thread 1 unwound
+    CHECK(runs("p0") == 2);
+    CHECK(runs("q0") == 1);
+    CHECK(sys.lock_count() == 0);
+}
+
+// A same-thread cycle whose stack also holds another system's import: A's
+// a1 imports B's b1, which imports A's a2, which imports a1 again. A's chain
+// holds A's imports only, read across A's shards past B's frame.
+TEST_CASE("a re-entry chain skips the frames of another system on the same thread",
+          "[cycle][shards]") {
+    system_t<strict_per_key_locks> a;
+    system_t<strict_per_key_locks> b;
+    a.finder().define("a1", [&](test_module&, importer_t&) { b.import_module("b1"); });
+    b.finder().define("b1", [&](test_module&, importer_t&) { a.import_module("a2"); });
+    a.finder().define("a2", [&](test_module&, importer_t& imp) { imp.import_module("a1"); });
+    try {
+        a.import_module("a1");
+        FAIL("no circular_import_error");
+    } catch (const circular_import_error& e) {
+        CHECK(e.chain() == chain_t{"a1", "a2", "a1"});
+    }
+    CHECK(a.lock_count() == 0);
+    CHECK(b.lock_count() == 0);
+    CHECK_FALSE(a.contains("a1"));
+    CHECK_FALSE(b.contains("b1"));
+}
