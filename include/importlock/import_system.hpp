@@ -45,22 +45,29 @@ namespace importlock {
 // module destructors and observer hooks, except with no_locks (one thread).
 // Systems share no registry and no lock; they share a wait_graph_domain (by
 // default the process-wide one) so that cycles across systems are found.
+// Within a system the state is split into 8 shards by key hash, each with its
+// own state mutex (detail/import_state.hpp): imports of keys in different
+// shards take no common lock (global_lock and no_locks: one shard).
 //
 // Cost of each member (n: registered modules, e: dependency edges):
 //   import_ref / handle hit    a hash probe and one acquire load: no lock, no write
 //   import_module / get hit    the same plus the entry's spin lock around one
 //                              reference-count increment
-//   contains, is_initializing, is_blocked, size   a probe and one load, lock-free
-//   cold import                the state mutex 3 times (4 with an observer); allocates
-//                              the module (and the entry, on a key's first import;
-//                              lock records come from a free list); the
+//   contains, is_initializing, is_blocked   a probe and one load, lock-free
+//   size                       8 relaxed loads, lock-free
+//   cold import                the key's shard's mutex 3 times (4 with an observer);
+//                              allocates the module (and the entry, on a key's first
+//                              import; lock records come from a free list); the
 //                              wait_graph_domain's mutex only when this thread waits
 //   reload                     a cold import's locking, no allocation but the loader's
-//   block, erase               O(1) under the state mutex
-//   clear, destructor          O(n log n + e) per round under the state mutex
+//   block, erase               O(1) under the key's shard's mutex
+//   clear, destructor          O(n log n + e) per round under every shard's mutex
 //   dependencies(k)            O(result); dependents, write_dependency_dot O(n + e)
-//   snapshot                   O(threads x locks) under the state and domain mutexes
-//   lock_count, waiter_count   O(1) under the state mutex
+//                              under every shard's mutex
+//   snapshot                   O(frames log frames + threads x locks) under every
+//                              shard's mutex and the domain's
+//   lock_count                 8 relaxed loads, lock-free (global_lock: its mutex)
+//   waiter_count               O(1) under the key's shard's mutex
 //
 // Reference validity: a reference from import_ref stays valid until its key
 // is erased, blocked or cleared, its import fails (a partial module seen
@@ -315,8 +322,8 @@ private:
 
     // §1.5 Find, create, insert, execute (CPython's _find_and_load_unlocked);
     // §1.6 on failure unregister and rethrow the loader's own exception. Runs
-    // with the key's lock held and the state mutex released; returns with the
-    // state mutex held unless an observer was notified (one lock fewer).
+    // with the key's lock held and its shard's mutex released; returns with
+    // that mutex held unless an observer was notified (one lock fewer).
     std::shared_ptr<Module> run_first_load(entry_type& e, const std::shared_ptr<Module>& parent,
                                            claim& held) {
         const auto observer = observer_.load();

@@ -2,8 +2,8 @@
 // importlock/detail/dependency_graph.hpp: queries over the recorded
 // dependency graph (an edge a -> b when a's loader imported b).
 //
-// Thread-safety: none; the caller holds the system's state mutex, which
-// guards every entry's dependencies. Cost: O(modules + edges).
+// Thread-safety: none; the caller holds every shard's state mutex, which
+// guard the entries' dependencies. Cost: O(modules + edges).
 #pragma once
 
 #include <ostream>

@@ -14,9 +14,9 @@
 //
 // Thread-safety: find() may run on any thread at any time, concurrently with
 // everything; it takes no lock and writes nothing. Every other member, and
-// every write to an entry, needs the owner's writer lock (the system's state
-// mutex). Cost: find O(1) expected, with the stored hash compared before the
-// key; insert O(1) amortised.
+// every write to an entry, needs the owner's writer lock (the state mutex of
+// the system's shard that holds this registry). Cost: find O(1) expected, with the stored hash
+// compared before the key; insert O(1) amortised.
 #pragma once
 
 #include <atomic>

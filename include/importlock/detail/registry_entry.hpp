@@ -8,7 +8,7 @@
 // module object of another.
 //
 // States and transitions. Every transition is made by the thread named in the
-// table while it holds the owning system's state mutex; the entry's `guard`
+// table while it holds the state mutex of the owning system's shard; the entry's `guard`
 // is held across the change of `state` and `module`, so that guarded readers
 // see both change together.
 //
@@ -35,7 +35,7 @@
 //   - current_state(): one acquire load.
 //
 // Thread-safety: the readers above may run on any thread at any time; every
-// other member is written under the system's state mutex. Cost: every
+// other member is written under its shard's state mutex. Cost: every
 // transition and reader is O(1), no allocation.
 #pragma once
 
@@ -112,7 +112,7 @@ public:
     // Returns the module's address while ready, else null; no lock, no write.
     Module* ready_module() const noexcept { return ready_.load(std::memory_order_acquire); }
 
-    // --- Transitions: the system's state mutex held (see the table above). ----------------
+    // --- Transitions: the shard's state mutex held (see the table above). ----------------
 
     void begin_load(std::shared_ptr<Module> module, std::thread::id self) noexcept {
         holder_thread = self;

@@ -87,7 +87,7 @@ std::vector<Entry*> teardown_plan(std::vector<Entry*> nodes, Find&& find) {
 // Unregisters every settled module of `registry` (ready, no load or reload
 // running) and every block; returns the modules in teardown order for the
 // caller to destroy outside its mutex, and counts the blocks in `blocks`.
-// The caller holds the system's state mutex. O(n log n + edges).
+// The caller holds every shard's state mutex. O(n log n + edges).
 template <class Registry, class Find>
 auto take_settled(Registry& registry, Find&& find, std::size_t& blocks) {
     using entry = typename Registry::entry_type;
