@@ -332,6 +332,31 @@ public:
             "importlock::startup_profile<Key>::save/load need key_traits<Key>::from_string: "
             "add `static std::optional<Key> from_string(std::string_view)` (the inverse "
             "of to_string) to your key_traits specialisation (importlock/key_traits.hpp)");
+        if constexpr (readable_key<Key>) save_text(out);
+    }
+
+    // Returns save's output.
+    std::string to_string() const {
+        return detail::write_to_string([this](std::ostream& out) { save(out); });
+    }
+
+    // Reads a profile written by save (or by hand); throws profile_error
+    // naming the line of the first malformed record.
+    static startup_profile load(std::istream& in) {
+        static_assert(
+            readable_key<Key>,
+            "importlock::startup_profile<Key>::save/load need key_traits<Key>::from_string: "
+            "add `static std::optional<Key> from_string(std::string_view)` (the inverse "
+            "of to_string) to your key_traits specialisation (importlock/key_traits.hpp)");
+        if constexpr (readable_key<Key>) {
+            return load_text(in);
+        } else {
+            return startup_profile{};
+        }
+    }
+
+private:
+    void save_text(std::ostream& out) const {
         const profile_data data = copy_data();
         std::vector<std::string> names;
         names.reserve(data.keys.size());
@@ -355,19 +380,7 @@ public:
         for (const auto& [f, t] : data.edges) out << "edge " << names[f] << ' ' << names[t] << '\n';
     }
 
-    // Returns save's output.
-    std::string to_string() const {
-        return detail::write_to_string([this](std::ostream& out) { save(out); });
-    }
-
-    // Reads a profile written by save (or by hand); throws profile_error
-    // naming the line of the first malformed record.
-    static startup_profile load(std::istream& in) {
-        static_assert(
-            readable_key<Key>,
-            "importlock::startup_profile<Key>::save/load need key_traits<Key>::from_string: "
-            "add `static std::optional<Key> from_string(std::string_view)` (the inverse "
-            "of to_string) to your key_traits specialisation (importlock/key_traits.hpp)");
+    static startup_profile load_text(std::istream& in) {
         startup_profile profile;
         profile_data& data = profile.data_;
         struct pending_edge {
@@ -446,7 +459,6 @@ public:
         return profile;
     }
 
-private:
     struct profile_data {
         std::vector<Key> keys;
         std::vector<std::chrono::nanoseconds> self;
