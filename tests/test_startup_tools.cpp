@@ -114,12 +114,11 @@ TEST_CASE("key_traits::from_string reads back integers, paths and name sequences
 
 // --- startup_profile ---------------------------------------------------------------------
 
-TEST_CASE("a profile round-trips odd keys, self times and edges through its text",
-          "[profile]") {
-    const std::vector<std::string> odd = {"plain",      "",          " ",        "two words",
-                                          "line\nbreak", "cr\rlf",    "tab\there", "back\\slash",
-                                          "\\s",        "\\e",       "#comment", "key",
-                                          "edge a b",   "\x01\x7f",  "ünïcödé",  "trailing "};
+TEST_CASE("a profile round-trips odd keys, self times and edges through its text", "[profile]") {
+    const std::vector<std::string> odd = {"plain",       "",         " ",         "two words",
+                                          "line\nbreak", "cr\rlf",   "tab\there", "back\\slash",
+                                          "\\s",         "\\e",      "#comment",  "key",
+                                          "edge a b",    "\x01\x7f", "ünïcödé",   "trailing "};
     str_profile profile;
     for (std::size_t i = 0; i < odd.size(); ++i) {
         profile.add_key(odd[i], std::chrono::nanoseconds(static_cast<std::int64_t>(i * 1000 + 1)));
@@ -176,7 +175,7 @@ TEST_CASE("load names the line of a malformed profile", "[profile]") {
     std::string message;
     REQUIRE(error_line("", &message) == 0);
     REQUIRE(message.find("no header") != std::string::npos);
-    REQUIRE(error_line("\n# c\nkey a 1\n") == 3);          // no header first
+    REQUIRE(error_line("\n# c\nkey a 1\n") == 3);  // no header first
     REQUIRE(error_line("importlock-startup-profile 2\n", &message) == 1);
     REQUIRE(message.find("version") != std::string::npos);
     REQUIRE(error_line(head + "key a 1\nkey b\n") == 3);  // missing field
@@ -184,7 +183,7 @@ TEST_CASE("load names the line of a malformed profile", "[profile]") {
     REQUIRE(error_line(head + "key a x1\n", &message) == 2);
     REQUIRE(message.find("nanoseconds") != std::string::npos);
     REQUIRE(error_line(head + "key a -1\n") == 2);
-    REQUIRE(error_line(head + "key a\\q 1\n") == 2);  // unknown escape
+    REQUIRE(error_line(head + "key a\\q 1\n") == 2);   // unknown escape
     REQUIRE(error_line(head + "key a\\x4 1\n") == 2);  // short \x
     REQUIRE(error_line(head + "key a 1\nkey a 2\n", &message) == 3);
     REQUIRE(message.find("twice") != std::string::npos);
@@ -242,10 +241,10 @@ TEST_CASE("the profile records nesting, waits, cycles, parents and hits through 
     const std::set<edge> before(edges.begin(), edges.end());
     REQUIRE(before.count({"app", "db"}) == 1);
     REQUIRE(before.count({"db", "log"}) == 1);
-    REQUIRE(before.count({"db", "app"}) == 1);  // the cycle's back edge (on_cycle)
+    REQUIRE(before.count({"db", "app"}) == 1);       // the cycle's back edge (on_cycle)
     REQUIRE(before.count({"pkg.sub", "pkg"}) == 1);  // the parent
-    REQUIRE(before.count({"user", "slow"}) == 1);  // the wait
-    REQUIRE(before.count({"late", "log"}) == 0);   // a hit: no hook saw it
+    REQUIRE(before.count({"user", "slow"}) == 1);    // the wait
+    REQUIRE(before.count({"late", "log"}) == 0);     // a hit: no hook saw it
     profile->add_dependencies(system);
     edges = profile->edges();
     const std::set<edge> after(edges.begin(), edges.end());
@@ -253,8 +252,8 @@ TEST_CASE("the profile records nesting, waits, cycles, parents and hits through 
     REQUIRE(after.count({"app", "log"}) == 1);
 
     const std::vector<std::string> keys = profile->keys();
-    REQUIRE(keys == std::vector<std::string>{"app", "db", "log", "pkg", "pkg.sub", "slow", "user",
-                                             "late"});
+    REQUIRE(keys ==
+            std::vector<std::string>{"app", "db", "log", "pkg", "pkg.sub", "slow", "user", "late"});
     REQUIRE(profile->self_time("slow") >= 50ms);
     REQUIRE(profile->self_time("user") < 50ms);
 }
@@ -306,8 +305,7 @@ std::vector<std::string> names(const std::vector<std::size_t>& order,
 
 }  // namespace
 
-TEST_CASE("plan_preload ranks by longest remaining path and breaks recorded cycles",
-          "[preload]") {
+TEST_CASE("plan_preload ranks by longest remaining path and breaks recorded cycles", "[preload]") {
     str_profile profile = scripted_profile();
     auto plan = importlock::plan_preload(profile);
     const auto at = [&](const std::string& k) {
@@ -484,7 +482,7 @@ TEST_CASE("the watchdog reports each stuck import once, with the snapshot",
 
     std::thread holder([&] { system.import_module("slow"); });
     await([&] { return system.is_initializing("slow"); });
-    std::thread waiter([&] { system.import_module("slow"); });  // imports nothing, waits
+    std::thread waiter([&] { system.import_module("slow"); });   // imports nothing, waits
     std::thread nested([&] { system.import_module("outer"); });  // imports outer, waits
     await([&] { return system.waiter_count("slow") == 2; });
     await([&] { return hang.reported() == 3; });
@@ -548,7 +546,9 @@ TEST_CASE("the watchdog reports a new stuck import of the same thread, and stops
     }
     // An hour's threshold: destruction does not wait for the next poll.
     const auto start = std::chrono::steady_clock::now();
-    { importlock::import_watchdog idle(std::chrono::hours(1)); }
+    {
+        importlock::import_watchdog idle(std::chrono::hours(1));
+    }
     REQUIRE(std::chrono::steady_clock::now() - start < 10s);
 }
 
@@ -677,8 +677,7 @@ TEST_CASE("the trace escapes keys into valid JSON strings", "[trace]") {
 
 // --- observer_group ----------------------------------------------------------------------
 
-TEST_CASE("observer_group forwards in order and keeps each member's hooks balanced",
-          "[group]") {
+TEST_CASE("observer_group forwards in order and keeps each member's hooks balanced", "[group]") {
     struct log_member : importlock::import_observer<std::string> {
         std::string name;
         std::vector<std::string>* lines;

@@ -199,9 +199,15 @@ public:
         const std::size_t index = data_.intern(key);
         std::vector<frame>& stack = stacks_[std::this_thread::get_id()];
         if (!stack.empty()) data_.edge(stack.back().index, index);
-        // A dotted key's parent was imported just before it, outside its frame.
+        // A dotted key's parent was imported just before it, outside its
+        // frame; unless this thread is importing the parent (a package
+        // importing its own child gets itself partial: no dependency).
         if (const std::optional<Key> up = traits::parent(key)) {
-            if (const std::size_t* p = data_.find(*up)) data_.edge(index, *p);
+            const std::size_t* p = data_.find(*up);
+            if (p != nullptr && std::none_of(stack.begin(), stack.end(),
+                                             [&](const frame& f) { return f.index == *p; })) {
+                data_.edge(index, *p);
+            }
         }
         stack.push_back(frame{index, {}, now});
     }

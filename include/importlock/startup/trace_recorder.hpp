@@ -297,15 +297,18 @@ public:
     void write_svg(std::ostream& out, int width = 1200) const {
         const std::vector<trace_event> all = events();
         const std::vector<std::string> names = track_names();
+        // From the first event to the last (not from the recorder's creation).
+        std::chrono::nanoseconds origin = all.empty() ? std::chrono::nanoseconds{} : all[0].start;
+        for (const trace_event& e : all) origin = std::min(origin, e.start);
         std::int64_t end_ns = 1;
         std::vector<std::size_t> depth(names.size(), 1);
         for (const trace_event& e : all) {
-            end_ns = std::max<std::int64_t>(end_ns, (e.start + e.duration).count());
+            end_ns = std::max<std::int64_t>(end_ns, (e.start + e.duration - origin).count());
             depth[e.track - 1] = std::max(depth[e.track - 1], e.depth + 1);
         }
         const int label_w = 110, bar_h = 18, gap = 10, top = 30;
         const double plot_w = std::max(100, width - label_w - 20);
-        const auto x = [&](std::chrono::nanoseconds t) {
+        const auto x = [&](std::chrono::nanoseconds t) {  // t since origin
             return label_w + plot_w * static_cast<double>(t.count()) / static_cast<double>(end_ns);
         };
         std::vector<int> row_top(names.size());
@@ -336,7 +339,7 @@ public:
                  "</text>\n";
         }
         for (const trace_event& e : all) {
-            const double x0 = x(e.start);
+            const double x0 = x(e.start - origin);
             const int ey = row_top[e.track - 1] + static_cast<int>(e.depth) * bar_h;
             if (e.type == trace_event::kind::cycle) {
                 s += "<path d=\"M" + num(x0) + " " + std::to_string(ey) +
@@ -344,7 +347,7 @@ public:
                      xml("cycle " + e.key + ": " + e.detail) + "</title></path>\n";
                 continue;
             }
-            const double w = std::max(1.0, x(e.start + e.duration) - x0);
+            const double w = std::max(1.0, x(e.start - origin + e.duration) - x0);
             const std::string fill = e.type == trace_event::kind::wait ? "#bbbbbb"
                                      : !e.ok                           ? "#d62728"
                                                                        : colour(e.key);
