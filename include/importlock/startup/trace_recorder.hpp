@@ -317,7 +317,8 @@ public:
             row_top[r] = y;
             y += static_cast<int>(depth[r]) * bar_h + gap;
         }
-        const int height = y + 10;
+        const int legend_y = y + 6;
+        const int height = legend_y + 14;
         std::string s;
         s += "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" + std::to_string(width) +
              "\" height=\"" + std::to_string(height) +
@@ -330,7 +331,7 @@ public:
         for (double t = 0; t <= total_ms + 1e-9; t += step) {
             const double tx = x(std::chrono::nanoseconds(static_cast<std::int64_t>(t * 1e6)));
             s += "<line x1=\"" + num(tx) + "\" y1=\"" + std::to_string(top - 8) + "\" x2=\"" +
-                 num(tx) + "\" y2=\"" + std::to_string(height - 10) +
+                 num(tx) + "\" y2=\"" + std::to_string(legend_y - 6) +
                  "\" stroke=\"#ddd\"/>\n<text x=\"" + num(tx) + "\" y=\"" +
                  std::to_string(top - 12) + "\" text-anchor=\"middle\">" + num(t) + " ms</text>\n";
         }
@@ -363,6 +364,10 @@ public:
             }
             s += "</g>\n";
         }
+        s += "<text x=\"4\" y=\"" + std::to_string(legend_y + 8) +
+             "\" fill=\"#555\">one row per thread, nested imports below their importer; grey: "
+             "a wait for another thread's import; red: a failed import; red triangle: a "
+             "circular import resolved</text>\n";
         s += "</svg>\n";
         out << s;
     }
