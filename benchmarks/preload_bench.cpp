@@ -189,7 +189,10 @@ int main(int argc, char** argv) {
         ms(plan.critical_path_time));
 
     std::vector<double> sequential, per_key, no_profile, with_profile;
+    double headroom_min = headroom_before;
     for (int r = 0; r < repetitions; ++r) {
+        // Between repetitions too: another program's burst shows up here.
+        if (r > 0) headroom_min = std::min(headroom_min, parallel_headroom());
         {
             system_type system;
             define(system, g);
@@ -245,10 +248,13 @@ int main(int argc, char** argv) {
          row("one thread per key", per_key, "200 std::threads"),
          row("preload, no profile, 2 threads", no_profile, "keys in order, 2 workers"), profile_row,
          bench::row{"bound", bound_stats, 1.0, "max(critical path, total work / 2)"}});
-    const bool unreliable = std::min(headroom_before, headroom_after) < 1.8;
-    std::printf("\nparallel headroom: %.2fx before, %.2fx after (ideal 2.00x)%s\n", headroom_before,
-                headroom_after,
-                unreliable ? " [unreliable: the second core was busy; rerun when quiet]" : "");
+    headroom_min = std::min(headroom_min, headroom_after);
+    const bool unreliable = headroom_min < 1.8;
+    std::printf(
+        "\nparallel headroom: %.2fx before, %.2fx after, %.2fx lowest between repetitions "
+        "(ideal 2.00x)%s\n",
+        headroom_before, headroom_after, headroom_min,
+        unreliable ? " [unreliable: the second core was busy; rerun when quiet]" : "");
     const double ratio = *profile_row.ratio;
     std::printf("%s  preload with a profile at 2 threads: %.2fx the bound (target <= 1.15x)%s\n",
                 ratio <= 1.15 ? "PASS" : "MISS", ratio, unreliable ? " [unreliable]" : "");
