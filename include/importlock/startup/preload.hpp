@@ -231,7 +231,7 @@ preload_plan<Key> plan_preload(const startup_profile<Key>& profile) {
 
 namespace detail {
 
-// Runs `work(worker)` on `threads` workers: the caller is worker 0.
+// Runs `work()` on `threads` workers: the caller and threads - 1 std::threads.
 template <class Work>
 void run_preload_workers(std::size_t threads, Work& work) {
     std::vector<std::thread> pool;
