@@ -13,6 +13,7 @@
 #   meson    Meson with the default compiler (g++): build (-Werror) + meson test
 #   bench    CMake preset release: build the benchmarks (-O2) with their peers (installs
 #            libtbb-dev libabsl-dev libcuckoo-dev when missing), run importlock_bench --quick
+#            and preload_bench --quick
 #   fuzz     libFuzzer target (clang, ASan+UBSan), run for FUZZ_SECONDS (default 30)
 #   consumers  a consumer program built through: install + find_package, the build tree's
 #            export (importlock_DIR), add_subdirectory, FetchContent (local git), a Meson
@@ -127,12 +128,14 @@ have_benchmarks() {
 }
 
 # The benchmark's third-party peers (each left out when its package is missing), then one
-# --quick run as a smoke test: it fails only when an invariant breaks (a MISS does not).
+# --quick run of each benchmark as a smoke test: it fails only when an invariant breaks (a
+# MISS does not).
 stage_bench() {
     importlock_ensure_deps libtbb-dev libabsl-dev libcuckoo-dev
     cmake --preset release
     cmake --build --preset benchmarks --parallel "$JOBS"
     build/release/benchmarks/importlock_bench --quick
+    build/release/benchmarks/preload_bench --quick
 }
 
 stage_fuzz() {

@@ -10,10 +10,12 @@
 #include <concepts>
 #include <cstddef>
 #include <functional>
+#include <limits>
 #include <optional>
 #include <ostream>
 #include <streambuf>
 #include <string>
+#include <string_view>
 #include <type_traits>
 
 namespace importlock {
@@ -55,6 +57,41 @@ std::string write_to_string(Write&& write) {
 template <class T>
 concept ostream_printable = requires(std::ostream& os, const T& value) { os << value; };
 
+// An integer type that operator<< prints as a number (not a character, not bool).
+template <class T>
+concept decimal_integer =
+    std::integral<T> && !std::is_same_v<T, bool> && !std::is_same_v<T, char> &&
+    !std::is_same_v<T, signed char> && !std::is_same_v<T, unsigned char> &&
+    !std::is_same_v<T, wchar_t> && !std::is_same_v<T, char8_t> && !std::is_same_v<T, char16_t> &&
+    !std::is_same_v<T, char32_t>;
+
+// Parses what operator<< writes for a decimal_integer: an optional '-' (signed
+// types only) and digits, nothing else; nullopt on anything else or overflow.
+// No <charconv>: this header is in every translation unit.
+template <decimal_integer T>
+std::optional<T> parse_decimal(std::string_view text) noexcept {
+    const bool negative = !text.empty() && text.front() == '-';
+    if (negative) {
+        if constexpr (std::is_unsigned_v<T>) return std::nullopt;
+        text.remove_prefix(1);
+    }
+    if (text.empty()) return std::nullopt;
+    using U = std::make_unsigned_t<T>;
+    const U max = static_cast<U>(std::numeric_limits<T>::max());
+    const U limit = negative ? static_cast<U>(max + 1u) : max;  // |min| = max + 1
+    U value = 0;
+    for (const char c : text) {
+        if (c < '0' || c > '9') return std::nullopt;
+        const U digit = static_cast<U>(c - '0');
+        if (value > static_cast<U>((limit - digit) / 10u)) return std::nullopt;
+        value = static_cast<U>(value * 10u + digit);
+    }
+    if (!negative) return static_cast<T>(value);
+    if (value == 0) return T{0};
+    // -(value - 1) - 1 stays in T's range for value == |min|.
+    return static_cast<T>(-static_cast<T>(value - 1u) - 1);
+}
+
 }  // namespace detail
 
 // Describes a key type: hash, equality, printing and parent. The default has
@@ -80,6 +117,15 @@ struct key_traits {
     // Returns the key that must be imported before `key`, or nullopt for a
     // top-level key (CPython's `name.rpartition('.')[0]`).
     static std::optional<Key> parent(const Key&) { return std::nullopt; }
+
+    // Optional member: reads back what to_string wrote, or nullopt when
+    // `text` names no key (used to load a saved startup_profile). Provided
+    // here for integer keys; specialisations provide it for their key type.
+    static std::optional<Key> from_string(std::string_view text)
+        requires detail::decimal_integer<Key>
+    {
+        return detail::parse_decimal<Key>(text);
+    }
 };
 
 // Dotted names, as CPython's: the parent of "pkg.sub.mod" is "pkg.sub".
@@ -97,6 +143,11 @@ struct key_traits<std::string> {
         const auto dot = key.rfind('.');
         if (dot == std::string::npos || dot == 0) return std::nullopt;
         return key.substr(0, dot);
+    }
+
+    // Returns `text` as a key: every string is one (startup_profile's load).
+    static std::optional<std::string> from_string(std::string_view text) {
+        return std::string(text);
     }
 
     // Returns how many parents parent() would climb through (the dots after

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "../key_traits.hpp"
 
@@ -31,6 +32,12 @@ struct key_traits<std::filesystem::path> {
         std::filesystem::path up = key.parent_path();
         if (up.empty() || up == key || !up.has_relative_path()) return std::nullopt;
         return up;
+    }
+
+    // Reads back to_string's generic form (startup_profile's load); an empty
+    // text is the empty path.
+    static std::optional<std::filesystem::path> from_string(std::string_view text) {
+        return std::filesystem::path(std::string(text));
     }
 };
 

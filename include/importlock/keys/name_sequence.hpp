@@ -7,6 +7,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "../key_traits.hpp"
@@ -42,6 +43,21 @@ struct key_traits<std::vector<std::string>> {
     static std::optional<std::vector<std::string>> parent(const std::vector<std::string>& key) {
         if (key.size() <= 1) return std::nullopt;
         return std::vector<std::string>(key.begin(), key.end() - 1);
+    }
+
+    // Splits `text` at its dots (startup_profile's load): the inverse of
+    // to_string for components without a dot; "" is the empty sequence. A
+    // key that does not round-trip ({"a.b"}, {""}) is refused by
+    // startup_profile::save.
+    static std::optional<std::vector<std::string>> from_string(std::string_view text) {
+        std::vector<std::string> key;
+        if (text.empty()) return key;
+        for (std::size_t start = 0;;) {
+            const std::size_t dot = text.find('.', start);
+            key.emplace_back(text.substr(start, dot == std::string_view::npos ? dot : dot - start));
+            if (dot == std::string_view::npos) return key;
+            start = dot + 1;
+        }
     }
 };
 
