@@ -556,6 +556,25 @@ TEST_CASE("the watchdog reports a new stuck import of the same thread, and stops
     REQUIRE(std::chrono::steady_clock::now() - start < 10s);
 }
 
+TEST_CASE("the watchdog clamps its poll interval: no busy loop, no clock overflow", "[watchdog]") {
+    const auto none = [](const importlock::watchdog_report&) {};
+    {
+        importlock::import_watchdog zero(std::chrono::nanoseconds(0), none,
+                                         std::chrono::nanoseconds(0));
+        REQUIRE(zero.poll_interval() == std::chrono::milliseconds(1));
+        importlock::import_watchdog negative(std::chrono::seconds(-5), none);
+        REQUIRE(negative.poll_interval() == std::chrono::milliseconds(1));
+    }
+    const auto start = std::chrono::steady_clock::now();
+    {
+        importlock::import_watchdog huge(std::chrono::nanoseconds::max(), none,
+                                         std::chrono::nanoseconds::max());
+        REQUIRE(huge.poll_interval() == std::chrono::hours(1));
+        REQUIRE(huge.polls() == 0);  // it waits instead of spinning
+    }
+    REQUIRE(std::chrono::steady_clock::now() - start < 10s);
+}
+
 // --- trace_recorder ----------------------------------------------------------------------
 
 namespace {

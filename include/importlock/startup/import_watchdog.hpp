@@ -85,12 +85,13 @@ public:
     }
 
     // Reports imports stuck longer than `threshold`, polling every
-    // `poll_interval` (default: a quarter of the threshold, at least 1 ms).
+    // `poll_interval` (default: a quarter of the threshold), clamped to
+    // 1 ms ... 1 h so that no interval busy-loops or overflows the clock.
     explicit import_watchdog(duration threshold, callback_type callback = print_to_cerr,
                              std::optional<duration> poll_interval = std::nullopt)
         : threshold_(threshold),
-          interval_(poll_interval.value_or(
-              std::max<duration>(threshold / 4, std::chrono::milliseconds(1)))),
+          interval_(std::clamp<duration>(poll_interval.value_or(threshold / 4),
+                                         std::chrono::milliseconds(1), std::chrono::hours(1))),
           callback_(callback ? std::move(callback) : callback_type(print_to_cerr)),
           thread_([this] { run(); }) {}
 

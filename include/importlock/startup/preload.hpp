@@ -231,18 +231,23 @@ preload_plan<Key> plan_preload(const startup_profile<Key>& profile) {
 
 namespace detail {
 
-// Runs `work()` on `threads` workers: the caller and threads - 1 std::threads.
+// Runs `work()` on `threads` workers: the caller and up to threads - 1
+// std::threads. When the system refuses a thread (std::system_error) or
+// memory runs out, the workers started so far, with the caller, do the work.
 template <class Work>
 void run_preload_workers(std::size_t threads, Work& work) {
     std::vector<std::thread> pool;
-    pool.reserve(threads - 1);
     struct joiner {
         std::vector<std::thread>& pool;
         ~joiner() {
             for (std::thread& t : pool) t.join();
         }
     } join_all{pool};
-    for (std::size_t w = 1; w < threads; ++w) pool.emplace_back([&work] { work(); });
+    try {
+        pool.reserve(threads - 1);
+        for (std::size_t w = 1; w < threads; ++w) pool.emplace_back([&work] { work(); });
+    } catch (...) {  // fewer workers; the work itself is unchanged
+    }
     work();
 }
 
