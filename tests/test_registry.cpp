@@ -11,6 +11,7 @@
 #include <functional>
 #include <memory>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -305,4 +306,65 @@ TEST_CASE("registry: readers find every published key while a writer inserts",
     // How much the readers overlapped the writer is the scheduler's choice, not a result;
     // -s shows it.
     SUCCEED("lookups made while the writer inserted: " << concurrent);
+}
+
+namespace {
+
+// Per-entry data whose construction throws when `fail_at` reaches 0, and
+// which counts the entries alive.
+struct counted_extra {
+    static inline int fail_at = -1;
+    static inline int alive = 0;
+    template <class Entry>
+    explicit counted_extra(Entry&) {
+        if (fail_at >= 0 && fail_at-- == 0) throw std::runtime_error("extra");
+        ++alive;
+    }
+    counted_extra(const counted_extra&) = delete;
+    ~counted_extra() { --alive; }
+};
+
+using counted_registry = importlock::detail::registry<
+    importlock::detail::registry_entry<int, int, importlock::detail::spin_lock, counted_extra>,
+    std::hash<int>, std::equal_to<int>>;
+
+}  // namespace
+
+TEST_CASE("registry: entries live in chunks, visited in insertion order, destroyed once",
+          "[registry]") {
+    counted_extra::alive = 0;
+    {
+        counted_registry reg;
+        const std::hash<int> hash;
+        // 4 + 8 + 16 + ...: the inserts cross several chunk boundaries.
+        for (int i = 0; i < 100; ++i) reg.find_or_insert(i, hash(i));
+        std::vector<int> order;
+        reg.for_each([&](const auto& e) { order.push_back(e.key); });
+        std::vector<int> expected(100);
+        for (int i = 0; i < 100; ++i) expected[static_cast<std::size_t>(i)] = i;
+        CHECK(order == expected);
+        CHECK(counted_extra::alive == 100);
+    }
+    CHECK(counted_extra::alive == 0);  // every entry destroyed with the registry
+}
+
+TEST_CASE("registry: an entry whose construction throws leaves nothing behind", "[registry]") {
+    counted_extra::alive = 0;
+    {
+        counted_registry reg;
+        const std::hash<int> hash;
+        for (int i = 0; i < 4; ++i) reg.find_or_insert(i, hash(i));  // the first chunk is full
+        counted_extra::fail_at = 0;  // the next entry, the first of a new chunk, throws
+        CHECK_THROWS_AS(reg.find_or_insert(4, hash(4)), std::runtime_error);
+        CHECK(reg.entry_count() == 4);
+        CHECK(reg.find(4, hash(4)) == nullptr);
+        std::size_t visited = 0;
+        reg.for_each([&](const auto&) { ++visited; });
+        CHECK(visited == 4);
+        counted_extra::fail_at = -1;
+        CHECK(reg.find_or_insert(4, hash(4)).key == 4);  // the kept chunk takes it
+        CHECK(reg.entry_count() == 5);
+        CHECK(counted_extra::alive == 5);
+    }
+    CHECK(counted_extra::alive == 0);
 }

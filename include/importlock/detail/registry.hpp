@@ -6,24 +6,25 @@
 // An entry is created the first time a key is imported or blocked and lives
 // as long as the registry: erase() and failed imports set its state to
 // `absent` and drop the module, but keep the entry, so a reader can never
-// touch freed memory. A
-// table that grows is replaced, and the old one kept until destruction for
-// readers still probing it (all tables together take less than twice the
-// current one). Memory therefore follows the number of distinct keys that
-// ever held a module, not the number of lookups.
+// touch freed memory. Entries are stored in chunks of 4, 8 and then 16
+// entries (one allocation per chunk). A table that grows is replaced, and the
+// old one kept until destruction for readers still probing it (all tables
+// together take less than twice the current one). Memory therefore follows
+// the number of distinct keys that ever held a module, not the number of
+// lookups.
 //
 // Thread-safety: find() may run on any thread at any time, concurrently with
 // everything; it takes no lock and writes nothing. Every other member, and
 // every write to an entry, needs the owner's writer lock (the state mutex of
-// the system's shard that holds this registry). Cost: find O(1) expected, with the stored hash
-// compared before the key; insert O(1) amortised.
+// the system's shard that holds this registry). Cost: find O(1) expected,
+// with the stored hash compared before the key; insert O(1) amortised.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <bit>
 #include <cstddef>
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <type_traits>
 #include <utility>
@@ -43,6 +44,13 @@ public:
 
     registry(const registry&) = delete;
     registry& operator=(const registry&) = delete;
+    ~registry() {
+        for (std::size_t c = chunks_.size(); c-- > 0;) {
+            chunk& ch = chunks_[c];
+            for (std::size_t i = ch.size; i-- > 0;) std::destroy_at(ch.entries + i);
+            std::allocator<entry_type>().deallocate(ch.entries, ch.capacity);
+        }
+    }
 
     // Returns the entry of `key` (hash `hash`), or null. Lock-free, wait-free
     // for a table without long probe runs; safe on any thread.
@@ -62,7 +70,7 @@ public:
     entry_type& find_or_insert(const key_type& key, std::size_t hash, Args&&... args) {
         if (entry_type* e = find(key, hash)) return *e;
         if (2 * (count_ + 1) > capacity()) grow(2 * capacity());
-        entry_type& e = entries_.emplace_back(key, hash, std::forward<Args>(args)...);
+        entry_type& e = emplace(key, hash, std::forward<Args>(args)...);
         place(*tables_.back(), &e);
         ++count_;
         return e;
@@ -74,11 +82,15 @@ public:
     // Calls f(entry) for every entry. Writer lock required.
     template <class F>
     void for_each(F&& f) const {
-        for (const entry_type& e : entries_) f(e);
+        for (const chunk& ch : chunks_) {
+            for (std::size_t i = 0; i < ch.size; ++i) f(std::as_const(ch.entries[i]));
+        }
     }
     template <class F>
     void for_each(F&& f) {
-        for (entry_type& e : entries_) f(e);
+        for (chunk& ch : chunks_) {
+            for (std::size_t i = 0; i < ch.size; ++i) f(ch.entries[i]);
+        }
     }
 
 private:
@@ -115,7 +127,7 @@ private:
     void grow(std::size_t capacity) {
         tables_.reserve(tables_.size() + 1);
         auto next = std::make_unique<table>(capacity);
-        for (entry_type& e : entries_) place(*next, &e);
+        for_each([&](entry_type& e) { place(*next, &e); });
         current_.store(next.get(), std::memory_order_release);
         tables_.push_back(std::move(next));
     }
@@ -123,7 +135,35 @@ private:
     [[no_unique_address]] KeyEqual equal_{};
     std::atomic<const table*> current_{nullptr};
     std::vector<std::unique_ptr<table>> tables_;  // every table; back() is current
-    std::deque<entry_type> entries_;              // stable addresses
+    // Entries never move: they live in chunks of 4, 8, then 16 entries, one
+    // allocation per chunk, the last one filling up (at most 15 unused slots).
+    struct chunk {
+        entry_type* entries = nullptr;
+        std::size_t capacity = 0;
+        std::size_t size = 0;
+    };
+    static constexpr std::size_t first_chunk = 4;
+    static constexpr std::size_t largest_chunk = 16;
+
+    // Constructs an entry at the end of the last chunk (a new chunk when it
+    // is full). Strong guarantee: if the allocation or the construction
+    // throws, no entry was added (a new, empty chunk stays for the next).
+    template <class... Args>
+    entry_type& emplace(Args&&... args) {
+        if (chunks_.empty() || chunks_.back().size == chunks_.back().capacity) {
+            const std::size_t capacity = chunks_.empty()
+                                             ? first_chunk
+                                             : std::min(largest_chunk, 2 * chunks_.back().capacity);
+            chunks_.reserve(chunks_.size() + 1);
+            chunks_.push_back({std::allocator<entry_type>().allocate(capacity), capacity, 0});
+        }
+        chunk& ch = chunks_.back();
+        entry_type* e = std::construct_at(ch.entries + ch.size, std::forward<Args>(args)...);
+        ++ch.size;
+        return *e;
+    }
+
+    std::vector<chunk> chunks_;
     std::size_t count_ = 0;
 };
 
