@@ -32,6 +32,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -75,17 +76,20 @@ protected:
     using protocol_type = lock_protocol<Key, Policy, entry_type>;
     using state_lock = std::unique_lock<typename Policy::mutex_type>;
 
-    // One shard of the state (see the header comment). Aligned so that two
-    // shards' mutexes never share a cache line.
-    struct alignas(64) shard {
+    // One shard of the state (see the header comment). Aligned to 512 bytes
+    // (more than its size with std::mutex): two shards never share a cache
+    // line, and a hit finds its shard's table at base + (hash & 7) * 512, a
+    // shift, not a multiplication, on its dependent chain of loads.
+    static constexpr std::size_t shard_count =
+        single_threaded<Policy> || Policy::scope == lock_scope::global ? 1 : 8;
+    static constexpr unsigned shard_bits = static_cast<unsigned>(std::countr_zero(shard_count));
+    struct alignas(512) shard {
         shard(wait_graph_domain& domain, const void* owner) : protocol(domain, owner) {}
         mutable typename Policy::mutex_type mutex;  // guards all below but the registry's reads
-        registry<entry_type, hasher, key_equal> entries;
+        registry<entry_type, hasher, key_equal, shard_bits> entries;
         protocol_type protocol;
         std::atomic<std::size_t> size{0};  // modules registered here; written under `mutex`
     };
-    static constexpr std::size_t shard_count =
-        single_threaded<Policy> || Policy::scope == lock_scope::global ? 1 : 8;
     using shard_array = std::array<shard, shard_count>;
 
     // Every shard's entries, as one registry for dependency_graph.hpp and
@@ -233,10 +237,12 @@ protected:
             (void)hash;
             return shards_[0];
         } else {
-            // Bits 32-34 of the Fibonacci product: independent of the top
-            // bits that index each shard's table (registry.hpp).
-            return shards_[(static_cast<std::uint64_t>(hash) * 0x9E3779B97F4A7C15ull >> 32) &
-                           (shard_count - 1)];
+            // The hash's low bits: two instructions before the hit's first
+            // load (shards are 512 bytes apart). The shard's table is
+            // indexed by the Fibonacci product of the other bits
+            // (registry.hpp), so that keys spread within a shard as over
+            // one table.
+            return shards_[hash & (shard_count - 1)];
         }
     }
     const shard& shard_of(std::size_t hash) const noexcept {

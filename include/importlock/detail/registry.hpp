@@ -34,7 +34,18 @@
 
 namespace importlock::detail {
 
-template <class Entry, class Hash, class KeyEqual>
+// Fibonacci hashing: the hash times 2^64 / phi. Its top bits spread even
+// identity hashes (std::hash<int>) evenly, consecutive keys perfectly.
+constexpr std::uint64_t fibonacci_product(std::size_t hash) noexcept {
+    return static_cast<std::uint64_t>(hash) * 0x9E3779B97F4A7C15ull;
+}
+
+// `SkipBits`: the low bits of the hash that the owner already used to choose
+// this registry among 2^SkipBits (the system's shards); the table is indexed
+// by the Fibonacci product of the hash without them, so that the keys of
+// one shard spread as evenly over its table as all keys over one table
+// (consecutive integers perfectly).
+template <class Entry, class Hash, class KeyEqual, unsigned SkipBits = 0>
 class registry {
 public:
     using entry_type = Entry;
@@ -104,8 +115,7 @@ private:
 
         // Fibonacci hashing spreads identity hashes (std::hash<int>) over the table.
         std::size_t index(std::size_t hash) const noexcept {
-            return static_cast<std::size_t>(
-                (static_cast<std::uint64_t>(hash) * 0x9E3779B97F4A7C15ull) >> shift);
+            return static_cast<std::size_t>(fibonacci_product(hash >> SkipBits) >> shift);
         }
 
         std::size_t mask;
