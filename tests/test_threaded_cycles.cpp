@@ -575,7 +575,8 @@ TEST_CASE("global_lock: a<->b imported from two threads never forms a cross-thre
 // The state is sharded by key hash (detail/import_state.hpp): a thread's
 // import stack spans shards, and the cycle chain is read from the frames of
 // the threads in the cycle, not from one shard. Thread 1 imports p0 -> ... ->
-// p5 and thread 2 q0 -> ... -> q5 (12 keys: several of the 8 shards); both
+// p5 and thread 2 q0 -> ... -> q5 (12 keys over the 8 shards of
+// sharded_strict_per_key_locks); both
 // hold their six keys (barrier); q5 then imports p0 and parks, and p5, once it
 // sees that, imports q0 and closes the cycle. The chain names all 12 imports.
 // p5 and q5 close the cycle on their first run only (thread 2 then imports
@@ -583,7 +584,7 @@ TEST_CASE("global_lock: a<->b imported from two threads never forms a cross-thre
 TEST_CASE("a cycle through two six-key stacks spread over the shards names every import",
           "[threaded][cycle][shards]") {
     watchdog dog("two six-key stacks");
-    system_t<strict_per_key_locks> sys;
+    system_t<importlock_test::sharded_strict_per_key_locks> sys;
     run_counter runs;
     std::barrier all_held(2);
     const auto name = [](char side, int i) { return std::string(1, side) + std::to_string(i); };
@@ -622,8 +623,8 @@ TEST_CASE("a cycle through two six-key stacks spread over the shards names every
 // holds A's imports only, read across A's shards past B's frame.
 TEST_CASE("a re-entry chain skips the frames of another system on the same thread",
           "[cycle][shards]") {
-    system_t<strict_per_key_locks> a;
-    system_t<strict_per_key_locks> b;
+    system_t<importlock_test::sharded_strict_per_key_locks> a;
+    system_t<importlock_test::sharded_strict_per_key_locks> b;
     a.finder().define("a1", [&](test_module&, importer_t&) { b.import_module("b1"); });
     b.finder().define("b1", [&](test_module&, importer_t&) { a.import_module("a2"); });
     a.finder().define("a2", [&](test_module&, importer_t& imp) { imp.import_module("a1"); });

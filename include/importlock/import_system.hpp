@@ -45,16 +45,17 @@ namespace importlock {
 // module destructors and observer hooks, except with no_locks (one thread).
 // Systems share no registry and no lock; they share a wait_graph_domain (by
 // default the process-wide one) so that cycles across systems are found.
-// Within a system the state is split into 8 shards by key hash, each with its
-// own state mutex (detail/import_state.hpp): imports of keys in different
-// shards take no common lock (global_lock and no_locks: one shard).
+// A lock policy may split a system's state into shards by key hash, each
+// with its own state mutex (sharded_per_key_locks: 8; the default policies:
+// 1; detail/import_state.hpp): imports of keys in different shards take no
+// common lock.
 //
 // Cost of each member (n: registered modules, e: dependency edges):
 //   import_ref / handle hit    a hash probe and one acquire load: no lock, no write
 //   import_module / get hit    the same plus the entry's spin lock around one
 //                              reference-count increment
 //   contains, is_initializing, is_blocked   a probe and one load, lock-free
-//   size                       8 relaxed loads, lock-free
+//   size                       a relaxed load per shard, lock-free
 //   cold import                the key's shard's mutex 3 times (4 with an observer);
 //                              allocates the module (and the entry, on a key's first
 //                              import; lock records come from a free list); the
@@ -66,7 +67,7 @@ namespace importlock {
 //                              under every shard's mutex
 //   snapshot                   O(frames log frames + threads x locks) under every
 //                              shard's mutex and the domain's
-//   lock_count                 8 relaxed loads, lock-free (global_lock: its mutex)
+//   lock_count                 a relaxed load per shard, lock-free (global_lock: its mutex)
 //   waiter_count               O(1) under the key's shard's mutex
 //
 // Reference validity: a reference from import_ref stays valid until its key

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "catch.hpp"
+#include "policies.hpp"
 
 namespace importlock_test {
 
@@ -56,12 +57,12 @@ using importer_t = importlock::importer<std::string, test_module>;
 // locks whose waiters share a failure): wherever no import fails, it must
 // behave exactly as per_key_locks.
 using scenario_policies =
-    std::tuple<importlock::per_key_locks, importlock::strict_per_key_locks,
+    std::tuple<importlock::per_key_locks, sharded_strict_per_key_locks,
                importlock::singleflight_per_key_locks, importlock::global_lock>;
 
 // The policies under which several loaders can run at the same time (a barrier
 // inside loaders cannot complete under global_lock).
-using per_key_policies = std::tuple<importlock::per_key_locks, importlock::strict_per_key_locks,
+using per_key_policies = std::tuple<importlock::per_key_locks, sharded_strict_per_key_locks,
                                     importlock::singleflight_per_key_locks>;
 
 template <class Policy>

@@ -10,9 +10,10 @@
 // the algorithm reads in one place (import_system.hpp) and the queries, the
 // transitions' bookkeeping and the refusals live here.
 //
-// Shards: the state is split into `shard_count` shards by key hash, each with
-// its own state mutex (the LockPolicy's mutex_type), registry table and lock
-// protocol. A key's entry, its module lock and the frames of its claims live
+// Shards: the state is split into `shard_count` shards by key hash (the
+// LockPolicy's optional `shards`, default 1; sharded_per_key_locks: 8), each
+// with its own state mutex (the LockPolicy's mutex_type), registry table and
+// lock protocol. A key's entry, its module lock and the frames of its claims live
 // in its shard, and every change to them is made under that shard's mutex,
 // so that imports of keys in different shards share no lock and no counter
 // but ready_count_ (one relaxed atomic increment per first load). What
@@ -64,6 +65,16 @@
 
 namespace importlock::detail {
 
+// The shards a lock policy asks for (its optional `shards`), else 1.
+template <class Policy>
+constexpr std::size_t policy_shards() noexcept {
+    if constexpr (requires { Policy::shards; }) {
+        return static_cast<std::size_t>(Policy::shards);
+    } else {
+        return 1;
+    }
+}
+
 template <class Key, class Module, class Policy, class System>
 class import_state {
 protected:
@@ -81,7 +92,8 @@ protected:
     // line, and a hit finds its shard's table at base + (hash & 7) * 512, a
     // shift, not a multiplication, on its dependent chain of loads.
     static constexpr std::size_t shard_count =
-        single_threaded<Policy> || Policy::scope == lock_scope::global ? 1 : 8;
+        single_threaded<Policy> || Policy::scope == lock_scope::global ? 1
+                                                                       : policy_shards<Policy>();
     static constexpr unsigned shard_bits = static_cast<unsigned>(std::countr_zero(shard_count));
     struct alignas(512) shard {
         shard(wait_graph_domain& domain, const void* owner) : protocol(domain, owner) {}

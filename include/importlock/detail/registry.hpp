@@ -65,10 +65,14 @@ public:
 
     // Returns the entry of `key` (hash `hash`), or null. Lock-free, wait-free
     // for a table without long probe runs; safe on any thread.
+    // One load gives the current table's slots and its shift (head_).
     entry_type* find(const key_type& key, std::size_t hash) const {
-        const table* t = current_.load(std::memory_order_acquire);
-        for (std::size_t i = t->index(hash);; i = (i + 1) & t->mask) {
-            entry_type* e = t->slots[i].load(std::memory_order_acquire);
+        const std::uintptr_t head = head_.load(std::memory_order_acquire);
+        const unsigned shift = static_cast<unsigned>(head & head_tag_mask);
+        const auto* slots = reinterpret_cast<const slot*>(head & ~head_tag_mask);
+        const std::size_t mask = ~std::size_t{0} >> shift;
+        for (std::size_t i = index(hash, shift);; i = (i + 1) & mask) {
+            entry_type* e = slots[i].load(std::memory_order_acquire);
             if (e == nullptr) return nullptr;
             if (e->hash == hash && equal_(e->key, key)) return e;
         }
@@ -107,28 +111,43 @@ public:
 private:
     static constexpr std::size_t initial_capacity = 16;
 
+    using slot = std::atomic<entry_type*>;
+    // head_ is the current table's first slot, 64-byte aligned, with the
+    // table's shift (64 - log2 capacity, at most 60) in its low 6 bits, so
+    // that a lookup's first load gives both.
+    static constexpr std::uintptr_t head_tag_mask = 63;
+    static constexpr std::size_t slot_alignment = 64;
+
+    // Fibonacci hashing spreads identity hashes (std::hash<int>) over the table.
+    static std::size_t index(std::size_t hash, unsigned shift) noexcept {
+        return static_cast<std::size_t>(fibonacci_product(hash >> SkipBits) >> shift);
+    }
+
     struct table {
         explicit table(std::size_t capacity)
             : mask(capacity - 1),
               shift(static_cast<unsigned>(64 - std::countr_zero(capacity))),
-              slots(new std::atomic<entry_type*>[capacity]) {}
+              storage(new slot[capacity + slot_alignment / sizeof(slot)]) {
+            void* p = storage.get();
+            std::size_t space = (capacity + slot_alignment / sizeof(slot)) * sizeof(slot);
+            slots =
+                static_cast<slot*>(std::align(slot_alignment, capacity * sizeof(slot), p, space));
+        }
 
-        // Fibonacci hashing spreads identity hashes (std::hash<int>) over the table.
-        std::size_t index(std::size_t hash) const noexcept {
-            return static_cast<std::size_t>(fibonacci_product(hash >> SkipBits) >> shift);
+        std::uintptr_t head() const noexcept {
+            return reinterpret_cast<std::uintptr_t>(slots) | shift;
         }
 
         std::size_t mask;
         unsigned shift;
-        std::unique_ptr<std::atomic<entry_type*>[]> slots;
+        std::unique_ptr<slot[]> storage;  // value-initialised: every slot null
+        slot* slots = nullptr;            // storage, aligned to slot_alignment
     };
 
-    std::size_t capacity() const noexcept {
-        return current_.load(std::memory_order_relaxed)->mask + 1;
-    }
+    std::size_t capacity() const noexcept { return tables_.back()->mask + 1; }
 
     static void place(table& t, entry_type* e) noexcept {
-        std::size_t i = t.index(e->hash);
+        std::size_t i = index(e->hash, t.shift);
         while (t.slots[i].load(std::memory_order_relaxed) != nullptr) i = (i + 1) & t.mask;
         t.slots[i].store(e, std::memory_order_release);
     }
@@ -138,12 +157,12 @@ private:
         tables_.reserve(tables_.size() + 1);
         auto next = std::make_unique<table>(capacity);
         for_each([&](entry_type& e) { place(*next, &e); });
-        current_.store(next.get(), std::memory_order_release);
+        head_.store(next->head(), std::memory_order_release);
         tables_.push_back(std::move(next));
     }
 
     [[no_unique_address]] KeyEqual equal_{};
-    std::atomic<const table*> current_{nullptr};
+    std::atomic<std::uintptr_t> head_{0};
     std::vector<std::unique_ptr<table>> tables_;  // every table; back() is current
     // Entries never move: they live in chunks of 4, 8, then 16 entries, one
     // allocation per chunk, the last one filling up (at most 15 unused slots).
