@@ -88,6 +88,10 @@ inline std::vector<std::uint32_t> shuffled_order(std::uint32_t count, std::size_
 
 // ---------------------------------------------------------------- threads
 
+// The index (0 .. threads-1) of the calling thread inside run_parallel's body; 0
+// elsewhere. For rows whose objects are per thread (shared_module_handle).
+inline thread_local unsigned thread_slot = 0;
+
 // Runs body(t) on `threads` new threads released together by a spin barrier;
 // returns the wall time in ns from the first thread's start to the last
 // thread's end (thread creation is not timed). Before the barrier each thread
@@ -104,6 +108,7 @@ double run_parallel(unsigned threads, Body&& body) {
             if (threads > 1) busy_wait(std::chrono::milliseconds(2));
             arrived.fetch_add(1, std::memory_order_acq_rel);
             while (arrived.load(std::memory_order_acquire) < threads) std::this_thread::yield();
+            thread_slot = t;
             start[t] = now();
             body(t);
             end[t] = now();

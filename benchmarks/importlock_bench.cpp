@@ -439,6 +439,17 @@ void section_hit(const config& cfg, const std::string& label, const std::vector<
     const handle_slots<System> slots(sys, keys);  // behind handle_table<System>
     for (std::uint32_t i = 0; i < key_count; ++i) bench::sink(handle_table<System>[i]().id);
 
+    // Owning handles: one set per thread (a shared_module_handle is used by one
+    // thread at a time), resolved before timing.
+    std::array<std::vector<importlock::shared_module_handle<System>>, 4> shared_handles;
+    for (auto& set : shared_handles) {
+        set.reserve(keys.size());
+        for (const auto& k : keys) {
+            set.push_back(sys.shared_handle(k));
+            bench::sink(set.back()->id);
+        }
+    }
+
     // Baselines, same content.
     std::unordered_map<Key, std::shared_ptr<bench_module>> map;
     for (std::size_t i = 0; i < keys.size(); ++i) {
@@ -484,6 +495,10 @@ void section_hit(const config& cfg, const std::string& label, const std::vector<
         [&sys, &keys](std::uint32_t i) -> std::uint64_t { return sys.import_ref(keys[i]).id; });
     add("import_module", "importlock import_module (shared_ptr copy)",
         [&sys, &keys](std::uint32_t i) -> std::uint64_t { return sys.import_module(keys[i])->id; });
+    add("shared_handle", "importlock shared_module_handle, 1000 per thread",
+        [&shared_handles](std::uint32_t i) -> std::uint64_t {
+            return shared_handles[bench::thread_slot][i]->id;
+        });
     add("find_copy", "unordered_map::find + shared_ptr copy",
         [&map, &keys](std::uint32_t i) -> std::uint64_t {
             const std::shared_ptr<bench_module> p = map.find(keys[i])->second;
@@ -591,6 +606,7 @@ void section_hit(const config& cfg, const std::string& label, const std::vector<
         std::string note;
         if (r.id == "import_ref") note = "target <= 1.00x";
         if (r.id == "import_module") note = "vs find+copy: " + vs(s1, r.id, "find_copy");
+        if (r.id == "shared_handle") note = "vs import_module: " + vs(s1, r.id, "import_module");
         if (r.peer) note = "time import_ref/this: " + vs(s1, "import_ref", r.id);
         if (r.id == "handle") note = "vs 1000 static accessors: " + vs(s1, r.id, "local_static");
         if (r.id == "handle_fn") {
@@ -1678,6 +1694,14 @@ void print_targets() {
         ratio_target(
             std::string("import_ref hit, 2 threads, ") + k + " keys: >= 10x shared_mutex map",
             p + ".2t.import_ref", p + ".2t.shared_mutex", 10.0, false, true);
+    }
+    for (const char* k : {"int", "string"}) {
+        const std::string p = std::string("hit.") + k;
+        const auto sc = median_of(p + ".scaling.shared_handle");
+        target(std::string("owning hit (shared_module_handle), 2 threads, ") + k +
+                   " keys: >= 1.5x its 1-thread throughput",
+               sc, sc && *sc >= 1.5,
+               sc ? bench::ratio_str(*sc) + " (limit >= 1.50x)" + two_thread_caveat() : "");
     }
     for (const char* k : {"int", "string"}) {
         const std::string p = std::string("hit.") + k;

@@ -391,6 +391,155 @@ TEST_CASE("module_handle shared by threads initialises once", "[handle][threaded
     REQUIRE(sum == 8 * 1000 * 42);
 }
 
+TEST_CASE("shared_module_handle owns its module across erase, block and clear",
+          "[handle][shared_handle]") {
+    importlock::import_system<mod> system;
+    int runs = 0;
+    system.finder().define("k", [&](mod& m, auto&) { m.value = ++runs; });
+    auto handle = system.shared_handle("k");
+    REQUIRE_FALSE(system.contains("k"));  // binding does not import
+    REQUIRE(handle.owned() == nullptr);
+    const std::shared_ptr<mod> first = handle.get();
+    REQUIRE(first->value == 1);
+    REQUIRE(first == system.get("k"));
+    REQUIRE(&handle.get() == &handle.get());  // the same owned pointer, no copy
+    REQUIRE(handle.key() == "k");
+    REQUIRE(&handle.system() == &system);
+    std::weak_ptr<mod> watch = first;
+
+    // erase: the handle keeps the dropped module alive until its next use.
+    REQUIRE(system.erase("k"));
+    REQUIRE(handle.owned() == first);
+    REQUIRE(handle->value == 2);  // imported again, never the dropped module
+    REQUIRE(runs == 2);
+    REQUIRE(handle.get() == system.get("k"));
+
+    // block: the next use throws and the handle keeps what it owned.
+    const std::shared_ptr<mod> second = handle.get();
+    system.block("k");
+    REQUIRE_THROWS_AS(handle.get(), importlock::import_halted_error);
+    REQUIRE(handle.owned() == second);
+    REQUIRE(second->value == 2);
+    REQUIRE(system.erase("k"));
+    REQUIRE(handle->value == 3);
+
+    // clear: the module outlives the registry's reference while the handle holds it.
+    std::weak_ptr<mod> third = handle.owned();
+    REQUIRE(system.clear() == 1);
+    REQUIRE_FALSE(third.expired());
+    handle.reset();
+    REQUIRE(third.expired());
+    REQUIRE(handle.owned() == nullptr);
+    REQUIRE(handle->value == 4);
+    REQUIRE(system.lock_count() == 0);
+    (void)watch;
+}
+
+TEST_CASE("shared_module_handle copies own the same module", "[handle][shared_handle]") {
+    importlock::import_system<mod> system;
+    system.finder().define("k", [](mod& m, auto&) { m.value = 7; });
+    auto handle = system.shared_handle("k");
+    const std::shared_ptr<mod> module = handle.get();
+    auto copy = handle;
+    REQUIRE(copy.owned() == module);
+    REQUIRE(module.use_count() == 4);  // the registry, `module`, handle, copy
+    REQUIRE(system.erase("k"));
+    REQUIRE(copy.get() != module);  // each copy refreshes on its own
+    REQUIRE(handle.owned() == module);
+}
+
+TEST_CASE("shared_module_handle waits for a reload in progress, then returns the same object",
+          "[handle][shared_handle][threaded]") {
+    watchdog dog("shared handle reload");
+    importlock::import_system<mod> system;
+    std::mutex m;
+    std::condition_variable cv;
+    bool reloading = false, go = false;
+    std::atomic<bool> reload_done{false};
+    int loads = 0;
+    system.finder().define("k", [&](mod& module, auto&) {
+        if (++loads == 1) return;
+        std::unique_lock lock(m);
+        reloading = true;
+        cv.notify_all();
+        cv.wait(lock, [&] { return go; });
+        module.value = 99;
+        reload_done = true;
+    });
+    auto handle = system.shared_handle("k");
+    const std::shared_ptr<mod> before = handle.get();
+    std::thread reloader([&] { system.reload("k"); });
+    {
+        std::unique_lock lock(m);
+        cv.wait(lock, [&] { return reloading; });
+    }
+    std::shared_ptr<mod> seen;
+    bool done_when_returned = false;
+    std::thread user([&] {
+        seen = handle.get();  // the reload's loader runs: never returned before it ends
+        done_when_returned = reload_done.load();
+    });
+    await([&] { return system.waiter_count("k") == 1; });
+    {
+        std::lock_guard lock(m);
+        go = true;
+    }
+    cv.notify_all();
+    reloader.join();
+    user.join();
+    REQUIRE(done_when_returned);
+    REQUIRE(seen == before);  // reload keeps the object
+    REQUIRE(seen->value == 99);
+    REQUIRE(loads == 2);
+}
+
+TEST_CASE("shared_module_handle takes a partial module from a cycle, then the ready one",
+          "[handle][shared_handle]") {
+    importlock::import_system<mod> system;  // default policy: partial modules on cycles
+    auto handle = system.shared_handle("a");
+    bool partial_seen = false;
+    system.finder().define("a", [&](mod& m, auto& imp) {
+        imp.import_module("b");
+        m.value = 1;
+    });
+    system.finder().define("b", [&](mod&, auto&) {
+        partial_seen = handle->value == 0;  // "a" is still initialising on this thread
+    });
+    const auto a = system.import_module("a");
+    REQUIRE(partial_seen);
+    REQUIRE(handle.owned() == a);  // the partial module was the same object
+    REQUIRE(handle->value == 1);   // and it is now ready: returned without an import
+    REQUIRE(handle.get() == a);
+}
+
+TEST_CASE("shared_module_handles, one per thread, initialise once",
+          "[handle][shared_handle][threaded]") {
+    watchdog dog("shared handle threads");
+    importlock::import_system<mod> system;
+    std::atomic<int> runs{0};
+    system.finder().define("k", [&](mod& m, auto&) {
+        ++runs;
+        m.value = 42;
+    });
+    const auto prototype = system.shared_handle("k");
+    std::vector<std::thread> threads;
+    std::atomic<int> sum{0};
+    std::atomic<int> arrived{0};
+    for (int i = 0; i < 8; ++i) {
+        threads.emplace_back([&, handle = prototype]() mutable {
+            ++arrived;
+            while (arrived.load() < 8) std::this_thread::yield();  // all start together
+            int local = 0;
+            for (int j = 0; j < 1000; ++j) local += handle->value;
+            sum += local;
+        });
+    }
+    for (auto& t : threads) t.join();
+    REQUIRE(runs == 1);
+    REQUIRE(sum == 8 * 1000 * 42);
+    REQUIRE(system.get("k").use_count() == 2);  // the registry and this copy: handles gone
+}
+
 TEST_CASE("a custom mutex plugs into basic_per_key_locks", "[policies][threaded]") {
     watchdog dog("custom mutex");
     struct counting_mutex {

@@ -54,6 +54,7 @@ namespace importlock {
 //   import_ref / handle hit    a hash probe and one acquire load: no lock, no write
 //   import_module / get hit    the same plus the entry's spin lock around one
 //                              reference-count increment
+//   shared_handle use          one acquire load and a comparison: no lock, no write
 //   contains, is_initializing, is_blocked   a probe and one load, lock-free
 //   size                       a relaxed load per shard, lock-free
 //   cold import                the key's shard's mutex 3 times (4 with an observer);
@@ -96,6 +97,7 @@ class basic_import_system final
     using base::find_entry, base::name, base::published, base::throw_if_blocked;
     using base::hasher_, base::observer_, base::shard_of;
     friend class module_handle<basic_import_system>;
+    friend class shared_module_handle<basic_import_system>;
 
 public:
     using key_type = Key;
@@ -181,6 +183,12 @@ public:
     // Returns a handle that imports `key` on first use (module_handle.hpp).
     module_handle<basic_import_system> handle(Key key) {
         return module_handle<basic_import_system>(*this, std::move(key));
+    }
+
+    // Returns an owning handle that imports `key` on first use and keeps the module
+    // alive while it holds it; a use costs one acquire load (module_handle.hpp).
+    shared_module_handle<basic_import_system> shared_handle(Key key) {
+        return shared_module_handle<basic_import_system>(*this, std::move(key));
     }
 
     // Re-runs the loaded `key`'s loader on the same object under its lock

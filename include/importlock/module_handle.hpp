@@ -1,5 +1,14 @@
 // SPDX-License-Identifier: BSL-1.0
-// importlock/module_handle.hpp: a resolved reference to one key's module.
+// importlock/module_handle.hpp: resolved references to one key's module.
+//
+// module_handle:        imports on first use, then one acquire load per use; returns
+//                       references with import_ref's validity; one handle may be
+//                       shared by many threads.
+// shared_module_handle: the same, but owns the module it returns (a std::shared_ptr),
+//                       so the module outlives erase, block and clear for as long as
+//                       the handle holds it; one acquire load and a comparison per use,
+//                       no shared write (import_module copies a shared_ptr per call);
+//                       one handle per thread.
 #pragma once
 
 #include <atomic>
@@ -75,6 +84,82 @@ private:
     System* system_;
     key_type key_;
     mutable std::atomic<const entry_type*> entry_{nullptr};
+};
+
+// An owning handle to one key of one import system: the first use imports the key
+// (System::import_module) and keeps the std::shared_ptr it returns; each later use
+// checks with one acquire load that the system still publishes that module as ready
+// and returns it: no lock and no shared write, so hits scale with threads (an
+// import_module hit increments the shared reference count each call).
+//
+// Freshness: when the key was erased, blocked, cleared or is being reloaded, the
+// system no longer publishes the owned module as ready, and the next use imports
+// again (waiting for a reload, importing anew after an erase, throwing
+// import_halted_error for a block), then owns the new result. The module owned before
+// stays alive until then: a module the handle returned is never destroyed while the
+// handle holds it. If that import throws, the handle keeps what it owned (strong
+// guarantee). A partial module (a cycle under the partial-module policy) is returned
+// but never taken as ready: the next use imports again.
+//
+// Thread-safety: like the std::shared_ptr it holds: distinct handles may be used on
+// any threads at once, also for the same key; one handle object is used by one thread
+// at a time (copy it for each thread: a copy costs one reference-count increment).
+// Precondition: the system outlives the handle.
+//
+// Cost: a use after the first is one acquire load of the key's registry entry and a
+// comparison; a refresh is an import_module.
+template <class System>
+class shared_module_handle {
+public:
+    using system_type = System;
+    using key_type = typename System::key_type;
+    using module_type = typename System::module_type;
+
+    // Binds the handle to `key` of `system`; does not import.
+    shared_module_handle(System& system, key_type key) : system_(&system), key_(std::move(key)) {}
+
+    // Returns the owned module, importing it first when the system does not publish it
+    // as ready (the first use, or after erase, block, clear or during a reload).
+    const std::shared_ptr<module_type>& get() {
+        if (entry_ != nullptr) {
+            const module_type* ready = entry_->ready_module();
+            if (ready != nullptr && ready == owned_.get()) return owned_;
+        }
+        return refresh();
+    }
+
+    module_type& operator*() { return *get(); }
+    module_type* operator->() { return get().get(); }
+
+    // Returns what the handle owns, without checking or importing (null before the
+    // first use and after reset()).
+    const std::shared_ptr<module_type>& owned() const noexcept { return owned_; }
+
+    // Drops the owned module; the next use imports.
+    void reset() noexcept { owned_.reset(); }
+
+    // Returns the key the handle refers to.
+    const key_type& key() const noexcept { return key_; }
+
+    // Returns the system the handle imports from.
+    System& system() const noexcept { return *system_; }
+
+private:
+    using entry_type = typename System::entry_type;
+
+    // Imports, then owns the result; the registry entry's address is stable for the
+    // system's lifetime, so it is looked up once.
+    const std::shared_ptr<module_type>& refresh() {
+        std::shared_ptr<module_type> module = system_->import_module(key_);
+        if (entry_ == nullptr) entry_ = system_->find_entry(key_);
+        owned_ = std::move(module);
+        return owned_;
+    }
+
+    System* system_;
+    key_type key_;
+    const entry_type* entry_ = nullptr;
+    std::shared_ptr<module_type> owned_;
 };
 
 }  // namespace importlock
