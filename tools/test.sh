@@ -7,6 +7,8 @@
 #   gcc      CMake preset gcc:   build (-Werror, each header alone) + ctest
 #   tsan     CMake preset tsan:  clang ThreadSanitizer build (-Werror) + ctest
 #   asan     CMake preset asan:  clang AddressSanitizer + UBSan build (-Werror) + ctest
+#            (tsan and asan skip the tests that only run the compiler: compile_fail_*,
+#            readme_snippet, startup_trace_json; gcc and libcxx run them)
 #   libcxx   Meson, clang++ -stdlib=libc++: build (-Werror, each header alone) + meson test
 #            (installs libc++-14-dev libc++abi-14-dev when missing)
 #   clang    CMake preset clang: build (-Werror) + ctest
