@@ -37,6 +37,7 @@
 #include <utility>
 #include <vector>
 
+#include "../detail/describe_exception.hpp"
 #include "../key_traits.hpp"
 #include "startup_profile.hpp"
 
@@ -94,24 +95,13 @@ struct preload_report {
             out << "\n";
         }
         for (const preload_failure<Key>& f : failures) {
-            out << "failed: " << traits::to_string(f.key) << ": " << describe(f.error) << "\n";
+            out << "failed: " << traits::to_string(f.key) << ": "
+                << detail::describe_exception(f.error) << "\n";
         }
     }
 
     std::string to_string() const {
         return detail::write_to_string([this](std::ostream& out) { write(out); });
-    }
-
-private:
-    static std::string describe(const std::exception_ptr& error) {
-        try {
-            if (error) std::rethrow_exception(error);
-        } catch (const std::exception& e) {
-            return e.what();
-        } catch (...) {
-            return "an exception not derived from std::exception";
-        }
-        return "no exception";
     }
 };
 

@@ -31,6 +31,7 @@
 #include <utility>
 #include <vector>
 
+#include "../detail/describe_exception.hpp"
 #include "../key_traits.hpp"
 #include "../observer.hpp"
 
@@ -108,17 +109,6 @@ inline void json_micros(std::string& out, std::chrono::nanoseconds d) {
     out += static_cast<char>('0' + frac / 100);
     out += static_cast<char>('0' + frac / 10 % 10);
     out += static_cast<char>('0' + frac % 10);
-}
-
-inline std::string describe_exception(const std::exception_ptr& error) {
-    try {
-        if (error) std::rethrow_exception(error);
-    } catch (const std::exception& e) {
-        return e.what();
-    } catch (...) {
-        return "an exception not derived from std::exception";
-    }
-    return {};
 }
 
 }  // namespace detail
