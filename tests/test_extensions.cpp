@@ -512,6 +512,50 @@ TEST_CASE("shared_module_handle takes a partial module from a cycle, then the re
     REQUIRE(handle.get() == a);
 }
 
+TEST_CASE("shared_module_handle: a partial module whose import fails is never taken as ready",
+          "[handle][shared_handle]") {
+    importlock::import_system<mod> system;
+    auto handle = system.shared_handle("a");
+    bool fail = true;
+    std::weak_ptr<mod> partial;
+    system.finder().define("a", [&](mod& m, auto& imp) {
+        imp.import_module("b");
+        if (fail) throw std::runtime_error("a failed");
+        m.value = 2;
+    });
+    system.finder().define("b", [&](mod&, auto&) {
+        const std::shared_ptr<mod>& a = handle.get();  // "a" is partial here
+        if (fail) partial = a;                         // the first, failing, import's
+    });
+    REQUIRE_THROWS_WITH(system.import_module("a"), "a failed");
+    REQUIRE_FALSE(system.contains("a"));
+    REQUIRE(handle.owned() == partial.lock());  // still owned, never destroyed under it
+    REQUIRE(handle.owned()->value == 0);
+    fail = false;
+    system.erase("b");            // so that b's loader runs (and uses the handle) again
+    REQUIRE(handle->value == 2);  // imported anew: the failed object was not returned
+    REQUIRE(partial.expired());   // released by the refresh
+    REQUIRE(handle.get() == system.get("a"));
+    REQUIRE(system.lock_count() == 0);
+}
+
+TEST_CASE("shared_module_handle works under no_locks and global_lock", "[handle][shared_handle]") {
+    importlock::basic_import_system<int, mod, importlock::no_locks> single;
+    single.finder().define(1, [](mod& m, auto&) { m.value = 1; });
+    auto h1 = single.shared_handle(1);
+    REQUIRE(h1->value == 1);
+    REQUIRE(single.erase(1));
+    REQUIRE(h1.owned()->value == 1);
+    REQUIRE(h1->value == 1);
+    REQUIRE(h1.get() == single.get(1));
+
+    importlock::basic_import_system<int, mod, importlock::global_lock> global;
+    global.finder().define(2, [](mod& m, auto&) { m.value = 2; });
+    auto h2 = global.shared_handle(2);
+    REQUIRE(h2->value == 2);
+    REQUIRE(h2.get() == global.get(2));
+}
+
 TEST_CASE("shared_module_handles, one per thread, initialise once",
           "[handle][shared_handle][threaded]") {
     watchdog dog("shared handle threads");
