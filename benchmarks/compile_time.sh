@@ -9,6 +9,10 @@
 #   core           <importlock/import_system.hpp>: an import_system, one define, one import
 #   umbrella       <importlock/importlock.hpp>: the same use
 #   TBB            <tbb/concurrent_hash_map.h>: one insert (only when libtbb-dev is installed)
+#   core, extern   the core unit with the system declared `extern template` (the README's
+#                  "instantiate once"), and the unit that instantiates it: these two and
+#                  the core and baseline units are also compiled to object code (-c, -O0
+#                  and -O2), where `extern template` saves the compiler's work
 #
 # plus two rows that explain the core's cost: the core header alone (no use: the
 # difference is template instantiation), and just the standard headers that the core's
@@ -71,6 +75,13 @@ printf '#include <importlock/import_system.hpp>\nint main() { return 0; }\n' >"$
     sed 's|^#include \(<.*>\)$|#if __has_include(\1)\n#include \1\n#endif|' >"$work/core_std.cpp"
 echo 'int main() { return 0; }' >>"$work/core_std.cpp"
 printf '#include <importlock/importlock.hpp>\n%s\n' "$use" >"$work/umbrella.cpp"
+# "Instantiate once" (README, Compile time): the same use with the system declared
+# `extern template`, and the one translation unit that instantiates it.
+extern_decl='struct service;
+extern template class importlock::basic_import_system<std::string, service>;'
+printf '#include <importlock/import_system.hpp>\n%s\n%s\n' "$extern_decl" "$use" >"$work/core_extern.cpp"
+printf '#include <importlock/import_system.hpp>\nstruct service { int value = 0; };\n%s\n' \
+    'template class importlock::basic_import_system<std::string, service>;' >"$work/core_instantiation.cpp"
 
 tbb_header=""
 for h in tbb/concurrent_hash_map.h oneapi/tbb/concurrent_hash_map.h; do
@@ -96,13 +107,17 @@ fi
 # Prints the median CPU time (user + sys of the compiler), in seconds, of compiling $1
 # RUNS times. CPU time rather than wall time: the reference machine is shared, and other
 # load stretches wall time far more than CPU time.
+# $2... replace -fsyntax-only (e.g. -c -O2 -o /dev/null).
 median_seconds() {
     local file="$1" i t times=()
-    "$CXX" "${cxxflags[@]}" -std=c++20 -fsyntax-only -I"$INCLUDE_DIR" "$file" -pthread  # warm the caches; fail early
+    shift
+    local mode=("$@")
+    [ "${#mode[@]}" -gt 0 ] || mode=(-fsyntax-only)
+    "$CXX" "${cxxflags[@]}" -std=c++20 "${mode[@]}" -I"$INCLUDE_DIR" "$file" -pthread  # warm the caches; fail early
     for ((i = 0; i < RUNS; i++)); do
         t=$({
             TIMEFORMAT='%U %S'
-            time "$CXX" "${cxxflags[@]}" -std=c++20 -fsyntax-only -I"$INCLUDE_DIR" "$file" -pthread
+            time "$CXX" "${cxxflags[@]}" -std=c++20 "${mode[@]}" -I"$INCLUDE_DIR" "$file" -pthread
         } 2>&1)
         times+=("$(awk '{ printf "%.3f", $1 + $2 }' <<<"$t")")
     done
@@ -141,6 +156,26 @@ for i in "${!names[@]}"; do
         "${lines[$name]}"
 done
 echo
+# Object code: where `extern template` saves the compiler's work (-fsyntax-only still
+# instantiates what a translation unit uses; code generation is what is skipped).
+obj_names=(std_baseline core core_extern core_instantiation)
+obj_labels=("std baseline" "core + one use" "core + one use, the system declared extern template"
+    "  the one translation unit that instantiates it (once per program)")
+for level in -O0 -O2; do
+    declare -A obj
+    for name in "${obj_names[@]}"; do
+        obj[$name]="$(median_seconds "$work/$name.cpp" -c "$level" -o /dev/null)"
+    done
+    printf '| %-66s | %8s | %12s |\n' "object code (-c $level)" "CPU s" "vs baseline"
+    printf '|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..68})" "----------" "--------------"
+    for i in "${!obj_names[@]}"; do
+        name="${obj_names[$i]}"
+        ratio=$(awk -v a="${obj[$name]}" -v b="${obj[std_baseline]}" 'BEGIN { printf "%.2fx", a / b }')
+        printf '| %-66s | %8s | %12s |\n' "${obj_labels[$i]}" "${obj[$name]}" "$ratio"
+    done
+    echo
+    unset obj
+done
 core_ratio=$(awk -v a="${secs[core]}" -v b="${secs[std_baseline]}" 'BEGIN { printf "%.2f", a / b }')
 if awk -v r="$core_ratio" 'BEGIN { exit !(r <= 1.5) }'; then verdict=ok; else verdict=MISS; fi
 echo "target core <= 1.5x baseline: ${core_ratio}x  $verdict"

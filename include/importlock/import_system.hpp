@@ -163,7 +163,12 @@ public:
 
 #if defined(__cpp_lib_jthread)
     // Imports `key`, giving up waiting once `stop` is requested (import_cancelled_error).
-    std::shared_ptr<Module> import_module(const Key& key, std::stop_token stop) {
+    // Only with a policy that has timed waits (not no_locks), as the timed imports;
+    // a template, so that an explicit instantiation of a no_locks system (which
+    // compiles every non-template member) does not compile it.
+    template <class StopToken>
+        requires std::is_same_v<StopToken, std::stop_token>
+    std::shared_ptr<Module> import_module(const Key& key, StopToken stop) {
         std::stop_callback wake(stop, [this] { this->notify_all_waiters(); });
         return import_limited(key, [&] { return detail::stop_limit(stop); });
     }

@@ -1,0 +1,25 @@
+// SPDX-License-Identifier: BSL-1.0
+// The one translation unit that compiles the systems explicit_instantiations.hpp
+// declares: an explicit instantiation definition compiles every member function of the
+// class, so this file also proves that every member compiles for each policy, finder
+// and key type below (implicit instantiation compiles only the members a program uses).
+#include "explicit_instantiations.hpp"
+
+template class importlock::basic_import_system<std::string, importlock_test::instantiated::service>;
+template class importlock::basic_import_system<std::string, importlock_test::instantiated::service,
+                                               importlock::strict_per_key_locks>;
+template class importlock::basic_import_system<std::string, importlock_test::instantiated::service,
+                                               importlock::sharded_per_key_locks>;
+template class importlock::basic_import_system<int, importlock_test::instantiated::service,
+                                               importlock::singleflight_per_key_locks>;
+template class importlock::basic_import_system<int, importlock_test::instantiated::service,
+                                               importlock::global_lock>;
+template class importlock::basic_import_system<int, importlock_test::instantiated::service,
+                                               importlock::no_locks>;
+template class importlock::basic_import_system<std::filesystem::path,
+                                               importlock_test::instantiated::service>;
+template class importlock::basic_import_system<std::vector<std::string>,
+                                               importlock_test::instantiated::service>;
+template class importlock::basic_import_system<
+    int, importlock_test::instantiated::service, importlock::per_key_locks,
+    importlock::function_finder<int, importlock_test::instantiated::service>>;
