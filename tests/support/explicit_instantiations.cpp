@@ -23,3 +23,9 @@ template class importlock::basic_import_system<std::vector<std::string>,
 template class importlock::basic_import_system<
     int, importlock_test::instantiated::service, importlock::per_key_locks,
     importlock::function_finder<int, importlock_test::instantiated::service>>;
+
+// The handles and the finders are class templates too.
+template class importlock::module_handle<importlock_test::instantiated::string_system>;
+template class importlock::shared_module_handle<importlock_test::instantiated::string_system>;
+template class importlock::registry_finder<std::string, importlock_test::instantiated::service>;
+template class importlock::function_finder<int, importlock_test::instantiated::service>;
