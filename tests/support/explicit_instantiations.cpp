@@ -29,3 +29,20 @@ template class importlock::module_handle<importlock_test::instantiated::string_s
 template class importlock::shared_module_handle<importlock_test::instantiated::string_system>;
 template class importlock::registry_finder<std::string, importlock_test::instantiated::service>;
 template class importlock::function_finder<int, importlock_test::instantiated::service>;
+
+// Modules that cannot be default-constructed (built by a factory or a builder) and
+// abstract ones instantiate as well.
+namespace importlock_test::instantiated {
+struct needs_argument {
+    explicit needs_argument(int v) : value(v) {}
+    int value;
+};
+struct abstract_service {
+    virtual ~abstract_service() = default;
+    virtual int value() const = 0;
+};
+}  // namespace importlock_test::instantiated
+template class importlock::basic_import_system<std::string,
+                                               importlock_test::instantiated::needs_argument>;
+template class importlock::basic_import_system<std::string,
+                                               importlock_test::instantiated::abstract_service>;
