@@ -419,6 +419,7 @@ public:
         : directory_(std::move(directory)),
           state_(directory_ / ".importlock"),
           locks_(state_ / "locks"),
+          prefix_((directory_ / "").string()),
           system_(finder_type(finder{})) {
         std::error_code ec;
         std::filesystem::create_directories(locks_, ec);
@@ -472,7 +473,7 @@ public:
     // Returns whether `key` is published (one stat). Refuses a bad key.
     bool contains(const std::string& key) const {
         detail::files::check_key(key);
-        return published(key, (directory_ / key).string());
+        return published(key, prefix_ + key);
     }
 
     // ===================== End of the public interface. =====================
@@ -537,8 +538,9 @@ private:
     std::filesystem::path import_erased(const std::string& key, detail::files::builder_ref build,
                                         std::optional<clock_type::time_point> deadline) {
         detail::files::check_key(key);
-        const std::filesystem::path path = directory_ / key;
-        if (published(key, path.string())) return path;  // hit: one stat, no lock
+        std::string text = prefix_ + key;  // directory_ / key, without parsing it twice
+        if (published(key, text)) return std::filesystem::path(std::move(text));  // hit: a stat
+        const std::filesystem::path path(std::move(text));
         request r{this, key, build, deadline, path};
         struct scope {
             request* saved;
@@ -942,6 +944,7 @@ private:
     std::filesystem::path directory_;
     std::filesystem::path state_;  // directory_ / ".importlock"
     std::filesystem::path locks_;  // state_ / "locks"
+    std::string prefix_;           // directory_ with one trailing separator
     system_type system_;
 };
 
