@@ -552,3 +552,100 @@ TEST_CASE("file_cache: import_file_for gives up, naming the holder's process",
     CHECK(builds == 1);
     expect_quiescent(dir.path);
 }
+
+TEST_CASE("file_cache: a cycle through threads of one process and another process is refused",
+          "[file_cache][processes]") {
+    // T1 holds x and waits in-process for T2's import of y; T2 holds y and
+    // waits for z, held by process H; H's builder of z needs x. The wait
+    // between T1 and T2 is in no file lock: the in-process system's on_wait
+    // hook records it, so whichever of T1, T2, H waits last is refused.
+    watchdog dog("file_cache mixed cycle");
+    temp_dir dir;
+    file_cache cache(dir.path);
+    pipe_pair ready, go, out;
+    const pid_t h = spawn_helper({"cycle", dir.path.string(), "z", "x", "200", "201"},
+                                 {{ready.write_end, 200}, {go.read_end, 201}, {out.write_end, 1}});
+    out.close_write();
+    read_byte(ready.read_end);  // H holds z
+    std::atomic<int> builds{0};
+    std::latch t2_inside(1), t2_go(1), t1_inside(1);
+    std::string t1_error, t2_error;
+    std::thread t2([&] {
+        try {
+            cache.import_file("y", [&](const fs::path& temporary) {
+                t2_inside.count_down();
+                t2_go.wait();
+                cache.import_file("z", counting_builder{"z", &builds});
+                counting_builder{"y", &builds}(temporary);
+            });
+        } catch (const circular_import_error& e) {
+            t2_error = e.what();
+        }
+    });
+    t2_inside.wait();
+    std::thread t1([&] {
+        try {
+            cache.import_file("x", [&](const fs::path& temporary) {
+                t1_inside.count_down();
+                cache.import_file("y", counting_builder{"y", &builds});  // waits for T2
+                counting_builder{"x", &builds}(temporary);
+            });
+        } catch (const circular_import_error& e) {
+            t1_error = e.what();
+        }
+    });
+    t1_inside.wait();
+    t2_go.count_down();            // T2 goes on to z (held by H)
+    write_bytes(go.write_end, 1);  // H goes on to x (held by T1)
+    t1.join();
+    t2.join();
+    const std::string h_error = read_all(out.read_end);
+    const int h_code = exit_code(wait_for(h));
+    INFO("T1: " << t1_error << "\nT2: " << t2_error << "\nH: " << h_error);
+    CHECK((h_code == 0 || h_code == 3));
+    CHECK((h_code == 3) + !t1_error.empty() + !t2_error.empty() == 1);  // exactly one refused
+    const std::string& said = h_code == 3 ? h_error : !t1_error.empty() ? t1_error : t2_error;
+    for (const char* key : {"'x'", "'y'", "'z'"}) CHECK(contains_text(said, key));
+    CHECK(contains_text(said, "process " + std::to_string(h)));
+    CHECK(contains_text(said, "process " + std::to_string(self_pid())));
+    // Everything that was not refused got built.
+    CHECK(artefact_is_whole("z", read_file((dir.path / "z").string()).value_or("")));
+    expect_quiescent(dir.path);
+}
+
+TEST_CASE("file_cache: a failing system call names the key and the errno text", "[file_cache]") {
+    watchdog dog("file_cache syscall errors");
+    temp_dir dir;
+    file_cache cache(dir.path);
+    std::atomic<int> builds{0};
+    cache.import_file("plain", counting_builder{"plain", &builds});
+    // A key below a published file: stat fails with ENOTDIR.
+    try {
+        cache.import_file("plain/below", counting_builder{"plain/below", &builds});
+        FAIL("no import_error");
+    } catch (const import_error& e) {
+        CHECK(e.key() == "plain/below");
+        CHECK(contains_text(e.what(), "'plain/below'"));
+        CHECK(contains_text(e.what(), "Not a directory (errno " + std::to_string(ENOTDIR) + ")"));
+    }
+    // A directory where the artefact should be.
+    fs::create_directories(dir.path / "a_directory");
+    try {
+        cache.import_file("a_directory", counting_builder{"a_directory", &builds});
+        FAIL("no import_error");
+    } catch (const import_error& e) {
+        CHECK(e.key() == "a_directory");
+        CHECK(contains_text(e.what(), "is not a regular file"));
+    }
+    // A builder that removes its temporary file: the reopen fails, naming the key.
+    try {
+        cache.import_file("vanishing", [](const fs::path& temporary) { fs::remove(temporary); });
+        FAIL("no import_error");
+    } catch (const import_error& e) {
+        CHECK(e.key() == "vanishing");
+        CHECK(contains_text(e.what(), "No such file or directory"));
+    }
+    CHECK(builds == 1);
+    CHECK_FALSE(cache.contains("vanishing"));
+    expect_quiescent(dir.path);
+}
