@@ -649,3 +649,46 @@ TEST_CASE("file_cache: a failing system call names the key and the errno text", 
     CHECK_FALSE(cache.contains("vanishing"));
     expect_quiescent(dir.path);
 }
+
+TEST_CASE("file_cache: wait-for records of a killed process are ignored",
+          "[file_cache][processes]") {
+    // H2 holds a and waits for b (held by H1); H2 is killed and left a zombie
+    // (its pid still exists): its records stay in the graph file, but its
+    // "holds a" no longer counts (a's lock is free) and nothing reaches its
+    // "waits for b".
+    watchdog dog("file_cache stale records");
+    temp_dir dir;
+    file_cache cache(dir.path);
+    pipe_pair ready1, go1, ready2, go2;
+    const pid_t h1 = spawn_helper({"hold", dir.path.string(), "b", "200", "201"},
+                                  {{ready1.write_end, 200}, {go1.read_end, 201}});
+    read_byte(ready1.read_end);  // H1 holds b
+    const pid_t h2 = spawn_helper({"cycle", dir.path.string(), "a", "b", "200", "201"},
+                                  {{ready2.write_end, 200}, {go2.read_end, 201}});
+    read_byte(ready2.read_end);  // H2 holds a
+    write_bytes(go2.write_end, 1);
+    const std::string wait_line = "W " + std::to_string(h2) + " ";
+    importlock_test::await([&] {  // H2 registered its wait for b
+        return contains_text(read_file((dir.path / ".importlock" / "graph").string()).value_or(""),
+                             wait_line);
+    });
+    ::kill(h2, SIGKILL);
+    siginfo_t info{};
+    ::waitid(P_PID, static_cast<id_t>(h2), &info, WEXITED | WNOWAIT);  // dead, not reaped
+    std::atomic<int> builds{0};
+    cache.import_file_for("a", counting_builder{"a", &builds}, std::chrono::seconds(0));
+    CHECK(builds == 1);  // at once: the dead holder's lock went with it
+    try {
+        cache.import_file_for("b", counting_builder{"b", &builds}, std::chrono::seconds(0));
+        FAIL("no import_timeout_error");
+    } catch (const import_timeout_error& e) {
+        CHECK(e.holder_process() == static_cast<long long>(h1));  // not the dead H2
+    }
+    CHECK(contains_text(read_file((dir.path / ".importlock" / "graph").string()).value_or(""),
+                        wait_line));  // still there while the zombie exists, and ignored
+    CHECK(WTERMSIG(wait_for(h2)) == SIGKILL);
+    write_bytes(go1.write_end, 1);
+    CHECK(exit_code(wait_for(h1)) == 0);
+    CHECK(builds == 1);
+    expect_quiescent(dir.path);  // the last store dropped the dead process's records
+}

@@ -411,6 +411,7 @@ private:
 // asks first; see the file comment for the semantics and costs.
 class file_cache {
 public:
+    // The clock of import_file_for's deadlines.
     using clock_type = std::chrono::steady_clock;
 
     // Opens (creating it and its `.importlock/` state directory when missing)
@@ -445,9 +446,10 @@ public:
     // Imports `key`: returns `directory() / key`, building it first with
     // `build(temporary)` when no process has published it. `build` writes the
     // whole artefact into the file `temporary` (it exists, empty) and closes
-    // it; it may import other keys. Throws import_error (a refused key, a
-    // failed system call: naming the key and the errno text),
-    // circular_import_error, or what `build` threw.
+    // it; it may import other keys. It must throw when it cannot write the
+    // whole file (a stream that failed silently would be published). Throws
+    // import_error (a refused key, a failed system call: naming the key and
+    // the errno text), circular_import_error, or what `build` threw.
     template <class Builder>
     std::filesystem::path import_file(const std::string& key, Builder&& build) {
         static_assert(std::is_invocable_v<Builder&, const std::filesystem::path&>,
