@@ -18,19 +18,21 @@
 //            basic_import_system (strict_per_key_locks, single-phase
 //            builders), so one thread per process goes on: it takes the key's
 //            OS lock (flock(2) on `.importlock/locks/<key>`, released by the
-//            kernel when the holder dies), re-checks, removes orphaned
-//            temporary files of the key, runs the builder on a temporary file
-//            in the published file's directory, fsyncs it, renames it into
-//            place, fsyncs the directory (CPython's `_write_atomic`) and
-//            releases the lock.
+//            kernel when the holder dies), re-checks, removes the temporary
+//            file of a builder that died holding it, records its own pid in
+//            the lock file, runs the builder on a temporary file in the
+//            published file's directory, fsyncs it, renames it into place,
+//            fsyncs the directory (CPython's `_write_atomic`), clears the
+//            record and releases the lock.
 //   failure  a builder that throws: the temporary file is removed, the lock
 //            released, the exception propagates; the next importer (any
 //            process) builds again.
 //   crash    a holder killed mid-build (SIGKILL): its lock is released by the
 //            kernel, the published name never shows a partial file (only
 //            rename(2) publishes), and the next importer of the key removes
-//            the dead builder's temporary file (`.importlock-tmp.<pid>.<name>`)
-//            and builds again.
+//            the dead builder's temporary file (`.importlock-tmp.<pid>.<name>`,
+//            the pid read from the key's lock file, no directory scan) and
+//            builds again.
 //   nesting  a builder may import other keys (from this or any file_cache);
 //            importing a key again on its own stack is circular_import_error.
 //   cycles   before a process blocks on a key lock (or a thread on another
@@ -55,16 +57,18 @@
 // Cost: a hit is one stat(2) of the published path (plus the key check, O(key
 // length)). A miss is the in-process import's cold path, an open and flock of
 // the key's lock file, two critical sections under the graph lock (each reads
-// and rewrites `.importlock/graph`, O(records in flight)), a directory scan of
-// the published file's directory (orphans), the builder, two fsyncs and a
-// rename. A contended wait is a blocking flock (import_file) or a poll with
-// backoff from 0.5 ms to 10 ms (import_file_for).
+// and rewrites `.importlock/graph`, O(records in flight)), a read, write and
+// two truncates of the lock file (the builder record), the builder, two
+// fsyncs and a rename. A contended wait is a blocking flock (import_file) or
+// a poll with backoff from 0.5 ms to 10 ms (import_file_for).
 //
-// Left on disk: the published files, one empty lock file per key ever built
-// (deleting a lock file another process has open would split the lock), and
-// the directory `.importlock/`. At quiescence there is no temporary file
-// (unless its builder was killed and the key was not imported since) and no
-// `.importlock/graph` file.
+// Left on disk: the published files, one lock file per key ever built (empty
+// unless its last builder died; deleting a lock file another process has
+// open would split the lock), and the directory `.importlock/`. At
+// quiescence there is no temporary file and no `.importlock/graph` file,
+// except after a crash: a killed builder's temporary file stays until its key
+// is imported again, its wait-for records (ignored meanwhile) until the next
+// import that writes the graph.
 #pragma once
 
 #include <algorithm>
@@ -595,80 +599,98 @@ private:
         key_lock lock = acquire(key, r.deadline);
         if (!published(key, r.path.string())) {
             detail::files::make_parents(key, directory_, key);
-            remove_orphans(key, r.path);
-            build_and_publish(r);
+            remove_orphan(key, r.path, lock.fd());
+            build_and_publish(r, lock.fd());
         }
         lock.release();
         return std::make_shared<published_file>(published_file{r.path});
     }
 
-    // Removes the key's temporary files left by builders that died (this
-    // process holds the key's lock, so no live builder writes one).
-    static void remove_orphans(const std::string& key, const std::filesystem::path& path) {
-        const std::string dir = path.parent_path().string();
-        const std::string name = path.filename().string();
-        DIR* d = ::opendir(dir.c_str());
-        if (d == nullptr) {
-            if (errno == ENOENT) return;
-            detail::files::fail(key, "list the directory '" + dir + "'", errno);
+    // The key's lock file holds "<pid>\n" of the builder that holds the lock
+    // while its temporary file may exist, and is empty otherwise: the next
+    // holder removes a dead builder's temporary file without a directory scan.
+
+    // Returns the temporary file of `path` for the builder `pid`.
+    static std::string temporary_of(const std::filesystem::path& path, std::string_view pid) {
+        return path.parent_path().string() + "/" + std::string(detail::files::temp_prefix) +
+               std::string(pid) + "." + path.filename().string();
+    }
+
+    // Removes the temporary file of the builder recorded in the lock file: one
+    // that died (this process holds the key's lock, so no live builder has one).
+    static void remove_orphan(const std::string& key, const std::filesystem::path& path,
+                              int lock_fd) {
+        char buffer[32];
+        ssize_t n = 0;
+        while ((n = ::pread(lock_fd, buffer, sizeof buffer, 0)) < 0 && errno == EINTR) {
         }
-        struct closer {
-            DIR* d;
-            ~closer() { ::closedir(d); }
-        } close_after{d};
-        std::vector<std::string> orphans;
-        while (true) {
-            errno = 0;
-            const dirent* entry = ::readdir(d);
-            if (entry == nullptr) {
-                if (errno != 0) detail::files::fail(key, "list the directory '" + dir + "'", errno);
-                break;
-            }
-            const std::string_view entry_name(entry->d_name);
-            if (is_temporary_of(entry_name, name)) orphans.emplace_back(entry_name);
+        if (n < 0) detail::files::fail(key, "read the lock file of '" + key + "'", errno);
+        std::size_t digits = 0;
+        while (digits < static_cast<std::size_t>(n) && buffer[digits] >= '0' &&
+               buffer[digits] <= '9') {
+            ++digits;
         }
-        for (const auto& orphan : orphans) {
-            const std::string p = dir + "/" + orphan;
-            if (::unlink(p.c_str()) != 0 && errno != ENOENT) {
-                detail::files::fail(key, "remove the orphaned temporary file '" + p + "'", errno);
-            }
+        if (digits == 0) return;  // no builder died holding it
+        const std::string orphan = temporary_of(path, std::string_view(buffer, digits));
+        if (::unlink(orphan.c_str()) != 0 && errno != ENOENT) {
+            detail::files::fail(key, "remove the orphaned temporary file '" + orphan + "'", errno);
         }
     }
 
-    // Returns whether `entry` is `.importlock-tmp.<pid>.<name>`.
-    static bool is_temporary_of(std::string_view entry, std::string_view name) noexcept {
-        const auto& prefix = detail::files::temp_prefix;
-        if (entry.substr(0, prefix.size()) != prefix) return false;
-        entry.remove_prefix(prefix.size());
-        std::size_t digits = 0;
-        while (digits < entry.size() && entry[digits] >= '0' && entry[digits] <= '9') ++digits;
-        if (digits == 0 || digits >= entry.size() || entry[digits] != '.') return false;
-        return entry.substr(digits + 1) == name;
+    // Empties the lock file (no builder recorded); returns 0 or the errno.
+    static int clear_builder(int lock_fd) noexcept {
+        while (::ftruncate(lock_fd, 0) != 0) {
+            if (errno != EINTR) return errno;
+        }
+        return 0;
+    }
+
+    // Records this process as the builder in the lock file.
+    static void record_builder(const std::string& key, int lock_fd) {
+        if (const int e = clear_builder(lock_fd)) {
+            detail::files::fail(key, "truncate the lock file of '" + key + "'", e);
+        }
+        const std::string text = std::to_string(::getpid()) + "\n";
+        std::size_t done = 0;
+        while (done < text.size()) {
+            const ssize_t n =
+                ::pwrite(lock_fd, text.data() + done, text.size() - done, static_cast<off_t>(done));
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) {
+                detail::files::fail(key, "write the lock file of '" + key + "'",
+                                    n < 0 ? errno : EIO);
+            }
+            done += static_cast<std::size_t>(n);
+        }
     }
 
     // Runs the builder on a new temporary file, then fsync, rename, fsync of
     // the directory (CPython's _write_atomic). The temporary file is removed
-    // on every failure.
-    static void build_and_publish(const request& r) {
+    // on every failure, and the builder's record in the lock file cleared.
+    static void build_and_publish(const request& r, int lock_fd) {
         const std::string& key = r.key;
         const std::string dir = r.path.parent_path().string();
-        const std::string temporary = dir + "/" + std::string(detail::files::temp_prefix) +
-                                      std::to_string(::getpid()) + "." + r.path.filename().string();
+        const std::string temporary = temporary_of(r.path, std::to_string(::getpid()));
+        record_builder(key, lock_fd);  // before the temporary file exists
+        struct remover {
+            const std::string* path;
+            int lock_fd;
+            ~remover() {
+                if (path == nullptr) return;
+                ::unlink(path->c_str());
+                // Best effort: a record left behind only makes the next
+                // holder unlink a temporary file that does not exist.
+                (void)clear_builder(lock_fd);
+            }
+        } remove_on_failure{&temporary, lock_fd};
         {
             unique_fd fd(detail::files::open_file(temporary, O_WRONLY | O_CREAT | O_EXCL, 0666));
             if (!fd)
                 detail::files::fail(key, "create the temporary file '" + temporary + "'", errno);
             if (const int e = fd.close()) {
-                ::unlink(temporary.c_str());
                 detail::files::fail(key, "close the temporary file '" + temporary + "'", e);
             }
         }
-        struct remover {
-            const std::string* path;
-            ~remover() {
-                if (path != nullptr) ::unlink(path->c_str());
-            }
-        } remove_on_failure{&temporary};
         r.build(std::filesystem::path(temporary));
         {
             unique_fd fd(detail::files::open_file(temporary, O_RDONLY));
@@ -690,6 +712,7 @@ private:
             detail::files::fail(key, "rename '" + temporary + "' to '" + target + "'", errno);
         }
         remove_on_failure.path = nullptr;  // published: nothing to remove
+        (void)clear_builder(lock_fd);      // best effort, as in remover
         detail::files::sync_directory(key, dir);
     }
 
@@ -857,6 +880,9 @@ private:
             : cache_(other.cache_), key_(other.key_), fd_(std::move(other.fd_)) {}
         key_lock& operator=(key_lock&&) = delete;
         ~key_lock() { release(); }
+
+        // Returns the lock file's descriptor (open for reading and writing).
+        int fd() const noexcept { return fd_.get(); }
 
         void release() noexcept {
             if (!fd_) return;
