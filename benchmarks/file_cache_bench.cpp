@@ -10,6 +10,7 @@
 //                        a few bytes: the per-artefact cost of the protocol
 //                        (lock file, wait-for records, two fsyncs, rename)
 //   cold, 1 process      one process builds K artefacts of `work` CPU time each
+//                        (fixed CPU work, calibrated at start-up; not a wall-clock spin)
 //   cold, 8 processes    8 processes (this program, spawned) import the same K
 //                        keys in orders of their own: each artefact built once
 //                        (checked through a side file), against the same work
@@ -67,8 +68,19 @@ void count_build(const fs::path& count, const std::string& key) {
     ::close(fd);
 }
 
-// Builds every key of [0, keys) in an order seeded by `seed`.
-void build_all(const fs::path& dir, int keys, unsigned seed, std::chrono::nanoseconds cost) {
+// Spins for `iterations` steps of an LCG: fixed CPU work, which (unlike a
+// wall-clock spin) takes longer when processes share a core.
+std::uint64_t cpu_work(std::uint64_t iterations) {
+    std::uint64_t x = 88172645463325252ull;
+    for (std::uint64_t i = 0; i < iterations; ++i) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+    }
+    return x;
+}
+
+// Builds every key of [0, keys) in an order seeded by `seed`; each build costs
+// `iterations` of cpu_work.
+void build_all(const fs::path& dir, int keys, unsigned seed, std::uint64_t iterations) {
     importlock::file_cache cache(dir / "cache");
     std::vector<int> order(static_cast<std::size_t>(keys));
     for (int i = 0; i < keys; ++i) order[static_cast<std::size_t>(i)] = i;
@@ -77,7 +89,7 @@ void build_all(const fs::path& dir, int keys, unsigned seed, std::chrono::nanose
         const std::string key = key_name(i);
         cache.import_file(key, [&](const fs::path& temporary) {
             count_build(dir / "count", key);
-            bench::busy_wait(cost);
+            bench::do_not_optimize(cpu_work(iterations));
             std::ofstream(temporary, std::ios::binary) << key << " built\n";
         });
     }
@@ -108,11 +120,22 @@ double ms(double ns) {
     return ns / 1e6;
 }
 
-// A fixed amount of CPU work (not a wall-clock spin): about 20 ms.
+// A fixed amount of CPU work: about 20 ms.
 std::uint64_t fixed_work() {
-    std::uint64_t x = 88172645463325252ull;
-    for (int i = 0; i < 40'000'000; ++i) x = x * 6364136223846793005ull + 1442695040888963407ull;
-    return x;
+    return cpu_work(40'000'000);
+}
+
+// Returns how many cpu_work iterations take `d` on one free core.
+std::uint64_t iterations_for(std::chrono::nanoseconds d) {
+    constexpr std::uint64_t probe = 20'000'000;
+    double best = 1e300;
+    for (int i = 0; i < 3; ++i) {  // the fastest of three: the least disturbed
+        const auto start = bench::now();
+        bench::do_not_optimize(cpu_work(probe));
+        best = std::min(best, bench::ns_between(start, bench::now()));
+    }
+    return static_cast<std::uint64_t>(static_cast<double>(probe) * static_cast<double>(d.count()) /
+                                      best);
 }
 
 // Two threads doing fixed_work against one doing it twice: 2.00x when both
@@ -132,8 +155,9 @@ double parallel_headroom() {
 }  // namespace
 
 int main(int argc, char** argv) {
-    if (argc == 5 && std::strcmp(argv[1], "--worker") == 0) {
-        build_all(argv[2], std::atoi(argv[3]), static_cast<unsigned>(std::atoi(argv[4])), work);
+    if (argc == 6 && std::strcmp(argv[1], "--worker") == 0) {
+        build_all(argv[2], std::atoi(argv[3]), static_cast<unsigned>(std::atoi(argv[4])),
+                  std::strtoull(argv[5], nullptr, 10));
         return 0;
     }
     bool quick = false;
@@ -160,6 +184,7 @@ int main(int argc, char** argv) {
     std::printf("compiler: %s; %s\n", bench::compiler_id().c_str(), bench::compile_flags().c_str());
 
     const double headroom_before = parallel_headroom();
+    const std::uint64_t work_iterations = iterations_for(work);
     bool ok = true;
     // --- Hit against stat ------------------------------------------------------------
     std::vector<double> hit_ns, stat_ns;
@@ -194,14 +219,14 @@ int main(int argc, char** argv) {
         {
             scratch s(base, r);
             const auto start = bench::now();
-            build_all(s.path, keys, 1, std::chrono::nanoseconds(0));
+            build_all(s.path, keys, 1, 0);
             empty_ns.push_back(bench::ns_between(start, bench::now()) / keys);
             ok = built_once(s.path, keys) && ok;
         }
         {
             scratch s(base, r);
             const auto start = bench::now();
-            build_all(s.path, keys, 1, work);
+            build_all(s.path, keys, 1, work_iterations);
             one_ns.push_back(bench::ns_between(start, bench::now()));
             ok = built_once(s.path, keys) && ok;
         }
@@ -211,9 +236,10 @@ int main(int argc, char** argv) {
             const auto start = bench::now();
             for (int p = 0; p < processes; ++p) {
                 std::string self = argv[0], flag = "--worker", where = s.path.string(),
-                            count = std::to_string(keys), seed = std::to_string(p + 1);
-                char* child[] = {self.data(),  flag.data(), where.data(),
-                                 count.data(), seed.data(), nullptr};
+                            count = std::to_string(keys), seed = std::to_string(p + 1),
+                            iterations = std::to_string(work_iterations);
+                char* child[] = {self.data(), flag.data(),       where.data(), count.data(),
+                                 seed.data(), iterations.data(), nullptr};
                 pid_t pid = -1;
                 if (::posix_spawn(&pid, argv[0], nullptr, nullptr, child, environ) != 0) return 1;
                 pids.push_back(pid);
