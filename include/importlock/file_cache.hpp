@@ -684,7 +684,14 @@ private:
             }
         } remove_on_failure{&temporary, lock_fd};
         {
-            unique_fd fd(detail::files::open_file(temporary, O_WRONLY | O_CREAT | O_EXCL, 0666));
+            constexpr int create = O_WRONLY | O_CREAT | O_EXCL;
+            unique_fd fd(detail::files::open_file(temporary, create, 0666));
+            if (!fd && errno == EEXIST && ::unlink(temporary.c_str()) == 0) {
+                // Left by an earlier process with this pid that died without
+                // a record (this process holds the key's lock: no live
+                // builder owns the name).
+                fd = unique_fd(detail::files::open_file(temporary, create, 0666));
+            }
             if (!fd)
                 detail::files::fail(key, "create the temporary file '" + temporary + "'", errno);
             if (const int e = fd.close()) {
