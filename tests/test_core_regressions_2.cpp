@@ -781,3 +781,21 @@ TEMPLATE_LIST_TEST_CASE("attack: reload from a module destructor during clear()"
     CHECK(sys.lock_count() == 0);
     CHECK(log.names() == std::vector<std::string>{"a", "b"});
 }
+
+// A single-phase builder (define_value) with an observer installed: publish_built
+// released the state lock itself and run_first_load unlocked it again
+// (std::system_error "Operation not permitted" escaped the import).
+TEST_CASE("regression: an observer with a single-phase builder", "[regression]") {
+    importlock_test::watchdog dog("observer with define_value");
+    struct counting : importlock::import_observer<std::string> {
+        int ends = 0;
+        void on_import_end(const std::string&, std::chrono::nanoseconds) override { ++ends; }
+    };
+    importlock::import_system<int> sys;
+    auto observer = std::make_shared<counting>();
+    sys.set_observer(observer);
+    sys.finder().define_value("k", [](auto&) { return std::make_shared<int>(7); });
+    CHECK(*sys.import_module("k") == 7);
+    CHECK(observer->ends == 1);
+    CHECK(sys.lock_count() == 0);
+}

@@ -14,8 +14,8 @@
 #   clang    CMake preset clang: build (-Werror) + ctest
 #   meson    Meson with the default compiler (g++): build (-Werror) + meson test
 #   bench    CMake preset release: build the benchmarks (-O2) with their peers (installs
-#            libtbb-dev libabsl-dev libcuckoo-dev when missing), run importlock_bench --quick
-#            and preload_bench --quick
+#            libtbb-dev libabsl-dev libcuckoo-dev when missing), run importlock_bench --quick,
+#            preload_bench --quick and file_cache_bench --quick
 #   fuzz     libFuzzer target (clang, ASan+UBSan), run for FUZZ_SECONDS (default 30)
 #   consumers  a consumer program built through: install + find_package, the build tree's
 #            export (importlock_DIR), add_subdirectory, FetchContent (local git), a Meson
@@ -138,6 +138,7 @@ stage_bench() {
     cmake --build --preset benchmarks --parallel "$JOBS"
     build/release/benchmarks/importlock_bench --quick
     build/release/benchmarks/preload_bench --quick
+    build/release/benchmarks/file_cache_bench --quick
 }
 
 stage_fuzz() {

@@ -131,8 +131,25 @@ public:
                                 describe(holder) + ", which is importing " + held),
           holder_(holder) {}
 
-    // Returns the thread that held the key's lock when the wait ended.
+    // Builds the error for a wait on another process's file lock
+    // (file_cache.hpp's import_file_for): `holder_process` is the id of the
+    // process that held the key's lock when the wait ended (0: not known), and
+    // `held` says what it imports ("it").
+    import_timeout_error(std::string key, long long holder_process, const std::string& held)
+        : import_error(
+              key, "import of '" + key + "' timed out waiting for " +
+                       (holder_process > 0 ? "process " + std::to_string(holder_process)
+                                           : std::string("another process (its id is not known)")) +
+                       ", which is importing " + held),
+          holder_process_(holder_process) {}
+
+    // Returns the thread that held the key's lock when the wait ended (a
+    // default id when the holder is another process).
     std::thread::id holder() const noexcept { return holder_; }
+
+    // Returns the id of the process that held the key's file lock when the
+    // wait ended, or 0 (an in-process wait, or not known).
+    long long holder_process() const noexcept { return holder_process_; }
 
     // Formats a thread id as std::thread::id's operator<< does.
     static std::string describe(std::thread::id thread) {
@@ -141,6 +158,7 @@ public:
 
 private:
     std::thread::id holder_;
+    long long holder_process_ = 0;
 };
 
 // Reports that an import gave up waiting because its std::stop_token was

@@ -349,7 +349,9 @@ private:
             }
             std::shared_ptr<Module> module = load_module(e, parent, held.state());
             if (observer) {
-                held.state().unlock();  // hooks run outside every internal lock
+                // Hooks run outside every internal lock; a single-phase builder's
+                // publish_built already released it.
+                if (held.state().owns_lock()) held.state().unlock();
                 observer_.notify(
                     [&] { observer->on_import_end(e.key, detail::elapsed_since(start)); });
             }
