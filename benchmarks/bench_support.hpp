@@ -15,6 +15,7 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -43,6 +44,21 @@ inline std::atomic<std::uint64_t> g_sink{0};
 
 inline void sink(std::uint64_t v) noexcept {
     g_sink.fetch_add(v, std::memory_order_relaxed);
+}
+
+// Parses the arguments of a benchmark that takes only `--quick`: returns whether it was
+// given, or prints the usage and returns nullopt for anything else (exit status 2).
+inline std::optional<bool> quick_flag(int argc, char** argv) {
+    bool quick = false;
+    for (int i = 1; i < argc; ++i) {
+        if (std::string_view(argv[i]) == "--quick") {
+            quick = true;
+        } else {
+            std::fprintf(stderr, "usage: %s [--quick]\n", argv[0]);
+            return std::nullopt;
+        }
+    }
+    return quick;
 }
 
 // Spins (no sleep) for `d`: a CPU-bound loader.

@@ -33,6 +33,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <random>
 #include <set>
 #include <string>
@@ -160,15 +161,9 @@ int main(int argc, char** argv) {
                   std::strtoull(argv[5], nullptr, 10));
         return 0;
     }
-    bool quick = false;
-    for (int i = 1; i < argc; ++i) {
-        if (std::strcmp(argv[i], "--quick") == 0) {
-            quick = true;
-        } else {
-            std::fprintf(stderr, "usage: %s [--quick]\n", argv[0]);
-            return 2;
-        }
-    }
+    const std::optional<bool> quick_arg = bench::quick_flag(argc, argv);
+    if (!quick_arg) return 2;
+    const bool quick = *quick_arg;
     const int repetitions = quick ? 3 : 7;
     const int keys = quick ? 32 : 64;
     constexpr int processes = 8;

@@ -29,8 +29,8 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
-#include <cstring>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -142,15 +142,9 @@ double parallel_headroom() {
 }  // namespace
 
 int main(int argc, char** argv) {
-    bool quick = false;
-    for (int i = 1; i < argc; ++i) {
-        if (std::strcmp(argv[i], "--quick") == 0) {
-            quick = true;
-        } else {
-            std::fprintf(stderr, "usage: %s [--quick]\n", argv[0]);
-            return 2;
-        }
-    }
+    const std::optional<bool> quick_arg = bench::quick_flag(argc, argv);
+    if (!quick_arg) return 2;
+    const bool quick = *quick_arg;
     const int repetitions = quick ? 3 : 7;
     constexpr std::size_t threads = 2;
     const graph g = make_graph(200, 42);
