@@ -11,6 +11,7 @@
 //   detail/observer_slot.hpp        set / load / notify, concurrently
 //   detail/registry_entry.hpp       lock-free readers never see an unfinished module
 //   wait_graph_domain.hpp           process_wide() and a fresh domain
+#include <importlock/detail/shared_spin_lock.hpp>
 #include <importlock/importlock.hpp>
 
 #include "support/catch.hpp"
@@ -382,6 +383,80 @@ struct colliding_hash {
 };
 
 }  // namespace
+
+// --- shared_spin_lock ------------------------------------------------------------------------
+
+TEST_CASE("shared_spin_lock: readers share it, a writer excludes them", "[shared_spin_lock]") {
+    importlock::detail::shared_spin_lock lock;
+    lock.lock_shared();
+    lock.lock_shared();  // two readers at once
+    lock.unlock_shared();
+    lock.unlock_shared();
+    lock.lock();
+    lock.unlock();
+    {
+        importlock::detail::shared_spin_lock::shared_guard a(lock);
+        importlock::detail::shared_spin_lock::shared_guard b(lock);
+    }
+    importlock::detail::shared_spin_lock::unique_guard w(lock);
+}
+
+TEST_CASE("shared_spin_lock: a waiting writer holds back new readers and gets the lock first",
+          "[shared_spin_lock][threads]") {
+    importlock_test::watchdog dog("shared_spin_lock: writer preference");
+    importlock::detail::shared_spin_lock lock;
+    std::atomic<int> writes{0};
+    lock.lock_shared();  // the main thread reads
+    std::thread writer([&] {
+        lock.lock();  // waits for the main thread's read
+        writes.fetch_add(1);
+        lock.unlock();
+    });
+    importlock_test::await([&] { return lock.writer_waiting(); });
+    int writes_seen_by_late_reader = -1;
+    std::thread late_reader([&] {
+        lock.lock_shared();  // the writer waits: this reader waits for it
+        writes_seen_by_late_reader = writes.load();
+        lock.unlock_shared();
+    });
+    CHECK(writes.load() == 0);
+    lock.unlock_shared();  // the writer may go, then the late reader
+    writer.join();
+    late_reader.join();
+    CHECK(writes.load() == 1);
+    CHECK(writes_seen_by_late_reader == 1);
+    CHECK_FALSE(lock.writer_waiting());
+}
+
+TEST_CASE("shared_spin_lock: readers and writers keep a counter consistent (stress)",
+          "[shared_spin_lock][threads]") {
+    importlock_test::watchdog dog("shared_spin_lock: stress");
+    importlock::detail::shared_spin_lock lock;
+    std::uint64_t a = 0;  // guarded: a == b whenever a reader looks
+    std::uint64_t b = 0;
+    std::atomic<std::uint64_t> torn{0};
+    constexpr int rounds = 20000;
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 2; ++t) {
+        threads.emplace_back([&] {
+            for (int i = 0; i < rounds; ++i) {
+                importlock::detail::shared_spin_lock::unique_guard w(lock);
+                ++a;
+                ++b;
+            }
+        });
+        threads.emplace_back([&] {
+            for (int i = 0; i < rounds; ++i) {
+                importlock::detail::shared_spin_lock::shared_guard r(lock);
+                if (a != b) torn.fetch_add(1);
+            }
+        });
+    }
+    for (auto& th : threads) th.join();
+    CHECK(torn.load() == 0);
+    CHECK(a == 2u * rounds);
+    CHECK(b == 2u * rounds);
+}
 
 TEST_CASE("load_frame: zero, one and two keys", "[dependency_recorder]") {
     using v = std::vector<std::string>;
@@ -974,12 +1049,11 @@ TEST_CASE("registry entry: concurrent readers never see a module whose loader ha
         });
     }
 
-    const auto self = std::this_thread::get_id();
     start.arrive_and_wait();
     for (int i = 0; i < cycles; ++i) {
         auto m = std::make_shared<tracked_module>();
         modules.push_back(m);
-        e.begin_load(m, self);
+        e.begin_load(m);
         m->done = true;  // the loader's last write, before finish_load
         e.finish_load({}, static_cast<std::uint64_t>(i));
         (void)e.drop();  // still alive in `modules`

@@ -7,14 +7,13 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <optional>
-#include <shared_mutex>
 #include <string>
 #include <type_traits>
 #include <unordered_map>
 #include <utility>
 
+#include "../detail/shared_spin_lock.hpp"
 #include "../importer.hpp"
 #include "../key_traits.hpp"
 #include "../module_spec.hpp"
@@ -27,9 +26,12 @@ namespace importlock {
 // Thread-safety: every member may be called from any thread, also while
 // imports run; a definition changed during an import affects the imports that
 // call find_spec afterwards. The table is split into 8 stripes by key hash,
-// each under its own shared_mutex, so that cold imports of different keys on
-// different threads rarely touch the same lock. Cost: O(1) expected under
-// one stripe's shared lock (define: exclusive); size() and copies lock every
+// each under its own reader-writer lock, so that cold imports of different keys on
+// different threads rarely touch the same lock. The stripe locks are
+// reader-writer spin locks held only for the lookup and the copy
+// (detail/shared_spin_lock.hpp): a find_spec costs two atomic operations
+// besides the lookup and the copy of the spec. Cost: O(1) expected under one
+// stripe's shared lock (define: exclusive); size() and copies lock every
 // stripe in turn.
 template <class Key, class Module, class Hash = typename key_traits<Key>::hasher,
           class KeyEqual = typename key_traits<Key>::key_equal>
@@ -109,22 +111,33 @@ public:
     // Defines (or redefines) `key` from a whole spec.
     void define(const Key& key, spec_type spec) {
         stripe& st = stripe_of(key);
-        std::unique_lock lock(st.mutex);
-        st.specs.insert_or_assign(key, std::move(spec));
+        spec_type old;  // a replaced spec is destroyed after the lock: its captures may run code
+        detail::shared_spin_lock::unique_guard lock(st.mutex);
+        if (auto it = st.specs.find(key); it != st.specs.end()) {
+            old = std::move(it->second);
+            it->second = std::move(spec);
+            return;
+        }
+        st.specs.emplace(key, std::move(spec));
     }
 
     // Removes the definition of `key`; returns whether it existed. Modules
     // already imported stay registered.
     bool undefine(const Key& key) {
         stripe& st = stripe_of(key);
-        std::unique_lock lock(st.mutex);
-        return st.specs.erase(key) != 0;
+        spec_type old;  // destroyed after the lock, as in define
+        detail::shared_spin_lock::unique_guard lock(st.mutex);
+        const auto it = st.specs.find(key);
+        if (it == st.specs.end()) return false;
+        old = std::move(it->second);
+        st.specs.erase(it);
+        return true;
     }
 
     // Returns whether `key` has a definition.
     bool defines(const Key& key) const {
         const stripe& st = stripe_of(key);
-        std::shared_lock lock(st.mutex);
+        detail::shared_spin_lock::shared_guard lock(st.mutex);
         return st.specs.find(key) != st.specs.end();
     }
 
@@ -132,7 +145,7 @@ public:
     std::size_t size() const {
         std::size_t n = 0;
         for (const stripe& st : stripes_) {
-            std::shared_lock lock(st.mutex);
+            detail::shared_spin_lock::shared_guard lock(st.mutex);
             n += st.specs.size();
         }
         return n;
@@ -141,7 +154,7 @@ public:
     // Returns a copy of the spec of `key`, or nullopt.
     std::optional<spec_type> find_spec(const Key& key) const {
         const stripe& st = stripe_of(key);
-        std::shared_lock lock(st.mutex);
+        detail::shared_spin_lock::shared_guard lock(st.mutex);
         const auto it = st.specs.find(key);
         if (it == st.specs.end()) return std::nullopt;
         return it->second;
@@ -166,7 +179,7 @@ private:
     static constexpr std::size_t stripe_count = 8;
 
     struct alignas(64) stripe {
-        mutable std::shared_mutex mutex;
+        mutable detail::shared_spin_lock mutex;
         spec_map specs;
     };
 
@@ -182,7 +195,7 @@ private:
     std::array<spec_map, stripe_count> copy_specs() const {
         std::array<spec_map, stripe_count> out;
         for (std::size_t i = 0; i < stripe_count; ++i) {
-            std::shared_lock lock(stripes_[i].mutex);
+            detail::shared_spin_lock::shared_guard lock(stripes_[i].mutex);
             out[i] = stripes_[i].specs;
         }
         return out;
@@ -190,7 +203,7 @@ private:
     std::array<spec_map, stripe_count> take_specs() {
         std::array<spec_map, stripe_count> out;
         for (std::size_t i = 0; i < stripe_count; ++i) {
-            std::unique_lock lock(stripes_[i].mutex);
+            detail::shared_spin_lock::unique_guard lock(stripes_[i].mutex);
             out[i] = std::move(stripes_[i].specs);
             stripes_[i].specs.clear();
         }
@@ -198,8 +211,8 @@ private:
     }
     void assign(std::array<spec_map, stripe_count>&& specs) {
         for (std::size_t i = 0; i < stripe_count; ++i) {
-            std::unique_lock lock(stripes_[i].mutex);
-            stripes_[i].specs = std::move(specs[i]);
+            detail::shared_spin_lock::unique_guard lock(stripes_[i].mutex);
+            stripes_[i].specs.swap(specs[i]);  // the old specs die with `specs`, unlocked
         }
     }
 
