@@ -446,25 +446,44 @@ TEST_CASE("lock_protocol: push and pop link frames, one stack per thread in dept
     entry b{"b", 2};
     entry c{"c", 3};
     const auto self = std::this_thread::get_id();
+    auto* const top_before = importlock::detail::thread_top_frame();
     std::lock_guard state(sys.mutex);
     CHECK(stacks_of(sys.protocol).empty());
     frame fa, fb, fc;
-    sys.protocol.push(fa, a);
+    sys.protocol.push(fa, a, true);
     ++importlock::detail::thread_import_depth();
-    sys.protocol.push(fb, b);
+    sys.protocol.push(fb, b, true);
     ++importlock::detail::thread_import_depth();
-    sys.protocol.push(fc, c);
+    sys.protocol.push(fc, c, true);
+    CHECK(importlock::detail::thread_top_frame() == &fc);
+    CHECK(fc.outer == &fb);
+    CHECK(fb.inner == &fc);
     CHECK(stacks_of(sys.protocol) ==
           std::map<std::thread::id, std::vector<std::string>>{{self, {"a", "b", "c"}}});
-    sys.protocol.pop(fb);  // from the middle: the others keep their order
+    sys.protocol.unlist(fb);  // from the middle of the list: the others keep their order
+    CHECK_FALSE(fb.listed);
     CHECK(stacks_of(sys.protocol) ==
           std::map<std::thread::id, std::vector<std::string>>{{self, {"a", "c"}}});
+    sys.protocol.unlist(fc);
     sys.protocol.pop(fc);
+    CHECK(fb.inner == nullptr);
+    sys.protocol.pop(fb);
     --importlock::detail::thread_import_depth();
+    sys.protocol.unlist(fa);
     sys.protocol.pop(fa);
     --importlock::detail::thread_import_depth();
     CHECK(stacks_of(sys.protocol).empty());
     CHECK(sys.protocol.stack_of(self).empty());
+    CHECK(importlock::detail::thread_top_frame() == top_before);
+
+    // An unlisted frame (an uncontended claim's) is on the thread's stack only.
+    frame fd;
+    sys.protocol.push(fd, a, false);
+    CHECK(importlock::detail::thread_top_frame() == &fd);
+    CHECK(stacks_of(sys.protocol).empty());
+    sys.protocol.unlist(fd);  // not listed: nothing to do
+    sys.protocol.pop(fd);
+    CHECK(importlock::detail::thread_top_frame() == top_before);
 }
 
 TEST_CASE("lock_protocol: a released record is reused for the next key", "[lock_protocol]") {
@@ -547,6 +566,219 @@ TEMPLATE_TEST_CASE(
     CHECK(b.extra.lock == nullptr);
     CHECK(domain.waiting_threads() == 0);
     CHECK(waiting_threads_of(sys.protocol).empty());
+}
+
+// --- Uncontended claims ---------------------------------------------------------------------
+
+TEST_CASE("lock_protocol: an uncontended claim takes no record and releases without the mutex",
+          "[lock_protocol][uncontended]") {
+    using sys_t = lock_system<importlock::per_key_locks>;
+    importlock::wait_graph_domain domain;
+    sys_t sys(domain);
+    entry a{"a", 1};
+    const auto self = std::this_thread::get_id();
+    const std::size_t depth_before = thread_import_depth();
+    auto state = sys.lock();
+    REQUIRE(sys.protocol.can_claim_uncontended(a));
+    {
+        typename sys_t::claim c(sys.protocol, a, state, sys_t::protocol_type::uncontended);
+        CHECK_FALSE(c.has_record());
+        CHECK(a.extra.lock == nullptr);
+        const std::uintptr_t word = a.claim_word.load();
+        CHECK(word != 0);
+        CHECK((word & 1) == 0);  // a frame's address, not a record's mark
+        CHECK(a.holder_thread == self);
+        CHECK(sys.protocol.claimed(a));
+        CHECK(sys.protocol.claimed_by_this_thread(a));
+        CHECK_FALSE(sys.protocol.can_claim_uncontended(a));
+        CHECK(sys.protocol.lock_count() == 1);
+        CHECK(count_records(sys.protocol) == 0);
+        CHECK(thread_import_depth() == depth_before + 1);
+        CHECK(stacks_of(sys.protocol).empty());  // found through the entry, not listed
+        std::size_t visits = 0;
+        sys.protocol.visit_uncontended_claim(a, [&](const auto& f) {
+            ++visits;
+            CHECK(f.thread == self);
+            CHECK(f.depth == depth_before);
+            CHECK(f.entry == &a);
+            CHECK((a.claim_word.load() & 1) == 1);  // pinned meanwhile
+        });
+        CHECK(visits == 1);
+        CHECK(a.claim_word.load() == word);  // unpinned
+        state.unlock();
+    }
+    CHECK_FALSE(state.owns_lock());  // released by one compare-and-swap, no relock
+    CHECK(a.claim_word.load() == 0);
+    CHECK_FALSE(sys.protocol.claimed(a));
+    CHECK(sys.protocol.lock_count() == 0);
+    CHECK(thread_import_depth() == depth_before);
+    state.lock();
+    CHECK(sys.protocol.can_claim_uncontended(a));
+    std::size_t visits = 0;
+    sys.protocol.visit_uncontended_claim(a, [&](const auto&) { ++visits; });
+    CHECK(visits == 0);
+}
+
+TEST_CASE("lock_protocol: a thread re-entering its uncontended claim converts it to a record",
+          "[lock_protocol][uncontended]") {
+    using sys_t = lock_system<importlock::per_key_locks>;
+    importlock::wait_graph_domain domain;
+    sys_t sys(domain);
+    entry a{"a", 1};
+    const auto self = std::this_thread::get_id();
+    auto state = sys.lock();
+    {
+        typename sys_t::claim c(sys.protocol, a, state, sys_t::protocol_type::uncontended);
+        auto again = sys.acquire(a, state);
+        auto& lock = held(again);
+        CHECK(a.extra.lock == &lock);
+        CHECK((a.claim_word.load() & 1) == 1);
+        CHECK(lock.holder_id() == self);
+        CHECK(lock.depth == 2);                 // the claim's hold, converted, and this one
+        CHECK(sys.protocol.lock_count() == 1);  // one record; the claim is counted in it
+        CHECK(stacks_of(sys.protocol) ==
+              std::map<std::thread::id, std::vector<std::string>>{{self, {"a"}}});
+        sys.protocol.release(lock);
+        CHECK(lock.depth == 1);
+        CHECK(sys.protocol.claimed_by_this_thread(a));
+    }  // the claim's compare-and-swap fails: released through the record, under the mutex
+    CHECK(state.owns_lock());
+    CHECK(a.extra.lock == nullptr);
+    CHECK(a.claim_word.load() == 0);
+    CHECK(a.holder_thread == std::thread::id{});
+    CHECK(sys.protocol.lock_count() == 0);
+    CHECK(stacks_of(sys.protocol).empty());
+}
+
+TEST_CASE("lock_protocol: a waiter converts an uncontended claim and is woken by its release",
+          "[lock_protocol][uncontended][threads]") {
+    using sys_t = lock_system<importlock::per_key_locks>;
+    watchdog dog("lock_protocol: waiter converts an uncontended claim");
+    importlock::wait_graph_domain domain;
+    sys_t sys(domain);
+    entry a{"a", 1};
+    const auto self = std::this_thread::get_id();
+    auto state = sys.lock();
+    std::optional<typename sys_t::claim> mine;
+    mine.emplace(sys.protocol, a, state, sys_t::protocol_type::uncontended);
+    state.unlock();
+
+    outcome waiter;
+    std::thread::id holder_when_taken;
+    std::thread t([&] {
+        auto s = sys.lock();
+        auto got = sys.acquire(a, s);
+        waiter.record(got);
+        if (got.lock != nullptr) {
+            holder_when_taken = got.lock->holder_id();
+            sys.protocol.release(*got.lock);
+        }
+    });
+    const std::thread::id waiter_id = t.get_id();
+    await([&] { return sys.waiters_on(a) == 1; });
+
+    state.lock();
+    REQUIRE(a.extra.lock != nullptr);
+    const auto& lock = *static_cast<typename sys_t::module_lock*>(a.extra.lock);
+    CHECK(lock.holder_id() == self);  // the claimer, taken over from the claim word
+    CHECK(lock.depth == 1);
+    CHECK(lock.waiters == 1);
+    CHECK((a.claim_word.load() & 1) == 1);
+    CHECK(sys.protocol.lock_count() == 1);
+    CHECK(stacks_of(sys.protocol) ==
+          std::map<std::thread::id, std::vector<std::string>>{{self, {"a"}}});
+    CHECK(waiting_threads_of(sys.protocol) ==
+          std::vector<std::pair<std::thread::id, std::string>>{{waiter_id, "a"}});
+    state.unlock();
+    mine.reset();  // the compare-and-swap fails; released under the mutex, waking the waiter
+    CHECK(state.owns_lock());
+    state.unlock();
+    t.join();
+
+    CHECK(waiter.took_lock);
+    CHECK(holder_when_taken == waiter_id);
+    state.lock();
+    CHECK(sys.protocol.lock_count() == 0);
+    CHECK(a.extra.lock == nullptr);
+    CHECK(a.claim_word.load() == 0);
+    CHECK(domain.waiting_threads() == 0);
+    CHECK(sys.protocol.can_claim_uncontended(a));
+}
+
+TEST_CASE("lock_protocol: a cycle through two uncontended claims is found by exactly one thread",
+          "[lock_protocol][uncontended][threads][cycle]") {
+    using sys_t = lock_system<importlock::per_key_locks>;
+    watchdog dog("lock_protocol: cycle through uncontended claims");
+    importlock::wait_graph_domain domain;
+    sys_t sys(domain);
+    entry a{"a", 1};
+    entry b{"b", 2};
+    std::latch holding(2);
+    outcome ra;
+    outcome rb;
+    // A claims a, B claims b (both uncontended); A waits for b, then B wants a.
+    std::thread ta([&] {
+        auto state = sys.lock();
+        typename sys_t::claim c(sys.protocol, a, state, sys_t::protocol_type::uncontended);
+        state.unlock();
+        holding.arrive_and_wait();
+        state.lock();
+        auto got = sys.acquire(b, state);  // converts B's claim and waits
+        ra.record(got);
+        if (got.lock != nullptr) sys.protocol.release(*got.lock);
+    });
+    std::thread tb([&] {
+        auto state = sys.lock();
+        typename sys_t::claim c(sys.protocol, b, state, sys_t::protocol_type::uncontended);
+        state.unlock();
+        holding.arrive_and_wait();
+        await([&] { return sys.waiters_on(b) == 1; });
+        state.lock();
+        auto got = sys.acquire(a, state);  // converts A's claim: waiting would close the cycle
+        rb.record(got);
+        if (got.lock != nullptr) sys.protocol.release(*got.lock);
+    });  // B's claim releases b through its record: A takes b
+    ta.join();
+    tb.join();
+    CHECK(ra.took_lock);
+    CHECK(ra.cycle.empty());
+    CHECK_FALSE(rb.took_lock);
+    CHECK(rb.cycle == std::vector<std::string>{"b", "a", "b"});
+    CHECK(sys.locks() == 0);
+    CHECK(domain.waiting_threads() == 0);
+    for (const entry* e : {&a, &b}) {
+        CHECK(e->extra.lock == nullptr);
+        CHECK(e->claim_word.load() == 0);
+    }
+}
+
+TEST_CASE(
+    "lock_protocol: no_locks refuses a second thread while the first holds an uncontended "
+    "claim",
+    "[lock_protocol][uncontended][no_locks]") {
+    using sys_t = lock_system<importlock::no_locks>;
+    importlock::wait_graph_domain domain;
+    sys_t sys(domain);
+    entry a{"a", 1};
+    auto state = sys.lock();
+    {
+        typename sys_t::claim c(sys.protocol, a, state, sys_t::protocol_type::uncontended);
+        std::string error;
+        std::thread([&] {
+            auto s = sys.lock();
+            try {
+                (void)sys.acquire(a, s);
+            } catch (const importlock::import_error& e) {
+                error = e.what();
+            }
+        }).join();
+        CHECK(contains(error, "no_locks"));
+        CHECK(contains(error, "'a'"));
+        CHECK(sys.protocol.lock_count() == 1);
+    }
+    CHECK(sys.protocol.lock_count() == 0);
+    CHECK(a.extra.lock == nullptr);
+    CHECK(a.claim_word.load() == 0);
 }
 
 // --- Cycles ---------------------------------------------------------------------------------

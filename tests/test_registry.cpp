@@ -92,10 +92,9 @@ TEST_CASE("registry: an entry keeps what a writer stores in it", "[registry]") {
 TEST_CASE("registry entry: each transition changes state and module together",
           "[registry][entry]") {
     entry_of<std::string> e("k", 1);
-    const auto self = std::this_thread::get_id();
     auto module = std::make_shared<int>(1);
 
-    e.begin_load(module, self);  // absent -> initializing
+    CHECK(e.begin_load(module));  // absent -> initializing
     CHECK(e.current_state() == entry_state::initializing);
     CHECK(e.registered() == module);
     CHECK(e.published() == nullptr);  // never handed out while initialising
@@ -109,7 +108,7 @@ TEST_CASE("registry entry: each transition changes state and module together",
     CHECK(e.ready_order == 7);
     CHECK(e.dependencies == std::vector<std::string>{"dep"});
 
-    e.begin_reload(self);  // ready -> reloading
+    e.begin_reload();  // ready -> reloading
     CHECK(e.current_state() == entry_state::reloading);
     CHECK(e.published() == nullptr);
     CHECK(e.ready_module() == nullptr);
@@ -119,7 +118,10 @@ TEST_CASE("registry entry: each transition changes state and module together",
     CHECK(e.published() == module);
     CHECK(e.ready_order == 7);
     CHECK(e.dependencies == std::vector<std::string>{"other"});
-    e.begin_reload(self);
+    e.begin_reload();
+    std::shared_ptr<int> dropped;
+    CHECK_FALSE(e.block(dropped));  // refused while a reload is in flight
+    CHECK(e.current_state() == entry_state::reloading);
     e.finish_reload(nullptr);  // a failed reload keeps the dependencies
     CHECK(e.dependencies == std::vector<std::string>{"other"});
 
@@ -128,15 +130,29 @@ TEST_CASE("registry entry: each transition changes state and module together",
     CHECK(e.registered() == nullptr);
     CHECK(e.dependencies.empty());
 
-    e.begin_load(std::make_shared<int>(2), self);
+    CHECK(e.begin_load(std::make_shared<int>(2)));
+    CHECK_FALSE(e.block(dropped));       // refused while a load is in flight
     CHECK(e.abandon_load() != nullptr);  // initializing -> absent
     CHECK(e.current_state() == entry_state::absent);
     CHECK(e.registered() == nullptr);
 
-    e.publish_built(module, {}, 9);  // absent -> ready (single-phase)
-    CHECK(e.block() == module);      // ready -> blocked
+    CHECK(e.publish_built(module, {"dep"}, 9));  // absent -> ready (single-phase)
+    CHECK(e.ready_order == 9);
+    CHECK(e.dependencies == std::vector<std::string>{"dep"});
+    CHECK(e.block(dropped));  // ready -> blocked
+    CHECK(dropped == module);
     CHECK(e.current_state() == entry_state::blocked);
     CHECK(e.published() == nullptr);
+    CHECK(e.dependencies.empty());
+
+    // A claimed key blocked before its load registered: the load is refused.
+    CHECK_FALSE(e.begin_load(std::make_shared<int>(3)));
+    CHECK_FALSE(e.publish_built(std::make_shared<int>(4), {"x"}, 10));
+    CHECK(e.current_state() == entry_state::blocked);
+    CHECK(e.registered() == nullptr);
+    CHECK(e.dependencies.empty());
+    CHECK(e.ready_order == 9);
+
     CHECK(e.drop() == nullptr);  // blocked -> absent
     CHECK(e.current_state() == entry_state::absent);
 }

@@ -208,6 +208,37 @@ struct world {
     void clear() {
         record("clear", [&](outcome&) { sys.clear(); });
     }
+    // Takes a snapshot and reads the dependency queries while imports run: an
+    // uncontended claim is pinned by the snapshot (lock_protocol.hpp), and the
+    // dependencies a loader records without the state mutex are read only once
+    // its module is ready.
+    void observe() {
+        record("observe", [&](outcome&) {
+            const importlock::import_snapshot snap = sys.snapshot();
+            for (const auto& lock : snap.locks) {
+                // Per-key locks are never re-entered; the global lock is, by a nested import.
+                const std::size_t most = Policy::scope == importlock::lock_scope::global ? 2 : 1;
+                explorer::check(lock.depth <= most, "snapshot: lock " + lock.key + " of depth " +
+                                                        std::to_string(lock.depth));
+                explorer::check(lock.depth != 0 || !lock.waiters.empty(),
+                                "snapshot: lock " + lock.key + " neither held nor awaited");
+                explorer::check((lock.depth != 0) == (lock.owner != std::thread::id{}),
+                                "snapshot: lock " + lock.key + " with a holder and no depth");
+            }
+            for (const auto& t : snap.threads) {
+                explorer::check(t.importing.size() <= 2,
+                                "snapshot: a stack of " + std::to_string(t.importing.size()));
+            }
+            for (const std::string& key : keys) {
+                const std::vector<std::string> deps = sys.dependencies(key);
+                explorer::check(deps.empty() || sys.contains(key),
+                                key + ": dependencies of an unloaded key");
+                (void)sys.dependents(key);
+            }
+            explorer::check(sys.lock_count() <= 2,
+                            "lock_count() == " + std::to_string(sys.lock_count()));
+        });
+    }
 
     // Every recorded outcome of every thread.
     std::vector<const outcome*> all() const {
@@ -401,6 +432,50 @@ TEMPLATE_LIST_TEST_CASE("explored: two threads import one key", "[explorer]", ex
                  w.import("a");
              },
              [](W& w) { w.import("a"); }},
+            expect);
+    }
+}
+
+TEMPLATE_LIST_TEST_CASE("explored: snapshot and queries against imports", "[explorer]",
+                        explored_policies) {
+    watchdog dog("explored: snapshot vs import");
+    using W = world<TestType>;
+    const auto expect = [](W& w) {
+        explorer::check(w.runs["a"] == 1 && w.runs["b"] == 1, "a or b loaded more than once");
+        for (const outcome* o : w.all()) {
+            explorer::check(o->error.empty(), o->what + " failed: " + o->error);
+        }
+        explorer::check(w.sys.dependencies("a") == std::vector<std::string>{"b"},
+                        "a's dependency on b not recorded");
+        explorer::check(w.sys.snapshot().empty(), "a snapshot after the imports is not empty");
+    };
+    SECTION("import a (imports b) / observe, observe") {
+        explore<TestType>(
+            "snapshot vs import", exhaustive(),
+            [](W& w) {
+                w.define("a", {"b"});
+                w.define("b");
+            },
+            {[](W& w) { w.import("a"); },
+             [](W& w) {
+                 w.observe();
+                 w.observe();
+             }},
+            expect);
+    }
+    SECTION("import a / import b, observe (pct)") {
+        explore<TestType>(
+            "snapshot vs two imports", pct(),
+            [](W& w) {
+                w.define("a", {"b"});
+                w.define("b");
+            },
+            {[](W& w) { w.import("a"); },
+             [](W& w) {
+                 w.import("b");
+                 w.observe();
+             },
+             [](W& w) { w.observe(); }},
             expect);
     }
 }

@@ -252,16 +252,23 @@ private:
                                      const std::shared_ptr<Module>& parent,
                                      cycle_resolution on_cycle, const detail::wait_limit& limit,
                                      bool as_parent) {
-        const auto self = std::this_thread::get_id();
         auto& sh = shard_of(hash);  // the key's entry, lock and claims (import_state.hpp)
         state_lock state(sh.mutex);
         this->throw_if_closing(key);
         entry_type& e = found != nullptr ? *found : sh.entries.find_or_insert(key, hash, *this);
         if (auto done = this->settled(e)) return done;
+        // §1.2 Uncontended: claim the key with no lock record and no wait
+        // (lock_protocol.hpp); its release takes no mutex.
+        if (sh.protocol.can_claim_uncontended(e)) {
+            this->throw_if_too_deep(key);  // §1.12
+            claim held(sh.protocol, e, state, protocol_type::uncontended);
+            state.unlock();
+            return run_first_load(e, parent, held);
+        }
         // §1.3 This thread already imports `key`: a circular import on its own
         // stack. A parent is handed over partial under every policy (a
         // package whose loader imports its own submodule).
-        if (e.holder_thread == self) {
+        if (sh.protocol.claimed_by_this_thread(e)) {
             if (as_parent && detail::holds_module(e.current_state())) return e.registered();
             return resolve_cycle(
                 e, state, [&] { return sh.protocol.reentry_chain(e); }, on_cycle,
@@ -336,8 +343,8 @@ private:
 
     // §1.5 Find, create, insert, execute (CPython's _find_and_load_unlocked);
     // §1.6 on failure unregister and rethrow the loader's own exception. Runs
-    // with the key's lock held and its shard's mutex released; returns with
-    // that mutex held unless an observer was notified (one lock fewer).
+    // with the key's claim held and its shard's mutex released; takes no
+    // mutex unless another thread waits for the key (its claim's release).
     std::shared_ptr<Module> run_first_load(entry_type& e, const std::shared_ptr<Module>& parent,
                                            claim& held) {
         const auto observer = observer_.load();
@@ -347,10 +354,9 @@ private:
                 start = std::chrono::steady_clock::now();
                 observer->on_import_begin(e.key);  // may abort the import
             }
-            std::shared_ptr<Module> module = load_module(e, parent, held.state());
+            std::shared_ptr<Module> module = load_module(e, parent);
             if (observer) {
-                // Hooks run outside every internal lock; a single-phase builder's
-                // publish_built already released it.
+                // Hooks run outside every internal lock.
                 if (held.state().owns_lock()) held.state().unlock();
                 observer_.notify(
                     [&] { observer->on_import_end(e.key, detail::elapsed_since(start)); });
@@ -366,9 +372,8 @@ private:
         }
     }
 
-    // Leaves `state` locked when it returns (it publishes the module under it).
-    std::shared_ptr<Module> load_module(entry_type& e, const std::shared_ptr<Module>& parent,
-                                        state_lock& state) {
+    // Publishes the module (without the state mutex: the claim guards it).
+    std::shared_ptr<Module> load_module(entry_type& e, const std::shared_ptr<Module>& parent) {
         std::optional<spec_type> spec = finder_.find_spec(e.key);
         if (!spec) throw detail::not_found(finder_, e.key);
         frame_type frame;
@@ -379,7 +384,8 @@ private:
                 throw import_error(name(e.key),
                                    "the builder of '" + name(e.key) + "' returned null");
             if (parent) module_traits<Module>::bind_child(*parent, e.key, module);
-            return this->publish_built(e, std::move(module), frame.take());
+            this->publish_built(e, module, frame.take());
+            return module;
         }
         detail::require_loader(e.key, *spec);
         std::shared_ptr<Module> module = detail::create_module(e.key, *spec);
@@ -389,14 +395,14 @@ private:
             run_loader(e, frame, [&](importer_type& imp) { spec->loader(*module, imp); });
             // Bound before it is ready: no ready child is missing from its parent (gh-149728).
             if (parent) module_traits<Module>::bind_child(*parent, e.key, module);
-            deps = frame.take();
+            if (!frame.empty()) deps = frame.take();
         } catch (...) {
             // §1.6 (gh-143650: waiters never see it); a destructor that
             // imports runs outside the mutex.
             this->unregister_failed(e).reset();
             throw;
         }
-        this->mark_ready(e, std::move(deps), state);
+        this->mark_ready(e, std::move(deps));
         return module;
     }
 
@@ -407,7 +413,7 @@ private:
         e.extra.importer.attach(&frame);
         struct detach {
             entry_type& e;
-            ~detach() { e.extra.importer.attach(nullptr); }
+            ~detach() { e.extra.importer.detach(); }
         } detach_after{e};
         return run(e.extra.importer);
     }
@@ -421,8 +427,7 @@ private:
         entry_type* e =
             block_it ? &sh.entries.find_or_insert(key, hash, *this) : sh.entries.find(key, hash);
         if (e == nullptr || (!block_it && e->current_state() == entry_state::absent)) return false;
-        this->throw_if_in_flight(*e, block_it ? "block" : "erase");
-        dropped = this->drop_registration(*e, block_it);
+        this->drop_registration(*e, block_it, dropped, block_it ? "block" : "erase");
         state.unlock();
         return true;
     }
@@ -433,7 +438,7 @@ private:
         auto& sh = shard_of(hash);
         state_lock state(sh.mutex);
         entry_type& e = base::require_loaded(sh.entries.find(key, hash), key);
-        if (e.holder_thread == std::this_thread::get_id()) {
+        if (sh.protocol.claimed_by_this_thread(e)) {
             throw import_error(name(key), "cannot reload '" + name(key) +
                                               "' while this thread is initialising it");
         }
@@ -446,7 +451,7 @@ private:
         claim held(sh.protocol, e, *got.lock, state);
         base::require_loaded(&e, key);  // erased, blocked or failed meanwhile
         std::shared_ptr<Module> module = e.published();
-        e.begin_reload(std::this_thread::get_id());
+        e.begin_reload();
         state.unlock();
         const auto observer = observer_.load();
         const auto start = std::chrono::steady_clock::now();

@@ -20,7 +20,7 @@ template <class Registry, class Key, class KeyEqual>
 std::vector<Key> dependents_of(const Registry& registry, const Key& key, const KeyEqual& equal) {
     std::vector<Key> out;
     registry.for_each([&](const auto& e) {
-        if (!holds_module(e.current_state())) return;
+        if (!settled_with_module(e.current_state())) return;  // initialising: none yet
         for (const Key& dependency : e.dependencies) {
             if (equal(dependency, key)) {
                 out.push_back(e.key);
@@ -41,6 +41,7 @@ void write_dependency_dot(std::ostream& out, const Registry& registry) {
         if (!holds_module(s)) return;
         const std::string from = dot_quote(key_name(e.key));
         out << "  " << from << (s == entry_state::ready ? ";\n" : " [style=dashed];\n");
+        if (!settled_with_module(s)) return;  // initialising: no dependencies yet
         for (const auto& to : e.dependencies) {
             out << "  " << from << " -> " << dot_quote(key_name(to)) << ";\n";
         }

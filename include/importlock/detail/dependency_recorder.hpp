@@ -28,6 +28,9 @@ public:
     // Records a successful import of `key` (a copy).
     void record(const Key& key) { imported_.push_back(key); }
 
+    // Returns whether nothing was recorded.
+    bool empty() const noexcept { return imported_.empty(); }
+
     // Returns the recorded keys without duplicates, first-import order kept.
     std::vector<Key> take() {
         if (imported_.size() < 2) return std::move(imported_);

@@ -10,11 +10,15 @@
 // load ends the frame is detached and later imports are just imports.
 //
 // Thread-safety: any thread (a loader's helper threads included); `Guard` (a
-// spin lock, or nothing for single-threaded policies) serialises attach()
-// and recording. Cost: one spin lock per import
-// through the importer, on top of the import itself; 32 bytes per entry.
+// spin lock, or nothing for single-threaded policies) serialises recording
+// and detaching, so that no recording into a frame runs once it is detached.
+// Attaching is one release store: the frame is new, and a recording that
+// sees it takes the guard first. Cost: one spin lock per import through the
+// importer, on top of the import itself; attaching is a store, detaching a
+// spin lock; 32 bytes per entry.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <mutex>
 
@@ -42,21 +46,23 @@ public:
     }
     std::shared_ptr<Module> get(const Key& key) const override { return system_.get(key); }
 
-    // Starts (a frame) or stops (null) recording.
-    void attach(Frame* frame) noexcept {
+    // Starts recording into `frame`.
+    void attach(Frame* frame) noexcept { frame_.store(frame, std::memory_order_release); }
+    // Stops recording; once it returns no recording into the frame runs.
+    void detach() noexcept {
         std::lock_guard guard(guard_);
-        frame_ = frame;
+        frame_.store(nullptr, std::memory_order_relaxed);
     }
 
 private:
     void record(const Key& key) {
         std::lock_guard guard(guard_);
-        if (frame_ != nullptr) frame_->record(key);
+        if (Frame* frame = frame_.load(std::memory_order_acquire)) frame->record(key);
     }
 
     System& system_;
-    Guard guard_;  // frame_ and the attached frame's list (spin_lock; null_guard for no_locks)
-    Frame* frame_ = nullptr;
+    Guard guard_;  // recording and detach (spin_lock; null_guard for no_locks)
+    std::atomic<Frame*> frame_{nullptr};
 };
 
 // What a system keeps in each registry entry besides the registration: the

@@ -100,7 +100,7 @@ protected:
         mutable typename Policy::mutex_type mutex;  // guards all below but the registry's reads
         registry<entry_type, hasher, key_equal, shard_bits> entries;
         protocol_type protocol;
-        std::atomic<std::size_t> size{0};  // modules registered here; written under `mutex`
+        std::atomic<std::size_t> size{0};  // modules registered here (add_size)
     };
     using shard_array = std::array<shard, shard_count>;
 
@@ -178,7 +178,8 @@ public:
         const shard& sh = shard_of(hash);
         state_lock state(sh.mutex);
         const entry_type* e = sh.entries.find(key, hash);
-        if (e == nullptr || !holds_module(e->current_state())) return {};
+        // An initialising entry has none yet, and its loader may be writing them.
+        if (e == nullptr || !settled_with_module(e->current_state())) return {};
         return e->dependencies;
     }
     // Returns the registered keys whose loaders imported `key`.
@@ -207,7 +208,15 @@ public:
         all_shards_lock state(*this);
         std::vector<const protocol_type*> protocols;
         for (const shard& sh : shards_) protocols.push_back(&sh.protocol);
-        return snapshot_builder::of(protocols);
+        // Uncontended claims have no record: found through their entries.
+        std::vector<snapshot_builder::claim_row> claims;
+        for (const shard& sh : shards_) {
+            sh.entries.for_each([&](const entry_type& e) {
+                sh.protocol.visit_uncontended_claim(
+                    e, [&](const auto& f) { claims.push_back({f.thread, f.depth, name(e.key)}); });
+            });
+        }
+        return snapshot_builder::of(protocols, std::move(claims));
     }
     // Returns the module locks held or awaited: 0 when no import is in flight.
     std::size_t lock_count() const {
@@ -326,42 +335,50 @@ protected:
     // takes the entry's shard's mutex; only the algorithm of import_system.hpp
     // calls them.
 
+    // The transitions of a load are made by the thread holding the key's
+    // claim, without the state mutex (registry_entry.hpp).
+
     // §1.5 Registers `module` as `e`'s initialising module (insert before
     // exec); throws import_halted_error if the key was blocked meanwhile.
-    void register_initializing(entry_type& e, std::shared_ptr<Module> module) {
-        std::lock_guard state(shard_of(e.hash).mutex);
-        throw_if_blocked(e);
-        e.begin_load(std::move(module), std::this_thread::get_id());
+    void register_initializing(entry_type& e, const std::shared_ptr<Module>& module) {
+        if (!e.begin_load(module)) throw import_halted_error(name(e.key));
         add_size(e, 1);
     }
-    // Publishes `e`'s initialised module with the keys its loader imported;
-    // locks `state` (the state mutex) and leaves it locked for the caller's
-    // release of the key's lock.
-    void mark_ready(entry_type& e, std::vector<Key>&& deps, state_lock& state) {
-        state.lock();
+    // Publishes `e`'s initialised module with the keys its loader imported.
+    void mark_ready(entry_type& e, std::vector<Key>&& deps) {
         e.finish_load(std::move(deps), next_ready_order());
     }
-    // Publishes a single-phase builder's finished module.
-    std::shared_ptr<Module> publish_built(entry_type& e, std::shared_ptr<Module> module,
-                                          std::vector<Key>&& deps) {
-        std::lock_guard state(shard_of(e.hash).mutex);
-        throw_if_blocked(e);
-        e.publish_built(std::move(module), std::move(deps), next_ready_order());
+    // Publishes a single-phase builder's finished module; throws
+    // import_halted_error if the key was blocked meanwhile.
+    void publish_built(entry_type& e, const std::shared_ptr<Module>& module,
+                       std::vector<Key>&& deps) {
+        if (!e.publish_built(module, std::move(deps), next_ready_order())) {
+            throw import_halted_error(name(e.key));
+        }
         add_size(e, 1);
-        return e.published();
     }
     // §1.6 Unregisters a failed load; returns the module so that the caller
-    // destroys it outside the mutex (its destructor may import).
+    // destroys it outside every lock (its destructor may import).
     std::shared_ptr<Module> unregister_failed(entry_type& e) {
-        std::lock_guard state(shard_of(e.hash).mutex);
         add_size(e, -1);
         return e.abandon_load();
     }
-    // §1.8 Drops `e`'s module or block (blocks it with `block_it`); returns
-    // the module for destruction outside the mutex. State mutex held.
-    std::shared_ptr<Module> drop_registration(entry_type& e, bool block_it) {
-        if (holds_module(e.current_state())) add_size(e, -1);
-        return block_it ? e.block() : e.drop();
+    // §1.8 Drops `e`'s module or block (blocks it with `block_it`); moves
+    // the module to `dropped` for destruction outside the mutex. Throws
+    // import_error (`what`: "erase", "block") while a load or reload of the
+    // key is in flight. State mutex held.
+    void drop_registration(entry_type& e, bool block_it, std::shared_ptr<Module>& dropped,
+                           const char* what) {
+        throw_if_in_flight(e, what);
+        const bool had_module = holds_module(e.current_state());
+        if (block_it) {
+            // Checked again under the entry's guard: a claimed key's load
+            // may begin meanwhile (register_initializing takes no mutex).
+            if (!e.block(dropped)) throw_if_in_flight(e, what);
+        } else {
+            dropped = e.drop();
+        }
+        if (had_module) add_size(e, -1);
     }
     // Refuses every later import: the destructor's final teardown round.
     void close() {
@@ -382,13 +399,10 @@ protected:
                 return shard_of(hash).entries.find(k, hash);
             };
             entries_of<shard_array> entries{shards_};
-            doomed = take_settled(entries, find, blocks);
-            for (shard& sh : shards_) {  // recounted: O(n), as the round itself
-                std::size_t n = 0;
-                sh.entries.for_each(
-                    [&](const entry_type& e) { n += holds_module(e.current_state()); });
-                sh.size.store(n, std::memory_order_relaxed);
-            }
+            doomed = take_settled(
+                entries, find,
+                [&](const entry_type& e) { return shard_of(e.hash).protocol.claimed(e); },
+                [&](const entry_type& e) { add_size(e, -1); }, blocks);
         }
         dropped += doomed.size();
         for (auto& module : doomed) module.reset();
@@ -398,23 +412,22 @@ protected:
     // Hands the exception being handled to the threads waiting for `held`'s
     // key (singleflight), unless the key was blocked meanwhile: that is not a
     // failure to share, each waiter re-checks the registry itself (and may
-    // find the block erased). Leaves the claim's state lock held.
+    // find the block erased). Leaves the claim's state lock held when there
+    // were waiters to tell.
     template <class Claim>
     static void share_failure(Claim& held) {
         try {
             throw;
         } catch (const import_halted_error&) {
         } catch (...) {
-            if (!held.state().owns_lock()) held.state().lock();
-            protocol_type::share_failure(held.lock(), std::current_exception());
+            held.share_failure(std::current_exception());
         }
     }
 
-    // Adds `delta` to the size of `e`'s shard. That shard's mutex held.
+    // Adds `delta` to the size of `e`'s shard: an atomic increment, since
+    // loads register and unregister without the shard's mutex.
     void add_size(const entry_type& e, int delta) noexcept {
-        std::atomic<std::size_t>& n = shard_of(e.hash).size;
-        n.store(n.load(std::memory_order_relaxed) + static_cast<std::size_t>(delta),
-                std::memory_order_relaxed);
+        shard_of(e.hash).size.fetch_add(static_cast<std::size_t>(delta), std::memory_order_relaxed);
     }
 
     // Returns a new place in teardown order (a module that becomes ready

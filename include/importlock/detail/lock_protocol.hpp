@@ -7,37 +7,58 @@
 // waiting would close a cycle; keeps each thread's stack of keys it is
 // importing, for cycle chains, the depth limit and snapshots.
 //
-// A module lock is a record, not a mutex: holder, depth, waiters and a
-// condition variable, linked from the key's entry while a key's import holds
-// or awaits it, and returned to a free list when nobody does (so
-// lock_count() follows the imports in flight, and an uncontended import
-// allocates no record once the list holds as many as were ever in use at
-// once). With lock_scope::global one record serves every key (CPython < 3.3).
+// Uncontended claims take no record. A key's entry has a claim word
+// (registry_entry::claim_word): 0 when free; the address of the holder's
+// frame while a thread holds the key's import and nobody else wants it; and
+// with its low bit set while a record (below) is linked from the entry. A
+// thread claims a free key by storing its frame's address (under the state
+// mutex, like every claim) and releases it by one compare-and-swap back to 0,
+// without the mutex: an uncontended cold import takes the state mutex once
+// (claim_uncontended and the claim's destructor). A thread that finds the key
+// held converts the claim, under the mutex: it links a record whose holder is
+// the claimer (entry.holder_thread) and sets the low bit by compare-and-swap;
+// the holder's release then fails its compare-and-swap and releases the
+// record under the mutex, waking the waiters. If the holder released first,
+// the conversion's compare-and-swap fails and the converter takes the record
+// itself. snapshot() pins an uncontended claim the same way for as long as
+// it reads the holder's frame (pin_claim), so that frame stays alive.
+//
+// A module lock record is not a mutex: holder, depth, waiters and a
+// condition variable, linked from the key's entry while a key's import is
+// contended (or taken through acquire()), and returned to a free list when
+// nobody holds or awaits it (so lock_count() follows the imports in flight,
+// and no record is allocated once the list holds as many as were ever in use
+// at once). With lock_scope::global one record serves every key (CPython <
+// 3.3) and every claim goes through it.
 //
 // Import stacks: each claim (a thread's hold on one key's import) is a frame
-// on the claiming thread's native stack, linked into the protocol's list of
-// frames with its thread and its depth (thread_import_depth() when it began),
-// so a thread's stack in this protocol is its frames sorted by depth. A frame
-// is also linked to the same thread's frames of the same system (`outer`,
-// `inner`), which may live in other protocols of that system (one per shard
-// of its registry: import_state.hpp): the thread's own walk (re-entry chains)
-// and the cycle walk, which reads only the frames of threads that wait, need
-// no lock of another shard. No per-thread container is created or destroyed.
+// on the claiming thread's native stack, linked to the same thread's frames
+// of the same system (`outer`, `inner`), which may live in other protocols of
+// that system (one per shard of its registry: import_state.hpp), and to the
+// thread's frames of every system (thread_top_frame). The thread's own walk
+// (re-entry chains) and the cycle walk, which reads only the frames of
+// threads that wait, need no lock of another shard. A frame held through a
+// record is also linked into the protocol's list of frames (for stacks and
+// snapshots); an uncontended claim's frame is found through its entry. No
+// per-thread container is created or destroyed.
 //
 // Thread-safety: every member needs the protocol's state mutex (passed in as
-// `state`), except that a lock's holder is atomic, so that threads of other
-// systems walking the wait_graph_domain read it safely, and that cycle
-// chains read the frames of threads blocked in the domain (stable while the
-// domain's mutex is held, which their wait registration happened before).
-// Checking the graph for a cycle and registering as a waiter happen in one
-// step under the domain's mutex, so exactly one thread of a cycle finds it.
-// The domain is touched only when a thread has to wait.
+// `state`), except the uncontended release (one compare-and-swap, in
+// ~claim), that a lock's holder is atomic, so that threads of other systems
+// walking the wait_graph_domain read it safely, and that cycle chains read
+// the frames of threads blocked in the domain (stable while the domain's
+// mutex is held, which their wait registration happened before). Checking
+// the graph for a cycle and registering as a waiter happen in one step under
+// the domain's mutex, so exactly one thread of a cycle finds it. The domain
+// is touched only when a thread has to wait.
 //
-// Cost: an uncontended acquire and release are O(1) and allocate nothing
-// once the free list is warm; a claim links and unlinks one frame. A wait
-// adds O(chain length) for the cycle walk under the domain's mutex. Reading
-// a thread's stack (cycle chains, re-entry chains, snapshots, held_by) is
-// O(f log f) in the f frames in flight.
+// Cost: an uncontended claim is a few stores under the state mutex and its
+// release one compare-and-swap and one relaxed counter increment, with no
+// allocation and no lock; a contended acquire and release are O(1) under the
+// mutex and allocate nothing once the free list is warm. A wait adds O(chain
+// length) for the cycle walk under the domain's mutex. Reading a thread's
+// stack (cycle chains, re-entry chains, snapshots, held_by) is O(f log f) in
+// the f frames in flight.
 #pragma once
 
 #include <algorithm>
@@ -260,12 +281,14 @@ public:
         frame* next = nullptr;
         frame* outer = nullptr;  // the thread's frame below, same system
         frame* inner = nullptr;  // the thread's frame above, same system
+        bool listed = false;     // in this protocol's list (held through a record)
     };
 
-    // Links `f` (for `e`, on this thread) into the import stacks: O(1) plus
-    // the thread's frames of other systems above its last one of this
-    // system; no allocation. Frames are pushed and popped in LIFO order.
-    void push(frame& f, Entry& e) noexcept {
+    // Links `f` (for `e`, on this thread) into this thread's import stack,
+    // and with `listed` into this protocol's list of frames: O(1) plus the
+    // thread's frames of other systems above its last one of this system; no
+    // allocation. Frames are pushed and popped in LIFO order.
+    void push(frame& f, Entry& e, bool listed) noexcept {
         f.entry = &e;
         f.thread = std::this_thread::get_id();
         f.depth = thread_import_depth();
@@ -276,21 +299,81 @@ public:
         f.inner = nullptr;
         if (f.outer != nullptr) f.outer->inner = &f;
         top = &f;
+        if (listed) list(f);
+    }
+
+    // Unlinks `f`, the thread's innermost frame, from the thread's stack
+    // (not from the protocol's list: unlist). O(1), no lock.
+    void pop(frame& f) noexcept {
+        thread_top_frame() = f.thread_outer;
+        if (f.outer != nullptr) f.outer->inner = nullptr;
+        f.outer = f.inner = nullptr;
+    }
+
+    // Links `f` into (unlist: out of) the protocol's list of frames. O(1).
+    void list(frame& f) noexcept {
+        f.listed = true;
         f.prev = nullptr;
         f.next = frames_;
         if (frames_ != nullptr) frames_->prev = &f;
         frames_ = &f;
     }
-
-    // Unlinks `f`, the thread's innermost frame. O(1).
-    void pop(frame& f) noexcept {
-        thread_top_frame() = f.thread_outer;
-        if (f.outer != nullptr) f.outer->inner = nullptr;
-        f.outer = f.inner = nullptr;
+    void unlist(frame& f) noexcept {
+        if (!f.listed) return;
+        f.listed = false;
         if (f.prev != nullptr) f.prev->next = f.next;
         if (f.next != nullptr) f.next->prev = f.prev;
         if (frames_ == &f) frames_ = f.next;
         f.prev = f.next = nullptr;
+    }
+
+    // --- Uncontended claims (see the header comment) ----------------------------------
+
+    // Returns whether this thread may claim `e` with claim_uncontended (a
+    // claim's uncontended constructor): per-key locks, no record, nobody
+    // holds it. The claim word is read with acquire: what the last holder
+    // published before its release is visible.
+    bool can_claim_uncontended(const Entry& e) const noexcept {
+        if constexpr (global) {
+            (void)e;
+            return false;
+        } else {
+            return e.extra.lock == nullptr && e.claim_word.load(std::memory_order_acquire) == 0;
+        }
+    }
+
+    // Returns whether `e`'s import is held (claimed) by any thread.
+    bool claimed(const Entry& e) const noexcept {
+        if constexpr (global) {
+            return e.holder_thread != std::thread::id{};
+        } else {
+            const std::uintptr_t w = e.claim_word.load(std::memory_order_acquire);
+            if ((w & contended_bit) == 0) return w != 0;
+            const auto* lock = static_cast<const module_lock*>(e.extra.lock);
+            return lock == nullptr || lock->depth != 0;  // no record: pinned by a snapshot
+        }
+    }
+
+    // Returns whether this thread holds `e`'s import (§1.3 re-entry).
+    bool claimed_by_this_thread(const Entry& e) const noexcept {
+        return e.holder_thread == std::this_thread::get_id() && claimed(e);
+    }
+
+    // Calls f(frame) with the frame of `e`'s uncontended claim, if it has
+    // one, pinned meanwhile: its holder's release waits for the state mutex,
+    // which the caller holds (every shard's, for snapshots).
+    template <class F>
+    void visit_uncontended_claim(const Entry& e, F&& f) const {
+        if constexpr (!global) {
+            std::uintptr_t w = e.claim_word.load(std::memory_order_acquire);
+            if (w == 0 || (w & contended_bit) != 0) return;
+            if (!e.claim_word.compare_exchange_strong(w, w | contended_bit,
+                                                      std::memory_order_acquire)) {
+                return;  // released meanwhile
+            }
+            scope_exit unpin([&]() noexcept { e.claim_word.store(w, std::memory_order_release); });
+            f(*reinterpret_cast<const frame*>(w));
+        }
     }
 
     // Returns the entries `thread` imports in this system, outermost first.
@@ -332,7 +415,11 @@ public:
         if constexpr (global) {
             return global_lock_.depth != 0 || global_lock_.waiters != 0 ? 1 : 0;
         } else {
-            return live_count_.load(std::memory_order_relaxed);
+            // Releases first: each was preceded by its claim.
+            const std::size_t released = uncontended_released_.load(std::memory_order_acquire);
+            const std::size_t claims = uncontended_claims_.load(std::memory_order_acquire);
+            return live_count_.load(std::memory_order_relaxed) + claims -
+                   std::min(claims, released);
         }
     }
 
@@ -413,39 +500,95 @@ public:
 
     static std::string name(const Key& key) { return key_traits<Key>::to_string(key); }
 
-    // This thread's hold on a key's import, from acquire() to the end of the
-    // load: the lock, the import-stack frame, the thread's depth count and
-    // the entry's holder_thread. All are given back on destruction, with
-    // `state` relocked if needed, also when the load throws.
+    // Selects the claim constructor that takes a free key without a record.
+    struct uncontended_t {
+        explicit uncontended_t() = default;
+    };
+    static constexpr uncontended_t uncontended{};
+
+    // This thread's hold on a key's import, to the end of the load: the lock
+    // (a record from acquire(), or the entry's claim word), the import-stack
+    // frame, the thread's depth count and the entry's holder_thread. All are
+    // given back on destruction, also when the load throws: a record's under
+    // `state` (relocked if needed), an uncontended claim's by one
+    // compare-and-swap, without the mutex unless another thread converted it
+    // meanwhile.
     class claim {
     public:
+        // Holds `lock`, which acquire() returned. `state` held.
         claim(lock_protocol& protocol, Entry& e, module_lock& lock, state_lock& state) noexcept
-            : protocol_(protocol), entry_(e), lock_(lock), state_(state) {
-            protocol_.push(frame_, e);
+            : protocol_(protocol), entry_(e), lock_(&lock), state_(state) {
+            protocol_.push(frame_, e, true);
             if (lock.entry != nullptr) lock.claimed_by = &frame_;
             e.holder_thread = std::this_thread::get_id();
+            ++thread_import_depth();
+        }
+        // Claims the free `e` without a record. `state` held; precondition:
+        // protocol.can_claim_uncontended(e).
+        claim(lock_protocol& protocol, Entry& e, state_lock& state, uncontended_t) noexcept
+            : protocol_(protocol), entry_(e), lock_(nullptr), state_(state) {
+            protocol_.push(frame_, e, false);
+            e.holder_thread = std::this_thread::get_id();
+            protocol_.count_uncontended_claim();
+            e.claim_word.store(reinterpret_cast<std::uintptr_t>(&frame_),
+                               std::memory_order_release);
             ++thread_import_depth();
         }
         claim(const claim&) = delete;
         claim& operator=(const claim&) = delete;
         ~claim() {
-            if (!state_.owns_lock()) state_.lock();
             --thread_import_depth();
-            if (entry_.holder_thread == std::this_thread::get_id()) entry_.holder_thread = {};
-            if (lock_.claimed_by == &frame_) lock_.claimed_by = nullptr;
             protocol_.pop(frame_);
-            protocol_.release(lock_);
+            if (lock_ == nullptr) {
+                yield_point<Policy>();  // the release races a conversion
+                std::uintptr_t mine = reinterpret_cast<std::uintptr_t>(&frame_);
+                if (entry_.claim_word.compare_exchange_strong(mine, 0, std::memory_order_release,
+                                                              std::memory_order_relaxed)) {
+                    protocol_.count_uncontended_release();
+                    return;
+                }
+            }
+            if (!state_.owns_lock()) state_.lock();
+            if (lock_ == nullptr) {
+                protocol_.release_converted(entry_, frame_);
+                return;
+            }
+            if (entry_.holder_thread == std::this_thread::get_id()) entry_.holder_thread = {};
+            if (lock_->claimed_by == &frame_) lock_->claimed_by = nullptr;
+            protocol_.unlist(frame_);
+            protocol_.release(*lock_);
         }
 
-        // Returns the lock held.
-        module_lock& lock() const noexcept { return lock_; }
+        // Returns whether the claim holds a record (acquire()'s), not the
+        // claim word.
+        bool has_record() const noexcept { return lock_ != nullptr; }
+        // Returns the record held. Precondition: has_record().
+        module_lock& lock() const noexcept { return *lock_; }
         // Returns the system's state lock this claim relocks on destruction.
         state_lock& state() const noexcept { return state_; }
+
+        // Hands `error` to the threads now waiting for the key (singleflight).
+        // An uncontended claim that nobody converted has no waiter: nothing
+        // to do and no lock taken. Leaves `state` locked otherwise.
+        void share_failure(std::exception_ptr error) {
+            module_lock* lock = lock_;
+            if (lock == nullptr) {
+                if ((entry_.claim_word.load(std::memory_order_acquire) & contended_bit) == 0) {
+                    return;
+                }
+                if (!state_.owns_lock()) state_.lock();
+                lock = static_cast<module_lock*>(entry_.extra.lock);
+                if (lock == nullptr) return;
+            } else if (!state_.owns_lock()) {
+                state_.lock();
+            }
+            protocol_.share_failure(*lock, std::move(error));
+        }
 
     private:
         lock_protocol& protocol_;
         Entry& entry_;
-        module_lock& lock_;
+        module_lock* lock_;  // null: an uncontended claim (the entry's claim word)
         state_lock& state_;
         frame frame_;
     };
@@ -484,6 +627,7 @@ private:
                 live_count_.store(live_count_.load(std::memory_order_relaxed) + 1,
                                   std::memory_order_relaxed);
                 e.extra.lock = lock;
+                convert(e, *lock);
             }
             return *static_cast<module_lock*>(e.extra.lock);
         }
@@ -511,8 +655,55 @@ private:
         lock.failure = nullptr;
         if constexpr (!global) {
             lock.entry->extra.lock = nullptr;
+            lock.entry->claim_word.store(0, std::memory_order_release);
             unlink_and_delete(lock);
         }
+    }
+
+    // Marks the claim word of `e`, which `lock` (new) now serves: an
+    // uncontended claim becomes the record's, held by its claimer through
+    // its frame (if the claimer released meanwhile, the record starts free).
+    // State mutex held.
+    void convert(Entry& e, module_lock& lock) noexcept {
+        std::uintptr_t w = e.claim_word.load(std::memory_order_acquire);
+        if (w != 0 &&
+            e.claim_word.compare_exchange_strong(w, w | contended_bit, std::memory_order_acq_rel,
+                                                 std::memory_order_acquire)) {
+            auto* f = reinterpret_cast<frame*>(w);
+            lock.holder.store(e.holder_thread, std::memory_order_release);
+            lock.depth = 1;
+            lock.claimed_by = f;
+            list(*f);
+            count_uncontended_release();  // now counted as the record
+            return;
+        }
+        // Free (w == 0, or the claimer released it before the exchange).
+        e.claim_word.store(contended_bit, std::memory_order_release);
+    }
+
+    // Releases, under the state mutex, the uncontended claim `f` of `e` whose
+    // compare-and-swap failed: a record took it over (convert), or a
+    // snapshot pinned it and has unpinned it since.
+    void release_converted(Entry& e, frame& f) noexcept {
+        const std::uintptr_t w = e.claim_word.load(std::memory_order_acquire);
+        if ((w & contended_bit) == 0) {  // pinned and unpinned: still ours
+            e.claim_word.store(0, std::memory_order_release);
+            count_uncontended_release();
+            return;
+        }
+        auto& lock = *static_cast<module_lock*>(e.extra.lock);
+        if (e.holder_thread == std::this_thread::get_id()) e.holder_thread = {};
+        if (lock.claimed_by == &f) lock.claimed_by = nullptr;
+        unlist(f);
+        release(lock);
+    }
+
+    void count_uncontended_claim() noexcept {
+        uncontended_claims_.store(uncontended_claims_.load(std::memory_order_relaxed) + 1,
+                                  std::memory_order_release);
+    }
+    void count_uncontended_release() noexcept {
+        uncontended_released_.fetch_add(1, std::memory_order_release);
     }
 
     // Unlinks an unused record and keeps it for the next lock_of.
@@ -570,7 +761,12 @@ private:
     module_lock* live_ = nullptr;             // per-key records held or awaited
     module_lock* free_ = nullptr;             // unused records, linked by `next`
     std::atomic<std::size_t> live_count_{0};  // written under the state mutex
-    frame* frames_ = nullptr;                 // every thread's import frames, in no order
+    frame* frames_ = nullptr;                 // the frames held through records, in no order
+    // Uncontended claims made (under the state mutex) and released (without
+    // it, or converted to records): their difference is in lock_count().
+    std::atomic<std::size_t> uncontended_claims_{0};
+    std::atomic<std::size_t> uncontended_released_{0};
+    static constexpr std::uintptr_t contended_bit = 1;
 };
 
 }  // namespace importlock::detail

@@ -7,10 +7,14 @@
 // from one consistent read and can never pair the state of one load with the
 // module object of another.
 //
-// States and transitions. Every transition is made by the thread named in the
-// table while it holds the state mutex of the owning system's shard; the entry's `guard`
-// is held across the change of `state` and `module`, so that guarded readers
-// see both change together.
+// States and transitions. The entry's `guard` is held across every change
+// of `state` and `module`, so that guarded readers see both change together.
+// The transitions of a load (begin_load, finish_load, abandon_load,
+// publish_built) are made by the thread that holds the key's import (its
+// claim: lock_protocol.hpp), without the shard's state mutex: nobody else
+// changes the state of a claimed entry but block(), which refuses a load in
+// flight and which begin_load and publish_built refuse in turn, both under
+// the guard. Every other transition is made under the shard's state mutex.
 //
 //   from           to             transition      made by
 //   absent         initializing   begin_load      the thread holding the key's import (§1.5)
@@ -21,7 +25,7 @@
 //   reloading      ready          finish_reload   that thread, loader returned or threw
 //   ready          absent         drop            erase / clear / block (never in flight)
 //   blocked        absent         drop            erase / clear
-//   absent|ready   blocked        block           block (never in flight)
+//   absent|ready   blocked        block           block (refused in flight)
 //
 // Readers:
 //   - published():   the module while `ready`, else null. Takes `guard` (a
@@ -34,9 +38,16 @@
 //                    still initialising.
 //   - current_state(): one acquire load.
 //
-// Thread-safety: the readers above may run on any thread at any time; every
-// other member is written under its shard's state mutex. Cost: every
-// transition and reader is O(1), no allocation.
+// Fields: `dependencies` and `ready_order` are written by the loading thread
+// before the state becomes ready, so a reader under the state mutex reads
+// them only when an acquire load of the state gave ready or reloading (an
+// initialising entry has none). `holder_thread` is written under the state
+// mutex by the thread claiming the key and means something only while the
+// claim word (lock_protocol.hpp) says the key is claimed.
+//
+// Thread-safety: the readers above may run on any thread at any time; the
+// other members as the paragraphs above say. Cost: every transition and
+// reader is O(1), no allocation.
 #pragma once
 
 #include <atomic>
@@ -67,6 +78,12 @@ constexpr bool holds_module(entry_state s) noexcept {
 // Returns whether a load or reload of the key is running.
 constexpr bool in_flight(entry_state s) noexcept {
     return s == entry_state::initializing || s == entry_state::reloading;
+}
+
+// Returns whether the state holds a module no load is initialising: its
+// dependencies may be read (under the state mutex).
+constexpr bool settled_with_module(entry_state s) noexcept {
+    return s == entry_state::ready || s == entry_state::reloading;
 }
 
 // A guard that guards nothing: for single-threaded lock policies.
@@ -114,16 +131,18 @@ public:
 
     // --- Transitions: the shard's state mutex held (see the table above). ----------------
 
-    void begin_load(std::shared_ptr<Module> module, std::thread::id self) noexcept {
-        holder_thread = self;
+    // Registers `module` as initialising; returns false (and changes
+    // nothing) when the key was blocked since it was claimed.
+    bool begin_load(const std::shared_ptr<Module>& module) noexcept {
         std::lock_guard lock(guard_);
-        module_.swap(module);
+        if (state_.load(std::memory_order_relaxed) == entry_state::blocked) return false;
+        module_ = module;
         state_.store(entry_state::initializing, std::memory_order_release);
+        return true;
     }
 
     // Returns the module so that the caller destroys it outside the mutex.
     std::shared_ptr<Module> abandon_load() noexcept {
-        holder_thread = {};
         std::lock_guard lock(guard_);
         state_.store(entry_state::absent, std::memory_order_release);
         return std::exchange(module_, nullptr);
@@ -135,17 +154,24 @@ public:
         mark_ready();
     }
 
-    void publish_built(std::shared_ptr<Module> module, std::vector<Key>&& deps,
+    // Publishes a single-phase builder's module; returns false (and changes
+    // nothing) when the key was blocked since it was claimed.
+    bool publish_built(const std::shared_ptr<Module>& module, std::vector<Key>&& deps,
                        std::uint64_t order) noexcept {
+        Module* raw = module.get();
         {
             std::lock_guard lock(guard_);
-            module_.swap(module);
+            if (state_.load(std::memory_order_relaxed) == entry_state::blocked) return false;
+            dependencies.swap(deps);
+            ready_order = order;
+            module_ = module;
+            state_.store(entry_state::ready, std::memory_order_release);
         }
-        finish_load(std::move(deps), order);
+        ready_.store(raw, std::memory_order_release);
+        return true;
     }
 
-    void begin_reload(std::thread::id self) noexcept {
-        holder_thread = self;
+    void begin_reload() noexcept {
         ready_.store(nullptr, std::memory_order_relaxed);
         std::lock_guard lock(guard_);
         state_.store(entry_state::reloading, std::memory_order_release);
@@ -163,27 +189,35 @@ public:
     // outside the mutex. Precondition: not in flight.
     std::shared_ptr<Module> drop() noexcept {
         ready_.store(nullptr, std::memory_order_relaxed);
-        dependencies.clear();
         std::lock_guard lock(guard_);
+        dependencies.clear();  // under the guard: publish_built of a blocked key reads the state
         state_.store(entry_state::absent, std::memory_order_release);
         return std::exchange(module_, nullptr);
     }
 
-    // Blocks the key; returns the dropped module, if any. Precondition: not
-    // in flight.
-    std::shared_ptr<Module> block() noexcept {
-        std::shared_ptr<Module> dropped = drop();
+    // Blocks the key; moves the dropped module, if any, to `dropped`.
+    // Returns false (and changes nothing) while a load or reload is in flight:
+    // checked under the guard, against begin_load and publish_built of a
+    // claimed key. State mutex held.
+    bool block(std::shared_ptr<Module>& dropped) noexcept {
         std::lock_guard lock(guard_);
+        if (in_flight(state_.load(std::memory_order_relaxed))) return false;
+        ready_.store(nullptr, std::memory_order_relaxed);
+        dependencies.clear();
+        dropped = std::exchange(module_, nullptr);
         state_.store(entry_state::blocked, std::memory_order_release);
-        return dropped;
+        return true;
     }
 
     // --- Fields ----------------------------------------------------------------------------
 
     const Key key;
     const std::size_t hash;
-    // The thread loading or reloading the key (id{} when none). State mutex.
+    // The thread holding the key's import while it is claimed (see Fields). State mutex.
     std::thread::id holder_thread{};
+    // The key's claim: 0, a claiming frame's address, or a record's mark
+    // (lock_protocol.hpp). Mutable: a snapshot pins a claim.
+    mutable std::atomic<std::uintptr_t> claim_word{0};
     // The keys the last successful load imported through its importer, each
     // once, in first-import order. State mutex.
     std::vector<Key> dependencies;
@@ -192,14 +226,13 @@ public:
     Extra extra;
 
 private:
+    // Initialising or reloading -> ready. The module does not change, so no
+    // guard: a guarded reader sees the old state (null) or ready with the
+    // module begin_load stored under the guard before. Only the claim holder
+    // writes module_ meanwhile (nobody: in flight), so reading it here is safe.
     void mark_ready() noexcept {
-        holder_thread = {};
-        Module* raw = nullptr;
-        {
-            std::lock_guard lock(guard_);
-            raw = module_.get();
-            state_.store(entry_state::ready, std::memory_order_release);
-        }
+        Module* raw = module_.get();
+        state_.store(entry_state::ready, std::memory_order_release);
         ready_.store(raw, std::memory_order_release);
     }
 

@@ -54,21 +54,26 @@ public:
     // Returns the snapshot.
     import_snapshot take() { return std::move(out_); }
 
+    // An uncontended claim (lock_protocol.hpp): held, with no record and
+    // no waiter; also a frame of its thread's stack.
+    struct claim_row {
+        std::thread::id thread;
+        std::size_t depth;  // thread_import_depth() when the claim began
+        std::string key;
+    };
+
     // Builds the snapshot of one system from its lock protocols (one per
-    // shard, lock_protocol.hpp): each thread's import stack over all of them,
-    // their live locks, and the domain's threads waiting on those locks and
-    // on tracked mutexes and thread ends. The caller holds every protocol's
-    // state mutex; this takes the domain's once. O(frames log frames + locks
-    // + waits x locks).
+    // shard, lock_protocol.hpp) and its uncontended claims: each thread's
+    // import stack over all of them, their live locks, and the domain's
+    // threads waiting on those locks and on tracked mutexes and thread ends.
+    // The caller holds every protocol's state mutex; this takes the domain's
+    // once. O(frames log frames + locks + waits x locks).
     template <class Protocol>
-    static import_snapshot of(const std::vector<const Protocol*>& protocols) {
+    static import_snapshot of(const std::vector<const Protocol*>& protocols,
+                              std::vector<claim_row> claims = {}) {
         snapshot_builder out;
-        struct frame_row {
-            std::thread::id thread;
-            std::size_t depth;
-            std::string key;
-        };
-        std::vector<frame_row> frames;
+        using frame_row = claim_row;
+        std::vector<frame_row> frames = claims;
         for (const Protocol* p : protocols) {
             p->for_each_frame([&](const auto& f) {
                 frames.push_back({f.thread, f.depth, Protocol::name(f.entry->key)});
@@ -92,6 +97,7 @@ public:
                 locks.push_back(static_cast<const wait_node*>(&lock));
             });
         }
+        for (claim_row& c : claims) out.add_lock(std::move(c.key), c.thread, 1);
         // Waits on these locks, and on the domain's tracked mutexes and joins.
         std::vector<const wait_node*> tracked;
         std::vector<std::size_t> index;

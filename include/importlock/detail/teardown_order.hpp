@@ -84,17 +84,19 @@ std::vector<Entry*> teardown_plan(std::vector<Entry*> nodes, Find&& find) {
     return out;
 }
 
-// Unregisters every settled module of `registry` (ready, no load or reload
-// running) and every block; returns the modules in teardown order for the
-// caller to destroy outside its mutex, and counts the blocks in `blocks`.
-// The caller holds every shard's state mutex. O(n log n + edges).
-template <class Registry, class Find>
-auto take_settled(Registry& registry, Find&& find, std::size_t& blocks) {
+// Unregisters every settled module of `registry` (ready, its import not
+// claimed: `claimed(entry)`) and every block; calls `dropped(entry)` for each
+// module unregistered; returns the modules in teardown order for the caller
+// to destroy outside its mutex, and counts the blocks in `blocks`. The caller
+// holds every shard's state mutex. O(n log n + edges).
+template <class Registry, class Find, class Claimed, class Dropped>
+auto take_settled(Registry& registry, Find&& find, Claimed&& claimed, Dropped&& dropped,
+                  std::size_t& blocks) {
     using entry = typename Registry::entry_type;
     std::vector<entry*> nodes;
     registry.for_each([&](entry& e) {
         const entry_state s = e.current_state();
-        if (s == entry_state::ready && e.holder_thread == decltype(e.holder_thread){}) {
+        if (s == entry_state::ready && !claimed(e)) {
             nodes.push_back(&e);
         } else if (s == entry_state::blocked) {
             e.drop();
@@ -103,7 +105,10 @@ auto take_settled(Registry& registry, Find&& find, std::size_t& blocks) {
     });
     std::vector<decltype(nodes.front()->drop())> doomed;
     doomed.reserve(nodes.size());
-    for (entry* e : teardown_plan(std::move(nodes), find)) doomed.push_back(e->drop());
+    for (entry* e : teardown_plan(std::move(nodes), find)) {
+        doomed.push_back(e->drop());
+        dropped(*e);
+    }
     return doomed;
 }
 
