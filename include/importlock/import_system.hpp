@@ -57,18 +57,23 @@ namespace importlock {
 //   shared_handle use          one acquire load and a comparison: no lock, no write
 //   contains, is_initializing, is_blocked   a probe and one load, lock-free
 //   size                       a relaxed load per shard, lock-free
-//   cold import                the key's shard's mutex 3 times (4 with an observer);
-//                              allocates the module (and the entry, on a key's first
-//                              import; lock records come from a free list); the
-//                              wait_graph_domain's mutex only when this thread waits
+//   cold import                uncontended: the key's shard's mutex once (to insert
+//                              the entry and claim the key, lock_protocol.hpp), the
+//                              entry's spin lock twice, one compare-and-swap to
+//                              release; allocates the module (and the entry, on a
+//                              key's first import), no lock record. Contended: a lock
+//                              record from a free list and the shard's mutex to wait
+//                              and to release; the wait_graph_domain's mutex only
+//                              when this thread waits
 //   reload                     a cold import's locking, no allocation but the loader's
 //   block, erase               O(1) under the key's shard's mutex
 //   clear, destructor          O(n log n + e) per round under every shard's mutex
 //   dependencies(k)            O(result); dependents, write_dependency_dot O(n + e)
 //                              under every shard's mutex
-//   snapshot                   O(frames log frames + threads x locks) under every
-//                              shard's mutex and the domain's
-//   lock_count                 a relaxed load per shard, lock-free (global_lock: its mutex)
+//   snapshot                   O(n + frames log frames + threads x locks) under every
+//                              shard's mutex and the domain's (uncontended claims are
+//                              found through their entries)
+//   lock_count                 three loads per shard, lock-free (global_lock: its mutex)
 //   waiter_count               O(1) under the key's shard's mutex
 //
 // Reference validity: a reference from import_ref stays valid until its key
@@ -262,6 +267,9 @@ private:
         if (sh.protocol.can_claim_uncontended(e)) {
             this->throw_if_too_deep(key);  // §1.12
             claim held(sh.protocol, e, state, protocol_type::uncontended);
+            // Checked again: a holder releases without the mutex, so it may have
+            // published between the check above and the claim word's load.
+            if (auto done = this->settled(e)) return done;
             state.unlock();
             return run_first_load(e, parent, held);
         }

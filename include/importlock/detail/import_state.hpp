@@ -14,9 +14,12 @@
 // LockPolicy's optional `shards`, default 1; sharded_per_key_locks: 8), each
 // with its own state mutex (the LockPolicy's mutex_type), registry table and
 // lock protocol. A key's entry, its module lock and the frames of its claims live
-// in its shard, and every change to them is made under that shard's mutex,
-// so that imports of keys in different shards share no lock and no counter
-// but ready_count_ (one relaxed atomic increment per first load). What
+// in its shard. Claims, waits, erase, block and teardown are made under that
+// shard's mutex; the load that holds a claim registers, publishes or
+// unregisters its module under the entry's guard only, and an uncontended
+// claim is released without the mutex (lock_protocol.hpp). Imports of keys in
+// different shards share no lock and no counter but ready_count_ (one
+// relaxed atomic increment per first load). What
 // spans keys (teardown, dependents, the DOT graph, snapshots, close) holds
 // every shard's mutex, taken in shard order: the only order in which a
 // thread ever holds more than one. global_lock and no_locks have one shard.

@@ -540,7 +540,7 @@ public:
             --thread_import_depth();
             protocol_.pop(frame_);
             if (lock_ == nullptr) {
-                yield_point<Policy>();  // the release races a conversion
+                if (!state_.owns_lock()) yield_point<Policy>();  // the release races a conversion
                 std::uintptr_t mine = reinterpret_cast<std::uintptr_t>(&frame_);
                 if (entry_.claim_word.compare_exchange_strong(mine, 0, std::memory_order_release,
                                                               std::memory_order_relaxed)) {

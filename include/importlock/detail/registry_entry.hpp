@@ -115,14 +115,14 @@ public:
     // together under the guard.
     std::shared_ptr<Module> published() const noexcept {
         std::lock_guard lock(guard_);
-        if (state_.load(std::memory_order_relaxed) != entry_state::ready) return nullptr;
+        if (state_.load(std::memory_order_acquire) != entry_state::ready) return nullptr;
         return module_;
     }
 
     // Returns the module while initializing, ready or reloading, else null.
     std::shared_ptr<Module> registered() const noexcept {
         std::lock_guard lock(guard_);
-        if (!holds_module(state_.load(std::memory_order_relaxed))) return nullptr;
+        if (!holds_module(state_.load(std::memory_order_acquire))) return nullptr;
         return module_;
     }
 
@@ -135,7 +135,7 @@ public:
     // nothing) when the key was blocked since it was claimed.
     bool begin_load(const std::shared_ptr<Module>& module) noexcept {
         std::lock_guard lock(guard_);
-        if (state_.load(std::memory_order_relaxed) == entry_state::blocked) return false;
+        if (state_.load(std::memory_order_acquire) == entry_state::blocked) return false;
         module_ = module;
         state_.store(entry_state::initializing, std::memory_order_release);
         return true;
@@ -161,7 +161,7 @@ public:
         Module* raw = module.get();
         {
             std::lock_guard lock(guard_);
-            if (state_.load(std::memory_order_relaxed) == entry_state::blocked) return false;
+            if (state_.load(std::memory_order_acquire) == entry_state::blocked) return false;
             dependencies.swap(deps);
             ready_order = order;
             module_ = module;
@@ -201,7 +201,7 @@ public:
     // claimed key. State mutex held.
     bool block(std::shared_ptr<Module>& dropped) noexcept {
         std::lock_guard lock(guard_);
-        if (in_flight(state_.load(std::memory_order_relaxed))) return false;
+        if (in_flight(state_.load(std::memory_order_acquire))) return false;
         ready_.store(nullptr, std::memory_order_relaxed);
         dependencies.clear();
         dropped = std::exchange(module_, nullptr);
@@ -228,8 +228,10 @@ public:
 private:
     // Initialising or reloading -> ready. The module does not change, so no
     // guard: a guarded reader sees the old state (null) or ready with the
-    // module begin_load stored under the guard before. Only the claim holder
-    // writes module_ meanwhile (nobody: in flight), so reading it here is safe.
+    // module begin_load stored under the guard before. Nobody writes module_
+    // meanwhile (the entry is in flight), so reading it here is safe. Every
+    // reader loads the state with acquire: seeing ready, it sees what the
+    // loader wrote (the module's fields, the dependencies).
     void mark_ready() noexcept {
         Module* raw = module_.get();
         state_.store(entry_state::ready, std::memory_order_release);
