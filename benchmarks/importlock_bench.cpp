@@ -828,6 +828,22 @@ void section_cold(const config& cfg) {
         check_locks(*sys, "cold inserts");
         return to_mops(wall);
     };
+    // The same with the state split into 8 shards by key hash (a policy).
+    const auto run_importlock_sharded = [&](unsigned threads) {
+        using sharded_system =
+            importlock::basic_import_system<int, bench_module, importlock::sharded_per_key_locks>;
+        auto sys = std::make_unique<sharded_system>();
+        define_trivial(*sys, keys);
+        const double wall = bench::run_parallel(threads, [&](unsigned t) {
+            const auto [b, e] = share(t, threads);
+            std::uint64_t acc = 0;
+            for (std::size_t i = b; i < e; ++i) acc += sys->import_ref(keys[i]).id;
+            bench::do_not_optimize(acc);
+        });
+        if (sys->size() != key_count) broken("cold inserts, sharded: size() != 1000");
+        check_locks(*sys, "cold inserts, sharded");
+        return to_mops(wall);
+    };
     // Independent systems: nothing is shared but what the library shares
     // between instances (ideal 2t/1t: 2.00x).
     const auto run_importlock_per_thread = [&](unsigned threads) {
@@ -918,6 +934,13 @@ void section_cold(const config& cfg) {
     };
     std::vector<impl> impls;
     impls.push_back({"importlock", "importlock import_ref", run_importlock, false, {}, {}, {}});
+    impls.push_back({"importlock_sharded",
+                     "importlock import_ref, sharded_per_key_locks (8 shards)",
+                     run_importlock_sharded,
+                     false,
+                     {},
+                     {},
+                     {}});
     impls.push_back({"importlock_per_thread",
                      "importlock import_ref, a system per thread",
                      run_importlock_per_thread,
@@ -1721,10 +1744,16 @@ void print_targets() {
         target("coalescing: initialiser runs once", ok, ok && *ok == 1.0,
                ok && *ok == 1.0 ? "1 run per repetition" : "ran != 1 times");
     }
+    // Throughputs: TBB's M/s over importlock's is importlock's time over TBB's.
+    ratio_target("cold import, 1 thread, int keys: <= 1.5x the time of TBB's accessor insert",
+                 "cold.1t.tbb", "cold.1t.importlock", 1.5, true);
     {
         const auto sc = median_of("cold.scaling.importlock");
         target("cold distinct keys, 2 threads: aggregate >= 1.5x 1 thread", sc, sc && *sc >= 1.5,
                sc ? bench::ratio_str(*sc) + " (limit >= 1.50x)" + two_thread_caveat() : "");
+        const auto sh = median_of("cold.scaling.importlock_sharded");
+        target("the same with sharded_per_key_locks", sh, sh && *sh >= 1.5,
+               sh ? bench::ratio_str(*sh) + " (limit >= 1.50x)" + two_thread_caveat() : "");
     }
     {
         const auto us = median_of("slow.per_key");
