@@ -22,7 +22,8 @@
 //                                   wait for any key, so they always retry)
 //   static void yield_point()       called before each step of the import
 //     noexcept                      protocol that touches shared state outside
-//                                   mutex_type (the registry's lock-free reads):
+//                                   mutex_type (the registry's lock-free reads,
+//                                   the release of an uncontended claim):
 //                                   a test scheduler interleaves threads there.
 //                                   Default: nothing. Never called while an
 //                                   internal lock is held.
