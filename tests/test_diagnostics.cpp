@@ -292,6 +292,43 @@ TEST_CASE("snapshot shows who initialises and who waits", "[diagnostics][threade
     REQUIRE(system.snapshot().empty());
 }
 
+TEST_CASE("a loader's own snapshot and lock_count see its uncontended claim",
+          "[diagnostics][uncontended]") {
+    importlock::import_system<mod> system;
+    importlock::import_snapshot inside;
+    std::size_t locks_inside = 0;
+    std::vector<std::string> deps_inside{"not read"};
+    std::vector<std::string> dependents_inside{"not read"};
+    system.finder().define("b", [](mod&, auto&) {});
+    system.finder().define("a", [&](mod&, auto& imp) {
+        imp.import_module("b");
+        inside = system.snapshot();  // pins this thread's own claim while it reads it
+        locks_inside = system.lock_count();
+        // Recorded so far, but not published: an initialising key has no dependencies.
+        deps_inside = system.dependencies("a");
+        dependents_inside = system.dependents("b");
+    });
+    system.import_module("a");
+    REQUIRE(inside.locks.size() == 1);
+    CHECK(inside.locks[0].key == "a");
+    CHECK(inside.locks[0].owner == std::this_thread::get_id());
+    CHECK(inside.locks[0].depth == 1);
+    CHECK(inside.locks[0].waiters.empty());
+    REQUIRE(inside.threads.size() == 1);
+    CHECK(inside.threads[0].thread == std::this_thread::get_id());
+    CHECK(inside.threads[0].importing == std::vector<std::string>{"a"});
+    CHECK_FALSE(inside.threads[0].waiting_for.has_value());
+    CHECK(locks_inside == 1);
+    CHECK(deps_inside.empty());
+    CHECK(dependents_inside.empty());
+    // Released by the claim's compare-and-swap (the pin was undone), published with its
+    // dependencies.
+    CHECK(system.lock_count() == 0);
+    CHECK(system.snapshot().empty());
+    CHECK(system.dependencies("a") == std::vector<std::string>{"b"});
+    CHECK(system.dependents("b") == std::vector<std::string>{"a"});
+}
+
 TEST_CASE("the dependency graph records what each loader imported", "[diagnostics]") {
     importlock::import_system<mod> system;
     system.finder().define("app", [](mod&, auto& imp) {

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: BSL-1.0
 // Soak: 16 threads on a 1000-key random dependency graph with cycles run every
 // operation at once (import_module, import_ref, handles, timed imports,
-// reload, erase, block, clear) with injected loader failures, under a
+// reload, erase, block, clear, and the queries snapshot, dependencies,
+// dependents, lock_count and the DOT graph) with injected loader failures, under a
 // watchdog. At quiescence: nothing initialising, every registered module
 // initialised, each successful initialisation counted once by the loader and
 // once by the observer (reloads apart), no lock and no waiter left.
@@ -17,6 +18,7 @@
 #include <cstdlib>
 #include <memory>
 #include <random>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -40,7 +42,7 @@ struct mod {
 // destruction as a race (a false positive; test_threaded_failure and
 // test_extensions cover singleflight without concurrent destruction).
 using stressed_policies = std::tuple<importlock::per_key_locks, importlock::strict_per_key_locks,
-                                     importlock::global_lock>;
+                                     importlock::global_lock, importlock::sharded_per_key_locks>;
 
 int stress_scale() {
     const char* text = std::getenv("IMPORTLOCK_STRESS_SCALE");
@@ -108,7 +110,7 @@ TEMPLATE_LIST_TEST_CASE("every operation at once on a random graph with cycles",
             for (int i = 0; i < operations; ++i) {
                 const int k = static_cast<int>(rng() % key_count);
                 try {
-                    switch (rng() % 20) {
+                    switch (rng() % 22) {
                         case 0: system.reload(k); break;
                         case 1: system.erase(k); break;
                         case 2:
@@ -123,6 +125,26 @@ TEMPLATE_LIST_TEST_CASE("every operation at once on a random graph with cycles",
                         case 6:
                         case 7:
                         case 8: (void)system.import_ref(k); break;
+                        case 20: {
+                            // A snapshot pins uncontended claims while it reads them.
+                            const importlock::import_snapshot snap = system.snapshot();
+                            for (const auto& lock : snap.locks) {
+                                if (lock.depth != 0 && lock.owner == std::thread::id{}) {
+                                    ++unexpected;
+                                }
+                            }
+                            break;
+                        }
+                        case 21:
+                            // Dependencies are written by loaders without the state mutex.
+                            (void)system.dependencies(k);
+                            (void)system.dependents(k);
+                            (void)system.lock_count();
+                            if (t == 1 && i % 100 == 0) {
+                                std::ostringstream dot;
+                                system.write_dependency_dot(dot);
+                            }
+                            break;
                         default: (void)system.import_module(k); break;
                     }
                 } catch (const importlock::import_error&) {
