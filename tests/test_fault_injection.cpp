@@ -27,6 +27,7 @@ struct fault_injector {
     long countdown = -1;  // < 0: disarmed
     bool alloc_faults = false;
     long fired = 0;
+    std::size_t allocated_bytes = 0;  // by operator new, ever
 
     bool due() {
         if (countdown < 0) return false;
@@ -122,6 +123,7 @@ struct importlock::module_traits<fmodule> {
 #endif
 void* operator new(std::size_t size) {
     if (faults.alloc_faults && faults.due()) throw std::bad_alloc();
+    faults.allocated_bytes += size;
     if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
     throw std::bad_alloc();
 }
@@ -293,6 +295,34 @@ TEST_CASE("allocation failures leave nothing behind", "[faults]") {
             REQUIRE(w.system.lock_count() == 0);
         });
     REQUIRE(seen > 20);
+}
+
+// Regression: the registry reserved its chunk list one element at a time, so every 16th
+// cold import copied the whole list: O(n) per import, 55 us per cold import at 10^6 keys.
+// Growth must be geometric: importing twice the keys allocates about twice the bytes.
+TEST_CASE("the registry's memory for n imports grows linearly in n", "[faults][scale]") {
+    if (!IMPORTLOCK_TEST_ALLOCATION_FAULTS) {
+        WARN("operator new cannot be replaced under ThreadSanitizer: not run");
+        return;
+    }
+    struct plain_module {
+        int value = 0;
+    };
+    using plain_system = importlock::basic_import_system<int, plain_module>;
+    const auto bytes_for = [](int n) {
+        plain_system system;
+        for (int k = 0; k < n; ++k) system.finder().define(k, [](plain_module&, auto&) {});
+        const std::size_t before = faults.allocated_bytes;
+        for (int k = 0; k < n; ++k) (void)system.import_ref(k);
+        return faults.allocated_bytes - before;
+    };
+    const std::size_t small = bytes_for(40000);
+    const std::size_t large = bytes_for(80000);
+    INFO("40,000 imports allocated " << small << " bytes, 80,000 allocated " << large);
+    CHECK(static_cast<double>(large) <= 2.3 * static_cast<double>(small));
+    // Per import: the module and a share of the entry chunks and tables, far below the
+    // ~5 KB a quadratic chunk list copies per import at this size.
+    CHECK(large / 80000 < 4 * plain_system::entry_bytes());
 }
 
 TEST_CASE("faults in reload, erase and block keep the module registered", "[faults]") {

@@ -154,7 +154,7 @@ private:
 
     // Replaces the table by one of `capacity` slots; keeps the old one alive.
     void grow(std::size_t capacity) {
-        tables_.reserve(tables_.size() + 1);
+        if (tables_.size() == tables_.capacity()) tables_.reserve(2 * tables_.size() + 4);
         auto next = std::make_unique<table>(capacity);
         for_each([&](entry_type& e) { place(*next, &e); });
         head_.store(next->head(), std::memory_order_release);
@@ -183,7 +183,10 @@ private:
             const std::size_t capacity = chunks_.empty()
                                              ? first_chunk
                                              : std::min(largest_chunk, 2 * chunks_.back().capacity);
-            chunks_.reserve(chunks_.size() + 1);
+            // Room first, so that push_back cannot throw after the allocation;
+            // geometric, so that the descriptors are not copied per chunk (an
+            // exact reserve made every 16th cold import O(chunks)).
+            if (chunks_.size() == chunks_.capacity()) chunks_.reserve(2 * chunks_.size() + 4);
             chunks_.push_back({std::allocator<entry_type>().allocate(capacity), capacity, 0});
         }
         chunk& ch = chunks_.back();
