@@ -20,8 +20,10 @@
 // watchdog's thread, outside its lock: it may call watch/unwatch (not
 // destroy the watchdog). unwatch(system) returns after any poll of that
 // system ended: call it (or destroy the watchdog) before the system dies.
-// Cost: nothing on the importing threads; per poll and system, one
-// snapshot() (the system's state and domain mutexes, O(threads x locks)).
+// Cost: nothing on the importing threads' own path; per poll and system, one
+// snapshot(): every shard's state mutex and the domain's, O(n) in the
+// registry's entries (uncontended claims are found through them) plus
+// O(threads x locks). Imports that need a state mutex wait meanwhile.
 // The destructor wakes the thread and joins it at once.
 #pragma once
 
