@@ -542,7 +542,10 @@ public:
             if (lock_ == nullptr) {
                 if (!state_.owns_lock()) yield_point<Policy>();  // the release races a conversion
                 std::uintptr_t mine = reinterpret_cast<std::uintptr_t>(&frame_);
-                if (entry_.claim_word.compare_exchange_strong(mine, 0, std::memory_order_release,
+                // acq_rel: a snapshot that pinned and unpinned the claim read this
+                // frame; acquiring its unpin orders those reads before the frame's
+                // memory is reused (release: the load's publication before).
+                if (entry_.claim_word.compare_exchange_strong(mine, 0, std::memory_order_acq_rel,
                                                               std::memory_order_relaxed)) {
                     protocol_.count_uncontended_release();
                     return;
