@@ -11,6 +11,10 @@
 //   detail/observer_slot.hpp        set / load / notify, concurrently
 //   detail/registry_entry.hpp       lock-free readers never see an unfinished module
 //   wait_graph_domain.hpp           process_wide() and a fresh domain
+//   detail/function.hpp             std::function's interface: empty, copy, move, throws
+//   detail/algorithm.hpp            sort, lower_bound, find_if agree with <algorithm>
+#include <importlock/detail/algorithm.hpp>
+#include <importlock/detail/function.hpp>
 #include <importlock/detail/shared_spin_lock.hpp>
 #include <importlock/importlock.hpp>
 
@@ -456,6 +460,156 @@ TEST_CASE("shared_spin_lock: readers and writers keep a counter consistent (stre
     CHECK(torn.load() == 0);
     CHECK(a == 2u * rounds);
     CHECK(b == 2u * rounds);
+}
+
+namespace function_tests {
+
+// Counts the live copies of a callable, to check that none leaks or is destroyed twice.
+struct counted {
+    static inline int live = 0;
+    static inline int copies_until_throw = -1;   // -1: copies never throw
+    std::string payload = std::string(64, 'x');  // too big for the in-place buffer
+    int calls = 0;
+    counted() { ++live; }
+    counted(const counted& other) : payload(other.payload), calls(other.calls) {
+        if (copies_until_throw == 0) throw std::runtime_error("copy failed");
+        if (copies_until_throw > 0) --copies_until_throw;
+        ++live;
+    }
+    counted(counted&& other) noexcept : payload(std::move(other.payload)), calls(other.calls) {
+        ++live;
+    }
+    counted& operator=(const counted&) = delete;
+    ~counted() { --live; }
+    int operator()(int x) { return x + ++calls; }
+};
+
+int twice(int x) {
+    return 2 * x;
+}
+
+}  // namespace function_tests
+
+TEST_CASE("function: empty, null function pointers and empty std::functions", "[function]") {
+    using fn = importlock::detail::function<int(int)>;
+    fn empty;
+    CHECK_FALSE(empty);
+    CHECK(empty == nullptr);
+    CHECK_THROWS_AS(empty(1), std::logic_error);
+    CHECK_FALSE(fn(nullptr));
+    int (*null_pointer)(int) = nullptr;
+    CHECK_FALSE(fn(null_pointer));
+    CHECK_FALSE(fn(std::function<int(int)>{}));
+    fn from_std(std::function<int(int)>([](int x) { return x + 1; }));
+    REQUIRE(from_std);
+    CHECK(from_std(1) == 2);
+    fn pointer(&function_tests::twice);
+    CHECK(pointer(21) == 42);
+    pointer = nullptr;
+    CHECK_FALSE(pointer);
+}
+
+TEST_CASE("function: in place and on the heap, copies own their state", "[function]") {
+    using fn = importlock::detail::function<int(int)>;
+    using function_tests::counted;
+    counted::live = 0;
+    {
+        int small_calls = 0;
+        fn small([&small_calls, n = 0](int x) mutable {
+            ++small_calls;
+            return x + ++n;
+        });
+        fn small_copy = small;
+        CHECK(small(10) == 11);
+        CHECK(small(10) == 12);
+        CHECK(small_copy(10) == 11);  // its own n
+        CHECK(small_calls == 3);
+
+        fn big{counted{}};
+        CHECK(counted::live == 1);
+        fn big_copy = big;
+        CHECK(counted::live == 2);
+        CHECK(big(0) == 1);
+        CHECK(big(0) == 2);
+        CHECK(big_copy(0) == 1);
+        fn moved = std::move(big);
+        CHECK(counted::live == 2);  // a heap callable moves by its pointer
+        CHECK_FALSE(big);           // NOLINT(bugprone-use-after-move): moved-from is empty
+        CHECK(moved(0) == 3);
+        moved = big_copy;  // copy assignment replaces and frees the old callable
+        CHECK(counted::live == 2);
+        CHECK(moved(0) == 2);
+        const fn& same = moved;
+        moved = same;  // self-assignment keeps it
+        CHECK(moved(0) == 3);
+        moved.swap(small);
+        CHECK(small(0) == 4);
+        CHECK(moved(10) == 13);
+    }
+    CHECK(counted::live == 0);
+}
+
+TEST_CASE("function: a throwing copy leaves both sides as they were", "[function]") {
+    using fn = importlock::detail::function<int(int)>;
+    using function_tests::counted;
+    counted::live = 0;
+    {
+        fn original{counted{}};
+        fn target([](int x) { return -x; });
+        counted::copies_until_throw = 0;
+        CHECK_THROWS_AS(fn(original), std::runtime_error);
+        CHECK_THROWS_AS(target = original, std::runtime_error);
+        counted::copies_until_throw = -1;
+        CHECK(counted::live == 1);
+        CHECK(original(0) == 1);
+        CHECK(target(5) == -5);
+    }
+    CHECK(counted::live == 0);
+}
+
+TEST_CASE("function: results convert, void discards, wrong signatures are not callables",
+          "[function]") {
+    importlock::detail::function<long(int)> widen([](int x) { return x; });
+    CHECK(widen(7) == 7L);
+    int calls = 0;
+    importlock::detail::function<void(int)> discard([&](int x) {
+        ++calls;
+        return x;
+    });
+    discard(1);
+    CHECK(calls == 1);
+    const auto takes_string = [](const std::string&) { return 0; };
+    STATIC_REQUIRE_FALSE(
+        std::is_constructible_v<importlock::detail::function<int(int)>, decltype(takes_string)>);
+    const auto returns_string = [](int) { return std::string(); };
+    STATIC_REQUIRE_FALSE(
+        std::is_constructible_v<importlock::detail::function<int(int)>, decltype(returns_string)>);
+    STATIC_REQUIRE(std::is_nothrow_move_constructible_v<importlock::detail::function<int(int)>>);
+}
+
+TEST_CASE("algorithm: sort, lower_bound and find_if agree with <algorithm> (randomised)",
+          "[algorithm]") {
+    std::mt19937 rng(catch_seed());
+    for (int round = 0; round < 300; ++round) {
+        const std::size_t n = round < 10 ? static_cast<std::size_t>(round) : rng() % 2000;
+        std::vector<int> values(n);
+        const int range = round % 3 == 0 ? 4 : 1000;  // many duplicates in every third round
+        for (int& v : values) v = static_cast<int>(rng() % static_cast<unsigned>(range));
+        if (round % 7 == 1) std::sort(values.begin(), values.end());
+        if (round % 7 == 2) std::sort(values.rbegin(), values.rend());
+        std::vector<int> expected = values;
+        std::sort(expected.begin(), expected.end());
+        importlock::detail::sort(values.begin(), values.end(), std::less<int>{});
+        REQUIRE(values == expected);
+        for (int probe = -1; probe <= range; probe += (range > 10 ? 97 : 1)) {
+            const auto less = [](int a, int b) { return a < b; };
+            CHECK(importlock::detail::lower_bound(values.begin(), values.end(), probe, less) ==
+                  std::lower_bound(values.begin(), values.end(), probe));
+            const auto is_probe = [probe](int v) { return v == probe; };
+            CHECK(importlock::detail::find_if(values.begin(), values.end(), is_probe) ==
+                  std::find_if(values.begin(), values.end(), is_probe));
+        }
+    }
 }
 
 TEST_CASE("load_frame: zero, one and two keys", "[dependency_recorder]") {

@@ -13,7 +13,6 @@
 #endif
 
 #include <cassert>
-#include <chrono>
 #include <cstddef>
 #include <memory>
 #include <optional>
@@ -22,6 +21,7 @@
 #include <utility>
 #include <vector>
 
+#include "detail/chrono.hpp"
 #include "detail/deadline.hpp"
 #include "detail/import_state.hpp"
 #include "detail/module_factory.hpp"

@@ -2,9 +2,9 @@
 // importlock/module_spec.hpp: what a finder returns for a key.
 #pragma once
 
-#include <functional>
 #include <memory>
 
+#include "detail/function.hpp"
 #include "importer.hpp"
 
 namespace importlock {
@@ -22,11 +22,16 @@ namespace importlock {
 // until it returns, so no partial object exists and every cycle through the
 // key throws circular_import_error, whatever the lock policy. Such a module
 // cannot be reloaded in place.
+//
+// The three members are copyable type-erased callables with std::function's
+// interface (detail/function.hpp): assign a lambda, a function or nullptr, test
+// them with `if (spec.loader)`. They take no pointers to members.
 template <class Key, class Module>
 struct module_spec {
-    using loader_type = std::function<void(Module&, importer<Key, Module>&)>;
-    using factory_type = std::function<std::shared_ptr<Module>(const Key&)>;
-    using builder_type = std::function<std::shared_ptr<Module>(const Key&, importer<Key, Module>&)>;
+    using loader_type = detail::function<void(Module&, importer<Key, Module>&)>;
+    using factory_type = detail::function<std::shared_ptr<Module>(const Key&)>;
+    using builder_type =
+        detail::function<std::shared_ptr<Module>(const Key&, importer<Key, Module>&)>;
 
     loader_type loader;
     factory_type factory;

@@ -2,11 +2,12 @@
 // importlock/observer.hpp: hooks that see every import, for logging and tracing.
 #pragma once
 
-#include <chrono>
 #include <exception>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "detail/chrono.hpp"
 
 namespace importlock {
 

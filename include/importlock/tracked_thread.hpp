@@ -8,10 +8,10 @@
 #include <version>
 #endif
 
-#include <functional>
 #include <memory>
 #include <system_error>
 #include <thread>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 #if defined(__cpp_lib_jthread)
@@ -72,12 +72,15 @@ public:
                 });
 #if defined(__cpp_lib_jthread)
                 if constexpr (std::is_invocable_v<decltype(fn), std::stop_token, decltype(a)...>) {
-                    std::invoke(std::move(fn), s->stop.get_token(), std::move(a)...);
+                    // std::apply calls as std::invoke does (pointers to members
+                    // too), without <functional>.
+                    std::apply(std::move(fn),
+                               std::forward_as_tuple(s->stop.get_token(), std::move(a)...));
                 } else {
-                    std::invoke(std::move(fn), std::move(a)...);
+                    std::apply(std::move(fn), std::forward_as_tuple(std::move(a)...));
                 }
 #else
-                std::invoke(std::move(fn), std::move(a)...);
+                std::apply(std::move(fn), std::forward_as_tuple(std::move(a)...));
 #endif
             },
             std::forward<F>(f), std::forward<Args>(args)...);

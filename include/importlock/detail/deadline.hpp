@@ -18,8 +18,6 @@
 #include <version>
 #endif
 
-#include <chrono>
-#include <cmath>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -27,6 +25,8 @@
 #if defined(__cpp_lib_jthread)
 #include <stop_token>
 #endif
+
+#include "chrono.hpp"
 
 namespace importlock::detail {
 
@@ -65,7 +65,8 @@ steady_deadline deadline_after(const std::chrono::duration<Rep, Period>& timeout
                                const std::string& key) {
     using steady = std::chrono::steady_clock;
     if constexpr (std::is_floating_point_v<Rep>) {
-        if (std::isnan(timeout.count())) {
+        const auto count = timeout.count();
+        if (count != count) {  // NaN (without <cmath>)
             throw std::invalid_argument("importlock: the timeout for importing '" + key +
                                         "' is NaN");
         }
@@ -85,7 +86,8 @@ steady_deadline deadline_at(const std::chrono::time_point<Clock, Duration>& dead
                             const std::string& key) {
     using point = std::chrono::time_point<Clock, Duration>;
     if constexpr (std::is_floating_point_v<typename Duration::rep>) {
-        if (std::isnan(deadline.time_since_epoch().count())) {
+        const auto count = deadline.time_since_epoch().count();
+        if (count != count) {  // NaN (without <cmath>)
             throw std::invalid_argument("importlock: the deadline for importing '" + key +
                                         "' is NaN");
         }

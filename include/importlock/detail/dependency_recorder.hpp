@@ -11,14 +11,15 @@
 // Thread-safety: record() may be called from any thread (a loader's helper
 // threads) while the frame is attached; the attaching importer serialises
 // it. take() on the loading thread after detaching. Cost: record O(1)
-// amortised; take O(n) expected (one hash set over the recorded keys), so a
-// loader that imports N keys pays O(N) in all.
+// amortised; take O(n log n) (a sort by hash; a hash set would cost every unit
+// that includes the core <unordered_set> and a hash-table instantiation), so a
+// loader that imports N keys pays O(N log N) in all.
 #pragma once
 
 #include <cstddef>
-#include <functional>
-#include <unordered_set>
 #include <vector>
+
+#include "algorithm.hpp"
 
 namespace importlock::detail {
 
@@ -34,17 +35,39 @@ public:
     // Returns the recorded keys without duplicates, first-import order kept.
     std::vector<Key> take() {
         if (imported_.size() < 2) return std::move(imported_);
-        struct ref_hash {
-            std::size_t operator()(const Key* k) const { return Hash{}(*k); }
+        // Sorted by (hash, position), equal keys are neighbours within a run of
+        // equal hashes, with their first import first.
+        struct recorded {
+            std::size_t hash;
+            std::size_t position;
         };
-        struct ref_equal {
-            bool operator()(const Key* a, const Key* b) const { return KeyEqual{}(*a, *b); }
-        };
-        std::unordered_set<const Key*, ref_hash, ref_equal> seen;
-        seen.reserve(imported_.size());
+        std::vector<recorded> order;
+        order.reserve(imported_.size());
+        for (std::size_t i = 0; i < imported_.size(); ++i)
+            order.push_back({Hash{}(imported_[i]), i});
+        detail::sort(order.begin(), order.end(), [](const recorded& a, const recorded& b) {
+            return a.hash != b.hash ? a.hash < b.hash : a.position < b.position;
+        });
+        std::vector<unsigned char> duplicate(imported_.size(), 0);
+        for (std::size_t run = 0; run < order.size();) {
+            std::size_t end = run + 1;
+            while (end < order.size() && order[end].hash == order[run].hash) ++end;
+            // Within a run, each key is compared with the kept keys before it: O(run)
+            // per distinct key, as a hash set's bucket would be.
+            for (std::size_t i = run + 1; i < end; ++i) {
+                for (std::size_t k = run; k < i; ++k) {
+                    if (!duplicate[order[k].position] &&
+                        KeyEqual{}(imported_[order[k].position], imported_[order[i].position])) {
+                        duplicate[order[i].position] = 1;
+                        break;
+                    }
+                }
+            }
+            run = end;
+        }
         std::vector<Key> out;
-        for (const Key& key : imported_) {
-            if (seen.insert(&key).second) out.push_back(key);
+        for (std::size_t i = 0; i < imported_.size(); ++i) {
+            if (!duplicate[i]) out.push_back(std::move(imported_[i]));
         }
         imported_.clear();
         return out;

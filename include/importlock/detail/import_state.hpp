@@ -33,7 +33,6 @@
 // basic_import_system.
 #pragma once
 
-#include <algorithm>
 #include <array>
 #include <atomic>
 #include <bit>
@@ -54,6 +53,7 @@
 #include "../observer.hpp"
 #include "../snapshot.hpp"
 #include "../wait_graph_domain.hpp"
+#include "algorithm.hpp"
 #include "dependency_graph.hpp"
 #include "dependency_recorder.hpp"
 #include "entry_importer.hpp"
@@ -301,7 +301,8 @@ protected:
                                                                 std::shared_ptr<Module>& parent) {
         using traits = key_traits<Key>;
         const std::size_t limit = max_import_depth();
-        const std::size_t room = limit - std::min(limit, thread_import_depth());
+        const std::size_t room =
+            limit - (thread_import_depth() < limit ? thread_import_depth() : limit);
         if constexpr (requires { traits::ancestor_count(key); }) {
             if (traits::ancestor_count(key) > room) {
                 std::optional<Key> p = traits::parent(key);

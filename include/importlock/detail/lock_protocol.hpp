@@ -61,9 +61,7 @@
 // the f frames in flight.
 #pragma once
 
-#include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -81,6 +79,8 @@
 #include "../locking/lock_policy.hpp"
 #include "../locking/no_locks.hpp"
 #include "../wait_graph_domain.hpp"
+#include "algorithm.hpp"
+#include "chrono.hpp"
 #include "deadline.hpp"
 #include "registry_entry.hpp"
 #include "scope_exit.hpp"
@@ -382,8 +382,8 @@ public:
         for (const frame* f = frames_; f != nullptr; f = f->next) {
             if (f->thread == thread) frames.push_back(f);
         }
-        std::sort(frames.begin(), frames.end(),
-                  [](const frame* a, const frame* b) { return a->depth < b->depth; });
+        detail::sort(frames.begin(), frames.end(),
+                     [](const frame* a, const frame* b) { return a->depth < b->depth; });
         std::vector<Entry*> stack;
         stack.reserve(frames.size());
         for (const frame* f : frames) stack.push_back(f->entry);
@@ -400,9 +400,9 @@ public:
         }
         std::vector<std::string> chain;
         bool found = false;
-        for (auto it = stack.rbegin(); it != stack.rend(); ++it) {
-            found = found || (*it)->entry == &e;
-            if (found) chain.push_back(name((*it)->entry->key));
+        for (std::size_t i = stack.size(); i-- > 0;) {  // outermost first
+            found = found || stack[i]->entry == &e;
+            if (found) chain.push_back(name(stack[i]->entry->key));
         }
         if (chain.empty()) chain.push_back(name(e.key));
         chain.push_back(name(e.key));
@@ -419,7 +419,7 @@ public:
             const std::size_t released = uncontended_released_.load(std::memory_order_acquire);
             const std::size_t claims = uncontended_claims_.load(std::memory_order_acquire);
             return live_count_.load(std::memory_order_relaxed) + claims -
-                   std::min(claims, released);
+                   (released < claims ? released : claims);
         }
     }
 
@@ -453,7 +453,9 @@ public:
     void for_each_stack(F&& f) const {
         std::vector<std::thread::id> threads;
         for (const frame* fr = frames_; fr != nullptr; fr = fr->next) {
-            if (std::find(threads.begin(), threads.end(), fr->thread) == threads.end()) {
+            if (detail::find_if(threads.begin(), threads.end(), [&](std::thread::id t) {
+                    return t == fr->thread;
+                }) == threads.end()) {
                 threads.push_back(fr->thread);
             }
         }

@@ -7,7 +7,6 @@
 // so that the compiler stops at that message instead of a cascade.
 #pragma once
 
-#include <chrono>
 #include <cstddef>
 #include <mutex>
 #include <optional>
@@ -18,6 +17,7 @@
 #include "../key_traits.hpp"
 #include "../locking/lock_policy.hpp"
 #include "../locking/per_key_locks.hpp"
+#include "chrono.hpp"
 
 namespace importlock::detail {
 

@@ -20,7 +20,6 @@
 // with the stored hash compared before the key; insert O(1) amortised.
 #pragma once
 
-#include <algorithm>
 #include <atomic>
 #include <bit>
 #include <cstddef>
@@ -30,6 +29,7 @@
 #include <utility>
 #include <vector>
 
+#include "algorithm.hpp"
 #include "registry_entry.hpp"
 
 namespace importlock::detail {
@@ -180,9 +180,11 @@ private:
     template <class... Args>
     entry_type& emplace(Args&&... args) {
         if (chunks_.empty() || chunks_.back().size == chunks_.back().capacity) {
-            const std::size_t capacity = chunks_.empty()
-                                             ? first_chunk
-                                             : std::min(largest_chunk, 2 * chunks_.back().capacity);
+            const std::size_t capacity =
+                chunks_.empty()
+                    ? first_chunk
+                    : (2 * chunks_.back().capacity < largest_chunk ? 2 * chunks_.back().capacity
+                                                                   : largest_chunk);
             // Room first, so that push_back cannot throw after the allocation;
             // geometric, so that the descriptors are not copied per chunk (an
             // exact reserve made every 16th cold import O(chunks)).

@@ -9,7 +9,6 @@
 // waiters) for the rows; everything else O(1) per call.
 #pragma once
 
-#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <string>
@@ -18,6 +17,7 @@
 #include <vector>
 
 #include "../snapshot.hpp"
+#include "algorithm.hpp"
 #include "wait_for_graph.hpp"
 
 namespace importlock::detail {
@@ -79,7 +79,7 @@ public:
                 frames.push_back({f.thread, f.depth, Protocol::name(f.entry->key)});
             });
         }
-        std::sort(frames.begin(), frames.end(), [](const frame_row& a, const frame_row& b) {
+        detail::sort(frames.begin(), frames.end(), [](const frame_row& a, const frame_row& b) {
             return a.thread != b.thread ? a.thread < b.thread : a.depth < b.depth;
         });
         for (std::size_t i = 0; i < frames.size();) {
@@ -131,8 +131,8 @@ public:
 
 private:
     import_snapshot::thread_state& row(std::thread::id thread) {
-        auto it = std::find_if(out_.threads.begin(), out_.threads.end(),
-                               [&](const auto& t) { return t.thread == thread; });
+        auto it = detail::find_if(out_.threads.begin(), out_.threads.end(),
+                                  [&](const auto& t) { return t.thread == thread; });
         if (it != out_.threads.end()) return *it;
         out_.threads.emplace_back();
         out_.threads.back().thread = thread;

@@ -47,13 +47,15 @@ inline std::vector<std::size_t> teardown_order(const std::vector<std::vector<std
             }
         }
     }
-    return {postorder.rbegin(), postorder.rend()};
+    for (std::size_t i = 0, j = postorder.size(); i + 1 < j; ++i, --j) {
+        std::swap(postorder[i], postorder[j - 1]);
+    }
+    return postorder;
 }
 
 }  // namespace importlock::detail
 
-#include <algorithm>
-
+#include "algorithm.hpp"
 #include "registry_entry.hpp"
 
 namespace importlock::detail {
@@ -66,13 +68,13 @@ std::vector<Entry*> teardown_plan(std::vector<Entry*> nodes, Find&& find) {
     const auto older = [](const Entry* a, const Entry* b) {
         return a->ready_order < b->ready_order;
     };
-    std::sort(nodes.begin(), nodes.end(), older);
+    detail::sort(nodes.begin(), nodes.end(), older);
     std::vector<std::vector<std::size_t>> deps(nodes.size());
     for (std::size_t i = 0; i < nodes.size(); ++i) {
         for (const auto& key : nodes[i]->dependencies) {
             Entry* target = find(key);
             if (target == nullptr) continue;
-            const auto it = std::lower_bound(nodes.begin(), nodes.end(), target, older);
+            const auto it = detail::lower_bound(nodes.begin(), nodes.end(), target, older);
             if (it != nodes.end() && *it == target) {
                 deps[i].push_back(static_cast<std::size_t>(it - nodes.begin()));
             }

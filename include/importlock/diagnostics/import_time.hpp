@@ -3,7 +3,6 @@
 // under concurrent imports.
 #pragma once
 
-#include <chrono>
 #include <cstddef>
 #include <exception>
 #include <mutex>
@@ -14,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "../detail/chrono.hpp"
 #include "../key_traits.hpp"
 #include "../observer.hpp"
 

@@ -2,7 +2,6 @@
 // importlock/finders/function_finder.hpp: a finder built from one callable.
 #pragma once
 
-#include <functional>
 #include <optional>
 #include <string>
 #include <type_traits>
@@ -20,7 +19,7 @@ namespace importlock {
 // Thread-safety: the callable is called concurrently for different keys and
 // must be thread-safe. Cost: one call per cold import.
 template <class Key, class Module,
-          class Fn = std::function<std::optional<module_spec<Key, Module>>(const Key&)>>
+          class Fn = detail::function<std::optional<module_spec<Key, Module>>(const Key&)>>
 class function_finder {
 public:
     using spec_type = module_spec<Key, Module>;

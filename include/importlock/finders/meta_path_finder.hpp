@@ -3,11 +3,9 @@
 // change while imports run, CPython's sys.meta_path.
 #pragma once
 
-#include <algorithm>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -17,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "../detail/algorithm.hpp"
 #include "../module_spec.hpp"
 #include "finder_policy.hpp"
 
@@ -37,7 +36,7 @@ template <class Key, class Module>
 class meta_path_finder {
 public:
     using spec_type = module_spec<Key, Module>;
-    using find_function = std::function<std::optional<spec_type>(const Key&)>;
+    using find_function = detail::function<std::optional<spec_type>(const Key&)>;
 
     // Identifies one installed finder, for remove().
     using finder_id = std::uint64_t;
@@ -87,7 +86,7 @@ public:
         std::unique_lock lock(mutex_);
         auto next = std::make_shared<list>(*finders_);
         const auto it =
-            std::find_if(next->begin(), next->end(), [id](const slot& s) { return s.id == id; });
+            detail::find_if(next->begin(), next->end(), [id](const slot& s) { return s.id == id; });
         if (it == next->end()) return false;
         next->erase(it);
         finders_ = std::move(next);
