@@ -799,3 +799,68 @@ TEST_CASE("regression: an observer with a single-phase builder", "[regression]")
     CHECK(observer->ends == 1);
     CHECK(sys.lock_count() == 0);
 }
+
+// Found by test_linearizability (per_key, 2 keys, 1 history in ~3000): an uncontended
+// load fails without the state mutex, so an erase that saw "initialising" and then
+// read the state again found "absent" and returned true for a key that never held a
+// module (and a block could likewise return without blocking). Erase and block now
+// decide on one read of the state, under the entry's guard. Each round races a
+// failing load against a thread that erases and blocks the key in a loop; an erase
+// may throw (in flight) or return false, never true; a block either throws or leaves
+// the key blocked.
+TEMPLATE_LIST_TEST_CASE("regression: erase and block racing a failing load decide on one state",
+                        "[regression][threads]", importlock_test::threaded_policies) {
+    watchdog dog("erase and block racing a failing load", std::chrono::seconds(120));
+    plain_system<TestType> sys;
+    std::atomic<bool> loading{false};
+    sys.finder().define("k", [&](plain_module&, plain_importer&) {
+        loading.store(true, std::memory_order_release);
+        throw std::runtime_error("loader failure");
+    });
+    std::size_t wrong_erases = 0, lost_blocks = 0, refusals = 0;
+#if defined(__SANITIZE_THREAD__)
+    const int rounds = 400;  // a thread per round, ten times slower
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+    const int rounds = 400;
+#else
+    const int rounds = 3000;
+#endif
+#else
+    const int rounds = 3000;
+#endif
+    for (int round = 0; round < rounds; ++round) {
+        loading.store(false, std::memory_order_relaxed);
+        std::atomic<bool> done{false};
+        std::thread importer([&] {
+            try {
+                (void)sys.import_module("k");
+            } catch (const std::runtime_error&) {
+            }
+            done.store(true, std::memory_order_release);
+        });
+        while (!loading.load(std::memory_order_acquire)) std::this_thread::yield();
+        const bool try_block = round % 4 == 3;
+        // Until the load is over, then once more.
+        for (bool last = false; !last;) {
+            last = done.load(std::memory_order_acquire);
+            try {
+                if (try_block) {
+                    sys.block("k");
+                    if (!sys.is_blocked("k")) ++lost_blocks;
+                    break;
+                }
+                if (sys.erase("k")) ++wrong_erases;
+            } catch (const import_error&) {
+                ++refusals;
+            }
+        }
+        importer.join();
+        if (try_block) (void)sys.erase("k");  // unblock for the next round
+        REQUIRE_FALSE(sys.contains("k"));
+    }
+    INFO("refusals seen: " << refusals);
+    CHECK(wrong_erases == 0);
+    CHECK(lost_blocks == 0);
+    CHECK(sys.lock_count() == 0);
+}

@@ -434,10 +434,11 @@ private:
         state_lock state(sh.mutex);
         entry_type* e =
             block_it ? &sh.entries.find_or_insert(key, hash, *this) : sh.entries.find(key, hash);
-        if (e == nullptr || (!block_it && e->current_state() == entry_state::absent)) return false;
-        this->drop_registration(*e, block_it, dropped, block_it ? "block" : "erase");
+        if (e == nullptr) return false;
+        const bool had_any =
+            this->drop_registration(*e, block_it, dropped, block_it ? "block" : "erase");
         state.unlock();
-        return true;
+        return had_any;
     }
 
     // §1.9 Reload: the same object, under the key's lock, the loader-running

@@ -368,21 +368,23 @@ protected:
         return e.abandon_load();
     }
     // §1.8 Drops `e`'s module or block (blocks it with `block_it`); moves
-    // the module to `dropped` for destruction outside the mutex. Throws
-    // import_error (`what`: "erase", "block") while a load or reload of the
-    // key is in flight. State mutex held.
-    void drop_registration(entry_type& e, bool block_it, std::shared_ptr<Module>& dropped,
+    // the module to `dropped` for destruction outside the mutex. Returns
+    // whether there was a module or block to drop (always, with `block_it`).
+    // Throws import_error (`what`: "erase", "block") while a load or reload of
+    // the key is in flight. Decided on one read of the state, under the
+    // entry's guard (registry_entry.hpp). State mutex held.
+    bool drop_registration(entry_type& e, bool block_it, std::shared_ptr<Module>& dropped,
                            const char* what) {
-        throw_if_in_flight(e, what);
-        const bool had_module = holds_module(e.current_state());
+        entry_state seen = entry_state::absent;
         if (block_it) {
-            // Checked again under the entry's guard: a claimed key's load
-            // may begin meanwhile (register_initializing takes no mutex).
-            if (!e.block(dropped)) throw_if_in_flight(e, what);
+            if (!e.block(dropped, &seen)) throw_in_flight(e, seen, what);
         } else {
-            dropped = e.drop();
+            seen = e.drop_settled(dropped);
+            if (in_flight(seen)) throw_in_flight(e, seen, what);
+            if (seen == entry_state::absent) return false;
         }
-        if (had_module) add_size(e, -1);
+        if (holds_module(seen)) add_size(e, -1);
+        return true;
     }
     // Refuses every later import: the destructor's final teardown round.
     void close() {
@@ -458,9 +460,8 @@ protected:
             name(key), "cannot import '" + name(key) + "': its import system is being destroyed");
     }
     // Throws import_error for `what` ("erase", "block") of a key in flight.
-    static void throw_if_in_flight(const entry_type& e, const char* what) {
-        if (!in_flight(e.current_state())) return;
-        const char* how = e.current_state() == entry_state::reloading ? "reloaded" : "initialised";
+    static void throw_in_flight(const entry_type& e, entry_state seen, const char* what) {
+        const char* how = seen == entry_state::reloading ? "reloaded" : "initialised";
         throw import_error(name(e.key), std::string("cannot ") + what + " '" + name(e.key) +
                                             "' while it is being " + how);
     }

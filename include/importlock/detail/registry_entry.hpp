@@ -195,13 +195,31 @@ public:
         return std::exchange(module_, nullptr);
     }
 
-    // Blocks the key; moves the dropped module, if any, to `dropped`.
-    // Returns false (and changes nothing) while a load or reload is in flight:
-    // checked under the guard, against begin_load and publish_built of a
-    // claimed key. State mutex held.
-    bool block(std::shared_ptr<Module>& dropped) noexcept {
+    // erase(): drops the module or the block of a settled key (as drop()) and
+    // returns the state it found, one read under the guard: a claimed key's
+    // load begins, fails and finishes without the state mutex, so a state read
+    // before is stale. Changes nothing when that state is absent or in flight.
+    // State mutex held.
+    entry_state drop_settled(std::shared_ptr<Module>& dropped) noexcept {
         std::lock_guard lock(guard_);
-        if (in_flight(state_.load(std::memory_order_acquire))) return false;
+        const entry_state s = state_.load(std::memory_order_acquire);
+        if (s == entry_state::absent || in_flight(s)) return s;
+        ready_.store(nullptr, std::memory_order_relaxed);
+        dependencies.clear();
+        state_.store(entry_state::absent, std::memory_order_release);
+        dropped = std::exchange(module_, nullptr);
+        return s;
+    }
+
+    // Blocks the key; moves the dropped module, if any, to `dropped`; `seen`
+    // (when given) receives the state it found. Returns false (and changes
+    // nothing) while a load or reload is in flight: checked under the guard,
+    // against begin_load and publish_built of a claimed key. State mutex held.
+    bool block(std::shared_ptr<Module>& dropped, entry_state* seen = nullptr) noexcept {
+        std::lock_guard lock(guard_);
+        const entry_state s = state_.load(std::memory_order_acquire);
+        if (seen != nullptr) *seen = s;
+        if (in_flight(s)) return false;
         ready_.store(nullptr, std::memory_order_relaxed);
         dependencies.clear();
         dropped = std::exchange(module_, nullptr);
