@@ -815,8 +815,9 @@ void section_cold(const config& cfg) {
         return static_cast<double>(key_count) / wall_ns * 1e3;
     };
 
-    const auto run_importlock = [&](unsigned threads) {
-        auto sys = std::make_unique<int_system>();
+    // One system of type System, `threads` threads importing their share of the keys.
+    const auto run_one_system = [&]<class System>(unsigned threads, const char* what) {
+        auto sys = std::make_unique<System>();
         define_trivial(*sys, keys);
         const double wall = bench::run_parallel(threads, [&](unsigned t) {
             const auto [b, e] = share(t, threads);
@@ -824,25 +825,19 @@ void section_cold(const config& cfg) {
             for (std::size_t i = b; i < e; ++i) acc += sys->import_ref(keys[i]).id;
             bench::do_not_optimize(acc);
         });
-        if (sys->size() != key_count) broken("cold inserts: size() != 1000");
-        check_locks(*sys, "cold inserts");
+        if (sys->size() != key_count) broken(std::string(what) + ": size() != 1000");
+        check_locks(*sys, what);
         return to_mops(wall);
+    };
+    const auto run_importlock = [&](unsigned threads) {
+        return run_one_system.template operator()<int_system>(threads, "cold inserts");
     };
     // The same with the state split into 8 shards by key hash (a policy).
     const auto run_importlock_sharded = [&](unsigned threads) {
         using sharded_system =
             importlock::basic_import_system<int, bench_module, importlock::sharded_per_key_locks>;
-        auto sys = std::make_unique<sharded_system>();
-        define_trivial(*sys, keys);
-        const double wall = bench::run_parallel(threads, [&](unsigned t) {
-            const auto [b, e] = share(t, threads);
-            std::uint64_t acc = 0;
-            for (std::size_t i = b; i < e; ++i) acc += sys->import_ref(keys[i]).id;
-            bench::do_not_optimize(acc);
-        });
-        if (sys->size() != key_count) broken("cold inserts, sharded: size() != 1000");
-        check_locks(*sys, "cold inserts, sharded");
-        return to_mops(wall);
+        return run_one_system.template operator()<sharded_system>(threads,
+                                                                  "cold inserts, sharded");
     };
     // Independent systems: nothing is shared but what the library shares
     // between instances (ideal 2t/1t: 2.00x).

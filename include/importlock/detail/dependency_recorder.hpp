@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cstddef>
+#include <utility>
 #include <vector>
 
 #include "algorithm.hpp"
@@ -35,30 +36,28 @@ public:
     // Returns the recorded keys without duplicates, first-import order kept.
     std::vector<Key> take() {
         if (imported_.size() < 2) return std::move(imported_);
-        // Sorted by (hash, position), equal keys are neighbours within a run of
-        // equal hashes, with their first import first.
-        struct recorded {
-            std::size_t hash;
-            std::size_t position;
-        };
-        std::vector<recorded> order;
+        // (hash, position) pairs sorted: equal keys are neighbours within a run of
+        // equal hashes, their first import first. (Pairs of size_t and a vector of
+        // size_t, the types teardown_order.hpp instantiates anyway: each new
+        // std::vector type costs every unit that uses a system compile time.)
+        std::vector<std::pair<std::size_t, std::size_t>> order;
         order.reserve(imported_.size());
         for (std::size_t i = 0; i < imported_.size(); ++i)
-            order.push_back({Hash{}(imported_[i]), i});
-        detail::sort(order.begin(), order.end(), [](const recorded& a, const recorded& b) {
-            return a.hash != b.hash ? a.hash < b.hash : a.position < b.position;
+            order.emplace_back(Hash{}(imported_[i]), i);
+        detail::sort(order.begin(), order.end(), [](const auto& a, const auto& b) {
+            return a.first != b.first ? a.first < b.first : a.second < b.second;
         });
-        std::vector<unsigned char> duplicate(imported_.size(), 0);
+        std::vector<std::size_t> duplicate(imported_.size(), 0);
         for (std::size_t run = 0; run < order.size();) {
             std::size_t end = run + 1;
-            while (end < order.size() && order[end].hash == order[run].hash) ++end;
+            while (end < order.size() && order[end].first == order[run].first) ++end;
             // Within a run, each key is compared with the kept keys before it: O(run)
             // per distinct key, as a hash set's bucket would be.
             for (std::size_t i = run + 1; i < end; ++i) {
                 for (std::size_t k = run; k < i; ++k) {
-                    if (!duplicate[order[k].position] &&
-                        KeyEqual{}(imported_[order[k].position], imported_[order[i].position])) {
-                        duplicate[order[i].position] = 1;
+                    if (duplicate[order[k].second] == 0 &&
+                        KeyEqual{}(imported_[order[k].second], imported_[order[i].second])) {
+                        duplicate[order[i].second] = 1;
                         break;
                     }
                 }
@@ -67,7 +66,7 @@ public:
         }
         std::vector<Key> out;
         for (std::size_t i = 0; i < imported_.size(); ++i) {
-            if (!duplicate[i]) out.push_back(std::move(imported_[i]));
+            if (duplicate[i] == 0) out.push_back(std::move(imported_[i]));
         }
         imported_.clear();
         return out;

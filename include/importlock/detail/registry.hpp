@@ -86,7 +86,7 @@ public:
         if (entry_type* e = find(key, hash)) return *e;
         if (2 * (count_ + 1) > capacity()) grow(2 * capacity());
         entry_type& e = emplace(key, hash, std::forward<Args>(args)...);
-        place(*tables_.back(), &e);
+        place(*table_, &e);
         ++count_;
         return e;
     }
@@ -142,9 +142,10 @@ private:
         unsigned shift;
         std::unique_ptr<slot[]> storage;  // value-initialised: every slot null
         slot* slots = nullptr;            // storage, aligned to slot_alignment
+        std::unique_ptr<table> previous;  // the table this one replaced, or null
     };
 
-    std::size_t capacity() const noexcept { return tables_.back()->mask + 1; }
+    std::size_t capacity() const noexcept { return table_->mask + 1; }
 
     static void place(table& t, entry_type* e) noexcept {
         std::size_t i = index(e->hash, t.shift);
@@ -154,16 +155,19 @@ private:
 
     // Replaces the table by one of `capacity` slots; keeps the old one alive.
     void grow(std::size_t capacity) {
-        if (tables_.size() == tables_.capacity()) tables_.reserve(2 * tables_.size() + 4);
         auto next = std::make_unique<table>(capacity);
         for_each([&](entry_type& e) { place(*next, &e); });
         head_.store(next->head(), std::memory_order_release);
-        tables_.push_back(std::move(next));
+        next->previous = std::move(table_);
+        table_ = std::move(next);
     }
 
     [[no_unique_address]] KeyEqual equal_{};
     std::atomic<std::uintptr_t> head_{0};
-    std::vector<std::unique_ptr<table>> tables_;  // every table; back() is current
+    // The current table; it owns the one it replaced, and so on: lock-free readers
+    // may still be in an old one. (A list, not a std::vector of them: one
+    // std::vector type less for every unit that uses a system to compile.)
+    std::unique_ptr<table> table_;
     // Entries never move: they live in chunks of 4, 8, then 16 entries, one
     // allocation per chunk, the last one filling up (at most 15 unused slots).
     struct chunk {

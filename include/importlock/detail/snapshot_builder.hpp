@@ -22,7 +22,12 @@
 
 namespace importlock::detail {
 
-class snapshot_builder {
+// A class template only so that its members are compiled in the units that take
+// a snapshot: as a plain class, every unit that includes the core would compile
+// them, with four std::vector instantiations (benchmarks/README.md, "Compile
+// time"). Use snapshot_builder.
+template <class ThreadId = std::thread::id>
+class basic_snapshot_builder {
 public:
     // Adds a thread's import stack (outermost first).
     void add_stack(std::thread::id thread, std::vector<std::string> keys) {
@@ -71,7 +76,7 @@ public:
     template <class Protocol>
     static import_snapshot of(const std::vector<const Protocol*>& protocols,
                               std::vector<claim_row> claims = {}) {
-        snapshot_builder out;
+        basic_snapshot_builder out;
         using frame_row = claim_row;
         std::vector<frame_row> frames = claims;
         for (const Protocol* p : protocols) {
@@ -141,5 +146,7 @@ private:
 
     import_snapshot out_;
 };
+
+using snapshot_builder = basic_snapshot_builder<>;
 
 }  // namespace importlock::detail
