@@ -93,7 +93,8 @@ class function<R(Args...)> {
             return call(in_place<F>(s), std::forward<Args>(args)...);
         },
         [](storage& to, const storage& from) {
-            ::new (static_cast<void*>(to.bytes)) F(in_place<F>(const_cast<storage&>(from)));
+            ::new (static_cast<void*>(to.bytes))
+                F(static_cast<const F&>(in_place<F>(const_cast<storage&>(from))));
         },
         [](storage& to, storage& from) noexcept {
             ::new (static_cast<void*>(to.bytes)) F(std::move(in_place<F>(from)));
@@ -108,7 +109,7 @@ class function<R(Args...)> {
             return call(*on_heap<F>(s), std::forward<Args>(args)...);
         },
         [](storage& to, const storage& from) {
-            F* copy = new F(*on_heap<F>(const_cast<storage&>(from)));
+            F* copy = new F(static_cast<const F&>(*on_heap<F>(const_cast<storage&>(from))));
             ::new (static_cast<void*>(to.bytes)) F*(copy);
         },
         [](storage& to, storage& from) noexcept {
