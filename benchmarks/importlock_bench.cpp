@@ -836,8 +836,7 @@ void section_cold(const config& cfg) {
     const auto run_importlock_sharded = [&](unsigned threads) {
         using sharded_system =
             importlock::basic_import_system<int, bench_module, importlock::sharded_per_key_locks>;
-        return run_one_system.template operator()<sharded_system>(threads,
-                                                                  "cold inserts, sharded");
+        return run_one_system.template operator()<sharded_system>(threads, "cold inserts, sharded");
     };
     // Independent systems: nothing is shared but what the library shares
     // between instances (ideal 2t/1t: 2.00x).
