@@ -161,6 +161,37 @@ TEST_CASE("import_module(key, stop_token) is cancelled from another thread", "[l
     REQUIRE(h.runs == 1);
 }
 
+// Found by CI (test_limits hung under ThreadSanitizer): a waiter announces its wait
+// (on_wait) with the state mutex unlocked and then waited without checking again, so
+// a stop requested in that window woke nobody and the wait never ended. The window
+// is forced here: the observer's on_wait requests the stop itself.
+TEST_CASE("a stop requested while the waiter announces its wait still cancels it",
+          "[limits][regression]") {
+    watchdog dog("stop during on_wait");
+    held_import h;
+    std::stop_source source;
+    struct stopping_observer : importlock::import_observer<std::string> {
+        std::stop_source* source = nullptr;
+        std::atomic<int> waits{0};
+        void on_wait(const std::string&, std::thread::id) override {
+            ++waits;
+            source->request_stop();
+        }
+    };
+    auto observer = std::make_shared<stopping_observer>();
+    observer->source = &source;
+    h.system.set_observer(observer);
+    REQUIRE_THROWS_AS(h.system.import_module("slow", source.get_token()),
+                      importlock::import_cancelled_error);
+    CHECK(observer->waits == 1);
+    CHECK(h.system.waiter_count("slow") == 0);
+    h.system.set_observer(nullptr);
+    h.let_go();
+    h.holder.join();
+    CHECK(h.system.import_module("slow")->value == 5);
+    CHECK(h.runs == 1);
+}
+
 #else
 TEST_CASE("import_module(key, stop_token) is cancelled from another thread", "[limits]") {
     WARN(

@@ -238,9 +238,13 @@ public:
                         state.unlock();
                         before_wait(holder);  // outside every internal lock
                         state.lock();
-                    }
-                    if (lock.depth != 0 && lock.holder_id() != self &&
-                        (!share_failures || lock.failures == failures_before)) {
+                        // No wait in this round: while `state` was unlocked the
+                        // holder may have released, a failure been shared, or a
+                        // stop been requested, whose wake-up found nobody waiting
+                        // (a lost wake-up: the wait would never end). The next
+                        // round checks all of it with `state` held up to the wait.
+                    } else if (lock.depth != 0 && lock.holder_id() != self &&
+                               (!share_failures || lock.failures == failures_before)) {
                         wait(lock, state, limit);
                     }
                 } catch (...) {
