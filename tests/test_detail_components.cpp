@@ -13,8 +13,10 @@
 //   wait_graph_domain.hpp           process_wide() and a fresh domain
 //   detail/function.hpp             std::function's interface: empty, copy, move, throws
 //   detail/algorithm.hpp            sort, lower_bound, find_if agree with <algorithm>
+//   detail/key_list.hpp             one pointer; keys kept in order; no leak when a move throws
 #include <importlock/detail/algorithm.hpp>
 #include <importlock/detail/function.hpp>
+#include <importlock/detail/key_list.hpp>
 #include <importlock/detail/shared_spin_lock.hpp>
 #include <importlock/importlock.hpp>
 
@@ -374,7 +376,7 @@ using string_frame =
 std::vector<std::string> take_of(std::initializer_list<const char*> keys) {
     string_frame frame;
     for (const char* k : keys) frame.record(k);
-    return frame.take();
+    return frame.take().to_vector();
 }
 
 // A key whose hash always collides: every set lookup compares against every other key.
@@ -636,7 +638,7 @@ TEST_CASE("load_frame: first-import order kept, duplicates removed", "[dependenc
     frame.record(key);
     key = "first";
     frame.record(key);
-    CHECK(frame.take() == v{"first", "second"});
+    CHECK(frame.take().to_vector() == v{"first", "second"});
 }
 
 TEST_CASE("load_frame: 100,000 keys with duplicates", "[dependency_recorder][large]") {
@@ -652,7 +654,7 @@ TEST_CASE("load_frame: 100,000 keys with duplicates", "[dependency_recorder][lar
         frame.record(key);
         if (seen.insert(key).second) expected.push_back(key);
     }
-    const auto got = frame.take();
+    const auto got = frame.take().to_vector();
     CHECK(got.size() == expected.size());
     CHECK(got == expected);
 }
@@ -668,9 +670,117 @@ TEST_CASE("load_frame: a hash that always collides", "[dependency_recorder]") {
             if (round == 0) expected.push_back(colliding_key{value});
         }
     }
-    const auto got = frame.take();
+    const auto got = frame.take().to_vector();
     REQUIRE(got.size() == expected.size());
     CHECK(got == expected);
+}
+
+// =========================================================================================
+// detail/key_list.hpp
+// =========================================================================================
+
+namespace {
+
+// Counts live instances; its move constructor throws on the `throw_on`-th move (0: never).
+struct counted_key {
+    static inline int live = 0;
+    static inline int moves = 0;
+    static inline int throw_on = 0;
+    int value = 0;
+    explicit counted_key(int v) : value(v) { ++live; }
+    counted_key(const counted_key& o) : value(o.value) { ++live; }
+    counted_key(counted_key&& o) : value(o.value) {
+        if (throw_on != 0 && ++moves == throw_on) throw std::runtime_error("move failed");
+        ++live;
+    }
+    counted_key& operator=(const counted_key&) = default;
+    ~counted_key() { --live; }
+    bool operator==(const counted_key& o) const { return value == o.value; }
+};
+
+// A key with a stricter alignment than the list's count.
+struct alignas(64) wide_key {
+    int value = 0;
+    bool operator==(const wide_key&) const = default;
+};
+
+}  // namespace
+
+TEST_CASE("key_list: one pointer, null when empty", "[key_list]") {
+    using importlock::detail::key_list;
+    STATIC_REQUIRE(sizeof(key_list<std::string>) == sizeof(void*));
+    key_list<std::string> none;
+    CHECK(none.empty());
+    CHECK(none.size() == 0);
+    CHECK(none.begin() == none.end());
+    CHECK(none.to_vector().empty());
+    std::vector<std::string> nothing;
+    key_list<std::string> from_nothing(std::move(nothing));
+    CHECK(from_nothing.empty());
+}
+
+TEST_CASE("key_list: keeps the chosen keys in order; moves, swaps, clears", "[key_list]") {
+    using importlock::detail::key_list;
+    using v = std::vector<std::string>;
+    v keys{"a", std::string(100, 'b'), "", "d"};
+    key_list<std::string> all{v(keys)};
+    CHECK(all.size() == 4);
+    CHECK(all.to_vector() == keys);
+    CHECK(std::vector<std::string>(all.begin(), all.end()) == keys);
+
+    v source = keys;
+    key_list<std::string> odd(source, 2, [](std::size_t i) { return i % 2 == 1; });
+    CHECK(odd.to_vector() == v{std::string(100, 'b'), "d"});
+    // `count` bounds the keys taken even if `keep` would take more.
+    v again = keys;
+    key_list<std::string> first(again, 1, [](std::size_t) { return true; });
+    CHECK(first.to_vector() == v{"a"});
+
+    key_list<std::string> moved(std::move(all));
+    CHECK(all.empty());  // NOLINT(bugprone-use-after-move): moved-from is empty
+    CHECK(moved.size() == 4);
+    moved.swap(odd);
+    CHECK(moved.size() == 2);
+    CHECK(odd.size() == 4);
+    odd = std::move(moved);
+    CHECK(odd.to_vector() == v{std::string(100, 'b'), "d"});
+    odd.clear();
+    CHECK(odd.empty());
+    odd.clear();  // twice is fine
+    CHECK(odd.empty());
+}
+
+TEST_CASE("key_list: over-aligned keys are aligned", "[key_list]") {
+    using importlock::detail::key_list;
+    std::vector<wide_key> keys{{1}, {2}, {3}};
+    key_list<wide_key> list(std::move(keys));
+    REQUIRE(list.size() == 3);
+    for (const wide_key& k : list) {
+        CHECK(reinterpret_cast<std::uintptr_t>(&k) % alignof(wide_key) == 0);
+    }
+    CHECK(list.begin()[2].value == 3);
+}
+
+TEST_CASE("key_list: a key's move that throws leaks nothing and destroys what was built",
+          "[key_list]") {
+    using importlock::detail::key_list;
+    counted_key::live = 0;
+    {
+        std::vector<counted_key> keys;
+        keys.reserve(5);
+        for (int i = 0; i < 5; ++i) keys.emplace_back(i);
+        REQUIRE(counted_key::live == 5);
+        counted_key::moves = 0;
+        counted_key::throw_on = 3;  // the third key's move throws
+        CHECK_THROWS_AS(key_list<counted_key>(std::move(keys)), std::runtime_error);
+        counted_key::throw_on = 0;
+        CHECK(counted_key::live == 5);  // the two keys built were destroyed again
+        key_list<counted_key> list(std::move(keys));
+        CHECK(counted_key::live == 10);
+        CHECK(list.size() == 5);
+        CHECK(list.begin()[4].value == 4);
+    }
+    CHECK(counted_key::live == 0);  // ASan reports the allocation if it leaked
 }
 
 // =========================================================================================

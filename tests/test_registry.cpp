@@ -38,6 +38,11 @@ using entry_of =
 template <class Key, class Hash = std::hash<Key>>
 using registry_of = importlock::detail::registry<entry_of<Key>, Hash, std::equal_to<Key>>;
 
+// A dependency list of string keys.
+importlock::detail::key_list<std::string> keys(std::vector<std::string> list) {
+    return importlock::detail::key_list<std::string>(std::move(list));
+}
+
 std::string string_key(int i) {
     return "module." + std::to_string(i);
 }
@@ -100,30 +105,30 @@ TEST_CASE("registry entry: each transition changes state and module together",
     CHECK(e.published() == nullptr);  // never handed out while initialising
     CHECK(e.ready_module() == nullptr);
 
-    e.finish_load({"dep"}, 7);  // initializing -> ready
+    e.finish_load(keys({"dep"}), 7);  // initializing -> ready
     CHECK(e.current_state() == entry_state::ready);
     CHECK(e.published() == module);
     CHECK(e.ready_module() == module.get());
     CHECK(e.holder_thread == std::thread::id{});
     CHECK(e.ready_order == 7);
-    CHECK(e.dependencies == std::vector<std::string>{"dep"});
+    CHECK(e.dependencies.to_vector() == std::vector<std::string>{"dep"});
 
     e.begin_reload();  // ready -> reloading
     CHECK(e.current_state() == entry_state::reloading);
     CHECK(e.published() == nullptr);
     CHECK(e.ready_module() == nullptr);
     CHECK(e.registered() == module);
-    std::vector<std::string> deps{"other"};
+    auto deps = keys({"other"});
     e.finish_reload(&deps);  // reloading -> ready, place in teardown order kept
     CHECK(e.published() == module);
     CHECK(e.ready_order == 7);
-    CHECK(e.dependencies == std::vector<std::string>{"other"});
+    CHECK(e.dependencies.to_vector() == std::vector<std::string>{"other"});
     e.begin_reload();
     std::shared_ptr<int> dropped;
     CHECK_FALSE(e.block(dropped));  // refused while a reload is in flight
     CHECK(e.current_state() == entry_state::reloading);
     e.finish_reload(nullptr);  // a failed reload keeps the dependencies
-    CHECK(e.dependencies == std::vector<std::string>{"other"});
+    CHECK(e.dependencies.to_vector() == std::vector<std::string>{"other"});
 
     CHECK(e.drop() == module);  // ready -> absent
     CHECK(e.current_state() == entry_state::absent);
@@ -136,9 +141,9 @@ TEST_CASE("registry entry: each transition changes state and module together",
     CHECK(e.current_state() == entry_state::absent);
     CHECK(e.registered() == nullptr);
 
-    CHECK(e.publish_built(module, {"dep"}, 9));  // absent -> ready (single-phase)
+    CHECK(e.publish_built(module, keys({"dep"}), 9));  // absent -> ready (single-phase)
     CHECK(e.ready_order == 9);
-    CHECK(e.dependencies == std::vector<std::string>{"dep"});
+    CHECK(e.dependencies.to_vector() == std::vector<std::string>{"dep"});
     CHECK(e.block(dropped));  // ready -> blocked
     CHECK(dropped == module);
     CHECK(e.current_state() == entry_state::blocked);
@@ -147,7 +152,7 @@ TEST_CASE("registry entry: each transition changes state and module together",
 
     // A claimed key blocked before its load registered: the load is refused.
     CHECK_FALSE(e.begin_load(std::make_shared<int>(3)));
-    CHECK_FALSE(e.publish_built(std::make_shared<int>(4), {"x"}, 10));
+    CHECK_FALSE(e.publish_built(std::make_shared<int>(4), keys({"x"}), 10));
     CHECK(e.current_state() == entry_state::blocked);
     CHECK(e.registered() == nullptr);
     CHECK(e.dependencies.empty());

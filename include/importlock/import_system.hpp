@@ -398,7 +398,7 @@ private:
         detail::require_loader(e.key, *spec);
         std::shared_ptr<Module> module = detail::create_module(e.key, *spec);
         this->register_initializing(e, module);  // §1.5 insert before exec
-        std::vector<Key> deps;
+        detail::key_list<Key> deps;
         try {
             run_loader(e, frame, [&](importer_type& imp) { spec->loader(*module, imp); });
             // Bound before it is ready: no ready child is missing from its parent (gh-149728).
@@ -465,7 +465,7 @@ private:
         const auto observer = observer_.load();
         const auto start = std::chrono::steady_clock::now();
         frame_type frame;
-        std::optional<std::vector<Key>> deps;  // set when the loader succeeded
+        std::optional<detail::key_list<Key>> deps;  // set when the loader succeeded
         detail::scope_exit finish([&] {
             if (observer) {
                 observer_.notify(

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "algorithm.hpp"
+#include "key_list.hpp"
 
 namespace importlock::detail {
 
@@ -34,8 +35,12 @@ public:
     bool empty() const noexcept { return imported_.empty(); }
 
     // Returns the recorded keys without duplicates, first-import order kept.
-    std::vector<Key> take() {
-        if (imported_.size() < 2) return std::move(imported_);
+    key_list<Key> take() {
+        if (imported_.size() < 2) {
+            key_list<Key> out(std::move(imported_));
+            imported_.clear();
+            return out;
+        }
         // (hash, position) pairs sorted: equal keys are neighbours within a run of
         // equal hashes, their first import first. (Pairs of size_t and a vector of
         // size_t, the types teardown_order.hpp instantiates anyway: each new
@@ -48,6 +53,7 @@ public:
             return a.first != b.first ? a.first < b.first : a.second < b.second;
         });
         std::vector<std::size_t> duplicate(imported_.size(), 0);
+        std::size_t kept = imported_.size();
         for (std::size_t run = 0; run < order.size();) {
             std::size_t end = run + 1;
             while (end < order.size() && order[end].first == order[run].first) ++end;
@@ -58,16 +64,14 @@ public:
                     if (duplicate[order[k].second] == 0 &&
                         KeyEqual{}(imported_[order[k].second], imported_[order[i].second])) {
                         duplicate[order[i].second] = 1;
+                        --kept;
                         break;
                     }
                 }
             }
             run = end;
         }
-        std::vector<Key> out;
-        for (std::size_t i = 0; i < imported_.size(); ++i) {
-            if (duplicate[i] == 0) out.push_back(std::move(imported_[i]));
-        }
+        key_list<Key> out(imported_, kept, [&](std::size_t i) { return duplicate[i] == 0; });
         imported_.clear();
         return out;
     }

@@ -183,7 +183,7 @@ public:
         const entry_type* e = sh.entries.find(key, hash);
         // An initialising entry has none yet, and its loader may be writing them.
         if (e == nullptr || !settled_with_module(e->current_state())) return {};
-        return e->dependencies;
+        return e->dependencies.to_vector();
     }
     // Returns the registered keys whose loaders imported `key`.
     std::vector<Key> dependents(const Key& key) const {
@@ -349,13 +349,13 @@ protected:
         add_size(e, 1);
     }
     // Publishes `e`'s initialised module with the keys its loader imported.
-    void mark_ready(entry_type& e, std::vector<Key>&& deps) {
+    void mark_ready(entry_type& e, key_list<Key>&& deps) {
         e.finish_load(std::move(deps), next_ready_order());
     }
     // Publishes a single-phase builder's finished module; throws
     // import_halted_error if the key was blocked meanwhile.
     void publish_built(entry_type& e, const std::shared_ptr<Module>& module,
-                       std::vector<Key>&& deps) {
+                       key_list<Key>&& deps) {
         if (!e.publish_built(module, std::move(deps), next_ready_order())) {
             throw import_halted_error(name(e.key));
         }

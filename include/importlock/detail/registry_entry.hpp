@@ -59,6 +59,8 @@
 #include <utility>
 #include <vector>
 
+#include "key_list.hpp"
+
 namespace importlock::detail {
 
 // The life cycle of one key's registration.
@@ -148,7 +150,7 @@ public:
         return std::exchange(module_, nullptr);
     }
 
-    void finish_load(std::vector<Key>&& deps, std::uint64_t order) noexcept {
+    void finish_load(key_list<Key>&& deps, std::uint64_t order) noexcept {
         dependencies.swap(deps);
         ready_order = order;
         mark_ready();
@@ -156,7 +158,7 @@ public:
 
     // Publishes a single-phase builder's module; returns false (and changes
     // nothing) when the key was blocked since it was claimed.
-    bool publish_built(const std::shared_ptr<Module>& module, std::vector<Key>&& deps,
+    bool publish_built(const std::shared_ptr<Module>& module, key_list<Key>&& deps,
                        std::uint64_t order) noexcept {
         Module* raw = module.get();
         {
@@ -180,7 +182,7 @@ public:
     // Ends a reload; `deps` replaces the dependencies when the loader
     // succeeded (null: keep the previous ones). The place in teardown order
     // is kept (§1.11).
-    void finish_reload(std::vector<Key>* deps) noexcept {
+    void finish_reload(key_list<Key>* deps) noexcept {
         if (deps != nullptr) dependencies.swap(*deps);
         mark_ready();
     }
@@ -237,8 +239,9 @@ public:
     // (lock_protocol.hpp). Mutable: a snapshot pins a claim.
     mutable std::atomic<std::uintptr_t> claim_word{0};
     // The keys the last successful load imported through its importer, each
-    // once, in first-import order. State mutex.
-    std::vector<Key> dependencies;
+    // once, in first-import order (one pointer; most modules import nothing).
+    // State mutex.
+    key_list<Key> dependencies;
     // When this registration first became ready (teardown order). State mutex.
     std::uint64_t ready_order = 0;
     Extra extra;
