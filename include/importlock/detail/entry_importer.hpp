@@ -9,20 +9,24 @@
 // importer that SUCCEEDS is recorded in it (the key's dependencies); once the
 // load ends the frame is detached and later imports are just imports.
 //
-// Thread-safety: any thread (a loader's helper threads included); `Guard` (a
-// spin lock, or nothing for single-threaded policies) serialises recording
-// and detaching, so that no recording into a frame runs once it is detached.
-// Attaching is one release store: the frame is new, and a recording that
-// sees it takes the guard first. Cost: one spin lock per import through the
-// importer, on top of the import itself; attaching is a store, detaching a
-// spin lock; 32 bytes per entry.
+// Thread-safety: any thread (a loader's helper threads included). Unless
+// `Guard` is null_guard (single-threaded policies), a lock bit in the word
+// that holds the frame serialises recording, attaching and detaching, so that
+// no recording into a frame runs once it is detached. Cost: one compare-and-
+// swap and one store per import through the importer, on top of the import
+// itself, and the same to attach or detach; 24 bytes per entry (the vtable
+// pointer, the system, the frame and its lock in one word).
 #pragma once
 
 #include <atomic>
+#include <cstdint>
 #include <memory>
-#include <mutex>
+#include <thread>
+#include <type_traits>
 
 #include "../importer.hpp"
+#include "registry_entry.hpp"
+#include "scope_exit.hpp"
 #include "wait_for_graph.hpp"
 
 namespace importlock::detail {
@@ -46,23 +50,55 @@ public:
     }
     std::shared_ptr<Module> get(const Key& key) const override { return system_.get(key); }
 
-    // Starts recording into `frame`.
-    void attach(Frame* frame) noexcept { frame_.store(frame, std::memory_order_release); }
+    // Starts recording into `frame`. (An RMW, not a plain store: a helper
+    // thread of an earlier load may be inside record() holding the word.)
+    void attach(Frame* frame) noexcept {
+        if constexpr (guarded) lock_word();
+        word_.store(reinterpret_cast<std::uintptr_t>(frame), std::memory_order_release);
+    }
     // Stops recording; once it returns no recording into the frame runs.
     void detach() noexcept {
-        std::lock_guard guard(guard_);
-        frame_.store(nullptr, std::memory_order_relaxed);
+        if constexpr (guarded) lock_word();
+        word_.store(0, std::memory_order_release);
     }
 
 private:
+    // The attached frame's address, or 0; for a guarded importer its low bit
+    // is the lock that serialises recording, attaching and detaching (a frame
+    // is at least 2-aligned), so that the importer costs one word for both.
+    static constexpr bool guarded = !std::is_same_v<Guard, null_guard>;
+    static constexpr std::uintptr_t busy = 1;
+    static_assert(alignof(Frame) > busy, "the frame's low address bit holds the lock");
+
+    // Takes the word's lock (spinning, as spin_lock does); returns the frame.
+    std::uintptr_t lock_word() noexcept {
+        std::uintptr_t w = word_.load(std::memory_order_relaxed);
+        for (;;) {
+            if ((w & busy) != 0) {
+                std::this_thread::yield();
+                w = word_.load(std::memory_order_relaxed);
+            } else if (word_.compare_exchange_weak(w, w | busy, std::memory_order_acquire,
+                                                   std::memory_order_relaxed)) {
+                return w;
+            }
+        }
+    }
+
     void record(const Key& key) {
-        std::lock_guard guard(guard_);
-        if (Frame* frame = frame_.load(std::memory_order_acquire)) frame->record(key);
+        if constexpr (guarded) {
+            const std::uintptr_t frame = lock_word();
+            // Released (the frame put back) however record() leaves.
+            const scope_exit unlock(
+                [&]() noexcept { word_.store(frame, std::memory_order_release); });
+            if (frame != 0) reinterpret_cast<Frame*>(frame)->record(key);
+        } else {
+            const std::uintptr_t frame = word_.load(std::memory_order_relaxed);
+            if (frame != 0) reinterpret_cast<Frame*>(frame)->record(key);
+        }
     }
 
     System& system_;
-    Guard guard_;  // recording and detach (spin_lock; null_guard for no_locks)
-    std::atomic<Frame*> frame_{nullptr};
+    std::atomic<std::uintptr_t> word_{0};
 };
 
 // What a system keeps in each registry entry besides the registration: the

@@ -82,8 +82,8 @@ private:
     struct header {
         std::size_t size;
     };
-    static constexpr std::size_t alignment =
-        alignof(Key) > alignof(header) ? alignof(Key) : alignof(header);
+    static constexpr std::size_t alignment = alignof(Key) > alignof(header) ? alignof(Key)
+                                                                            : alignof(header);
     static constexpr std::size_t keys_offset =
         (sizeof(header) + alignof(Key) - 1) / alignof(Key) * alignof(Key);
 
@@ -96,7 +96,8 @@ private:
     }
     // The constructed keys.
     static Key* keys_of(header* h) noexcept {
-        return std::launder(reinterpret_cast<Key*>(reinterpret_cast<unsigned char*>(h) + keys_offset));
+        return std::launder(
+            reinterpret_cast<Key*>(reinterpret_cast<unsigned char*>(h) + keys_offset));
     }
     static const Key* keys_of(const header* h) noexcept { return keys_of(const_cast<header*>(h)); }
 
