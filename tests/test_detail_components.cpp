@@ -14,7 +14,9 @@
 //   detail/function.hpp             std::function's interface: empty, copy, move, throws
 //   detail/algorithm.hpp            sort, lower_bound, find_if agree with <algorithm>
 //   detail/key_list.hpp             one pointer; keys kept in order; no leak when a move throws
+//   detail/entry_importer.hpp       records only while attached, also from racing helper threads
 #include <importlock/detail/algorithm.hpp>
+#include <importlock/detail/entry_importer.hpp>
 #include <importlock/detail/function.hpp>
 #include <importlock/detail/key_list.hpp>
 #include <importlock/detail/shared_spin_lock.hpp>
@@ -781,6 +783,107 @@ TEST_CASE("key_list: a key's move that throws leaks nothing and destroys what wa
         CHECK(list.begin()[4].value == 4);
     }
     CHECK(counted_key::live == 0);  // ASan reports the allocation if it leaked
+}
+
+// =========================================================================================
+// detail/entry_importer.hpp
+// =========================================================================================
+
+namespace {
+
+// The system an entry_importer forwards to: counts the imports, returns one module.
+struct counting_system {
+    std::atomic<int> imports{0};
+    std::shared_ptr<int> module = std::make_shared<int>(7);
+    std::shared_ptr<int> import_module(const int&) {
+        imports.fetch_add(1, std::memory_order_relaxed);
+        return module;
+    }
+    int& import_ref(const int&) {
+        imports.fetch_add(1, std::memory_order_relaxed);
+        return *module;
+    }
+    std::shared_ptr<int> get(const int&) const { return module; }
+};
+
+using int_frame = importlock::detail::load_frame<int, std::hash<int>, std::equal_to<>>;
+template <class Guard>
+using counting_importer =
+    importlock::detail::entry_importer<int, int, counting_system, int_frame, Guard>;
+
+}  // namespace
+
+TEST_CASE("entry_importer: records only while a frame is attached", "[entry_importer]") {
+    STATIC_REQUIRE(sizeof(counting_importer<importlock::detail::spin_lock>) == 3 * sizeof(void*));
+    counting_system sys;
+    counting_importer<importlock::detail::spin_lock> imp(sys);
+    importlock::importer<int, int>& as_importer = imp;
+    as_importer.import_module(1);  // nothing attached: an import, no record
+    int_frame frame;
+    imp.attach(&frame);
+    as_importer.import_module(2);
+    CHECK(&as_importer.import_ref(3) == sys.module.get());
+    CHECK(as_importer.get(4) == sys.module);  // get() is no import: not recorded
+    as_importer.import_module(2);
+    imp.detach();
+    as_importer.import_module(5);  // after the load: not recorded
+    CHECK(frame.take().to_vector() == std::vector<int>{2, 3});
+    CHECK(sys.imports.load() == 5);
+
+    // Single-threaded policies: no lock bit, the same behaviour.
+    counting_importer<importlock::detail::null_guard> plain(sys);
+    int_frame other;
+    plain.attach(&other);
+    static_cast<importlock::importer<int, int>&>(plain).import_module(9);
+    plain.detach();
+    static_cast<importlock::importer<int, int>&>(plain).import_module(10);
+    CHECK(other.take().to_vector() == std::vector<int>{9});
+}
+
+TEST_CASE("entry_importer: helper threads importing while frames are attached and detached",
+          "[entry_importer][threads]") {
+    // Two helpers import through one importer without pause while the main thread
+    // attaches a frame, lets each helper import at least once, and detaches, 200
+    // times (a kept importer: loads of the key come and go while helpers use it).
+    // After detach() returns the frame is the main thread's alone: reading it while
+    // the helpers go on is race-free (ThreadSanitizer checks), and it holds only
+    // keys imported meanwhile, at most one per helper import.
+    importlock_test::watchdog dog("entry_importer: helpers racing attach and detach");
+    counting_system sys;
+    counting_importer<importlock::detail::spin_lock> imp(sys);
+    std::atomic<bool> stop{false};
+    std::atomic<int> helper_imports[2] = {0, 0};
+    std::vector<std::thread> helpers;
+    for (int h = 0; h < 2; ++h) {
+        helpers.emplace_back([&, h] {
+            while (!stop.load(std::memory_order_acquire)) {
+                static_cast<importlock::importer<int, int>&>(imp).import_module(100 + h);
+                helper_imports[h].fetch_add(1, std::memory_order_release);
+            }
+        });
+    }
+    std::size_t recorded = 0;
+    for (int round = 0; round < 200; ++round) {
+        int_frame frame;
+        imp.attach(&frame);
+        const int seen[2] = {helper_imports[0].load(std::memory_order_acquire),
+                             helper_imports[1].load(std::memory_order_acquire)};
+        // Both helpers imported at least once while attached (a watchdog bounds it).
+        importlock_test::await([&] {
+            return helper_imports[0].load(std::memory_order_acquire) > seen[0] + 1 &&
+                   helper_imports[1].load(std::memory_order_acquire) > seen[1] + 1;
+        });
+        imp.detach();
+        const auto keys = frame.take().to_vector();  // the frame's owner reads it alone
+        CHECK(!keys.empty());
+        CHECK(keys.size() <= 2);  // each helper's key once
+        for (const int k : keys) CHECK((k == 100 || k == 101));
+        recorded += keys.size();
+    }
+    stop.store(true, std::memory_order_release);
+    for (auto& t : helpers) t.join();
+    CHECK(recorded >= 200);
+    CHECK(sys.imports.load() == helper_imports[0].load() + helper_imports[1].load());
 }
 
 // =========================================================================================

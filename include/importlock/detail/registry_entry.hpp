@@ -187,21 +187,21 @@ public:
         mark_ready();
     }
 
-    // Drops the module (or the block); returns the module for destruction
-    // outside the mutex. Precondition: not in flight.
+    // Drops the module (or the block) of a settled key; returns the module
+    // for destruction outside the mutex (teardown). Changes nothing while a
+    // load is in flight. State mutex held.
     std::shared_ptr<Module> drop() noexcept {
-        ready_.store(nullptr, std::memory_order_relaxed);
-        std::lock_guard lock(guard_);
-        dependencies.clear();  // under the guard: publish_built of a blocked key reads the state
-        state_.store(entry_state::absent, std::memory_order_release);
-        return std::exchange(module_, nullptr);
+        std::shared_ptr<Module> dropped;
+        drop_settled(dropped);
+        return dropped;
     }
 
-    // erase(): drops the module or the block of a settled key (as drop()) and
-    // returns the state it found, one read under the guard: a claimed key's
-    // load begins, fails and finishes without the state mutex, so a state read
-    // before is stale. Changes nothing when that state is absent or in flight.
-    // State mutex held.
+    // erase(): drops the module or the block of a settled key and returns the
+    // state it found, one read under the guard: a claimed key's load begins,
+    // fails and finishes without the state mutex, so a state read before is
+    // stale. Changes nothing when that state is absent or in flight. The
+    // dependencies are cleared under the guard too: publish_built of a
+    // blocked key reads the state under it. State mutex held.
     entry_state drop_settled(std::shared_ptr<Module>& dropped) noexcept {
         std::lock_guard lock(guard_);
         const entry_state s = state_.load(std::memory_order_acquire);
