@@ -354,8 +354,7 @@ protected:
     }
     // Publishes a single-phase builder's finished module; throws
     // import_halted_error if the key was blocked meanwhile.
-    void publish_built(entry_type& e, const std::shared_ptr<Module>& module,
-                       key_list<Key>&& deps) {
+    void publish_built(entry_type& e, const std::shared_ptr<Module>& module, key_list<Key>&& deps) {
         if (!e.publish_built(module, std::move(deps), next_ready_order())) {
             throw import_halted_error(name(e.key));
         }
