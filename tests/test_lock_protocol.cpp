@@ -4,7 +4,7 @@
 //
 //   records        one per key in flight (one for every key under global_lock), unlinked
 //                  when nobody holds or awaits it and reused from the free list;
-//                  entry.extra.lock follows it
+//                  linked from the entry's claim word
 //   acquire        uncontended, re-entrant, waiting, cycles (exactly one thread of a cycle
 //                  finds it), timeouts, cancellation, shared failures, before_wait
 //   claim          holder_thread, import stack frames (push/pop, depth order),
@@ -56,7 +56,6 @@ using importlock_test::watchdog;
 struct extra {
     template <class E>
     explicit extra(E&) noexcept {}
-    importlock::detail::wait_node* lock = nullptr;
 };
 
 using entry =
@@ -67,6 +66,11 @@ using protocol_of = importlock::detail::lock_protocol<std::string, Policy, entry
 
 template <class Policy>
 inline constexpr bool per_key = Policy::scope == importlock::lock_scope::per_key;
+
+// The record linked from `e`'s claim word, or null (the same encoding for every policy).
+const void* record_of(const entry& e) {
+    return protocol_of<importlock::per_key_locks>::record_of(e);
+}
 
 // The part of an import system the protocol needs: a state mutex and the protocol, on a
 // domain given by the test (shared or not with other systems).
@@ -228,11 +232,11 @@ TEMPLATE_TEST_CASE("lock_protocol: an uncontended acquire creates one record, re
     CHECK(sys.protocol.waiters_of(&a) == 0);
     CHECK(domain.waiting_threads() == 0);  // an uncontended acquire never touches the domain
     if constexpr (per_key<TestType>) {
-        CHECK(a.extra.lock == got.lock);
+        CHECK(record_of(a) == got.lock);
         CHECK(got.lock->entry == &a);
         CHECK(sys.protocol.describe(*got.lock) == "a");
     } else {
-        CHECK(a.extra.lock == nullptr);
+        CHECK(record_of(a) == nullptr);
         CHECK(got.lock->entry == nullptr);
         CHECK(sys.protocol.describe(*got.lock) == "<global import lock>");
     }
@@ -240,7 +244,7 @@ TEMPLATE_TEST_CASE("lock_protocol: an uncontended acquire creates one record, re
     sys.protocol.release(*got.lock);
     CHECK(sys.protocol.lock_count() == 0);
     CHECK(count_records(sys.protocol) == 0);
-    CHECK(a.extra.lock == nullptr);
+    CHECK(record_of(a) == nullptr);
     CHECK(sys.protocol.waiters_of(&a) == 0);
     CHECK(sys.protocol.waiters_of(nullptr) == 0);
 }
@@ -258,15 +262,15 @@ TEST_CASE("lock_protocol: per-key records are one per key in flight", "[lock_pro
     CHECK(ga.lock != gb.lock);
     CHECK(sys.protocol.lock_count() == 2);
     CHECK(count_records(sys.protocol) == 2);
-    CHECK(a.extra.lock == ga.lock);
-    CHECK(b.extra.lock == gb.lock);
+    CHECK(record_of(a) == ga.lock);
+    CHECK(record_of(b) == gb.lock);
     sys.protocol.release(*ga.lock);
     CHECK(sys.protocol.lock_count() == 1);
-    CHECK(a.extra.lock == nullptr);
-    CHECK(b.extra.lock == gb.lock);
+    CHECK(record_of(a) == nullptr);
+    CHECK(record_of(b) == gb.lock);
     sys.protocol.release(*gb.lock);
     CHECK(sys.protocol.lock_count() == 0);
-    CHECK(b.extra.lock == nullptr);
+    CHECK(record_of(b) == nullptr);
 }
 
 TEST_CASE("lock_protocol: global_lock has one record for every key", "[lock_protocol]") {
@@ -309,7 +313,7 @@ TEMPLATE_TEST_CASE("lock_protocol: the holding thread re-enters its lock", "[loc
     CHECK(sys.protocol.lock_count() == 1);
     sys.protocol.release(*first.lock);
     CHECK(sys.protocol.lock_count() == 0);
-    CHECK(a.extra.lock == nullptr);
+    CHECK(record_of(a) == nullptr);
 }
 
 TEST_CASE("lock_protocol: destroying the protocol frees the records still alive",
@@ -371,14 +375,14 @@ TEMPLATE_TEST_CASE("lock_protocol: a claim marks the holder, stacks the key and 
         CHECK(stacks_of(sys.protocol) ==
               std::map<std::thread::id, std::vector<std::string>>{{self, {"a"}}});
         CHECK(sys.protocol.lock_count() == 1);
-        CHECK(b.extra.lock == nullptr);
+        CHECK(record_of(b) == nullptr);
     }
     CHECK(state.owns_lock());
     CHECK(a.holder_thread == std::thread::id{});
     CHECK(thread_import_depth() == depth_before);
     CHECK(stacks_of(sys.protocol).empty());
     CHECK(sys.protocol.lock_count() == 0);
-    CHECK(a.extra.lock == nullptr);
+    CHECK(record_of(a) == nullptr);
 }
 
 TEMPLATE_TEST_CASE("lock_protocol: a claim releases everything while an exception unwinds",
@@ -399,7 +403,7 @@ TEMPLATE_TEST_CASE("lock_protocol: a claim releases everything while an exceptio
         caught = std::string(e.what()) == "loader threw";
         CHECK(state.owns_lock());  // relocked by the claim
         CHECK(sys.protocol.lock_count() == 0);
-        CHECK(a.extra.lock == nullptr);
+        CHECK(record_of(a) == nullptr);
         CHECK(a.holder_thread == std::thread::id{});
         CHECK(thread_import_depth() == depth_before);
         CHECK(stacks_of(sys.protocol).empty());
@@ -495,7 +499,7 @@ TEST_CASE("lock_protocol: a released record is reused for the next key", "[lock_
     auto ga = sys.acquire(a, state);
     const auto* first = ga.lock;
     sys.protocol.release(held(ga));
-    CHECK(a.extra.lock == nullptr);
+    CHECK(record_of(a) == nullptr);
     CHECK(sys.protocol.lock_count() == 0);
     auto gb = sys.acquire(b, state);
     CHECK(gb.lock == first);  // from the free list, not a new allocation
@@ -562,8 +566,8 @@ TEMPLATE_TEST_CASE(
     CHECK(depth_when_taken == 1);
     state.lock();
     CHECK(sys.protocol.lock_count() == 0);
-    CHECK(a.extra.lock == nullptr);
-    CHECK(b.extra.lock == nullptr);
+    CHECK(record_of(a) == nullptr);
+    CHECK(record_of(b) == nullptr);
     CHECK(domain.waiting_threads() == 0);
     CHECK(waiting_threads_of(sys.protocol).empty());
 }
@@ -583,10 +587,10 @@ TEST_CASE("lock_protocol: an uncontended claim takes no record and releases with
     {
         typename sys_t::claim c(sys.protocol, a, state, sys_t::protocol_type::uncontended);
         CHECK_FALSE(c.has_record());
-        CHECK(a.extra.lock == nullptr);
+        CHECK(record_of(a) == nullptr);
         const std::uintptr_t word = a.claim_word.load();
         CHECK(word != 0);
-        CHECK((word & 1) == 0);  // a frame's address, not a record's mark
+        CHECK((word & 3) == 0);  // a frame's address, not a record's
         CHECK(a.holder_thread == self);
         CHECK(sys.protocol.claimed(a));
         CHECK(sys.protocol.claimed_by_this_thread(a));
@@ -601,7 +605,7 @@ TEST_CASE("lock_protocol: an uncontended claim takes no record and releases with
             CHECK(f.thread == self);
             CHECK(f.depth == depth_before);
             CHECK(f.entry == &a);
-            CHECK((a.claim_word.load() & 1) == 1);  // pinned meanwhile
+            CHECK((a.claim_word.load() & 3) == 2);  // pinned meanwhile (no record)
         });
         CHECK(visits == 1);
         CHECK(a.claim_word.load() == word);  // unpinned
@@ -631,7 +635,7 @@ TEST_CASE("lock_protocol: a thread re-entering its uncontended claim converts it
         typename sys_t::claim c(sys.protocol, a, state, sys_t::protocol_type::uncontended);
         auto again = sys.acquire(a, state);
         auto& lock = held(again);
-        CHECK(a.extra.lock == &lock);
+        CHECK(record_of(a) == &lock);
         CHECK((a.claim_word.load() & 1) == 1);
         CHECK(lock.holder_id() == self);
         CHECK(lock.depth == 2);                 // the claim's hold, converted, and this one
@@ -643,7 +647,7 @@ TEST_CASE("lock_protocol: a thread re-entering its uncontended claim converts it
         CHECK(sys.protocol.claimed_by_this_thread(a));
     }  // the claim's compare-and-swap fails: released through the record, under the mutex
     CHECK(state.owns_lock());
-    CHECK(a.extra.lock == nullptr);
+    CHECK(record_of(a) == nullptr);
     CHECK(a.claim_word.load() == 0);
     CHECK(a.holder_thread == std::thread::id{});
     CHECK(sys.protocol.lock_count() == 0);
@@ -678,8 +682,8 @@ TEST_CASE("lock_protocol: a waiter converts an uncontended claim and is woken by
     await([&] { return sys.waiters_on(a) == 1; });
 
     state.lock();
-    REQUIRE(a.extra.lock != nullptr);
-    const auto& lock = *static_cast<typename sys_t::module_lock*>(a.extra.lock);
+    REQUIRE(record_of(a) != nullptr);
+    const auto& lock = *sys_t::protocol_type::record_of(a);
     CHECK(lock.holder_id() == self);  // the claimer, taken over from the claim word
     CHECK(lock.depth == 1);
     CHECK(lock.waiters == 1);
@@ -699,7 +703,7 @@ TEST_CASE("lock_protocol: a waiter converts an uncontended claim and is woken by
     CHECK(holder_when_taken == waiter_id);
     state.lock();
     CHECK(sys.protocol.lock_count() == 0);
-    CHECK(a.extra.lock == nullptr);
+    CHECK(record_of(a) == nullptr);
     CHECK(a.claim_word.load() == 0);
     CHECK(domain.waiting_threads() == 0);
     CHECK(sys.protocol.can_claim_uncontended(a));
@@ -747,7 +751,7 @@ TEST_CASE("lock_protocol: a cycle through two uncontended claims is found by exa
     CHECK(sys.locks() == 0);
     CHECK(domain.waiting_threads() == 0);
     for (const entry* e : {&a, &b}) {
-        CHECK(e->extra.lock == nullptr);
+        CHECK(record_of(*e) == nullptr);
         CHECK(e->claim_word.load() == 0);
     }
 }
@@ -777,7 +781,7 @@ TEST_CASE(
         CHECK(sys.protocol.lock_count() == 1);
     }
     CHECK(sys.protocol.lock_count() == 0);
-    CHECK(a.extra.lock == nullptr);
+    CHECK(record_of(a) == nullptr);
     CHECK(a.claim_word.load() == 0);
 }
 
@@ -844,7 +848,7 @@ TEST_CASE(
     CHECK(rb.cycle == std::vector<std::string>{"b", "b2", "a", "a2", "b"});
     CHECK(sys.locks() == 0);
     CHECK(domain.waiting_threads() == 0);
-    for (const entry* e : {&a, &a2, &b, &b2}) CHECK(e->extra.lock == nullptr);
+    for (const entry* e : {&a, &a2, &b, &b2}) CHECK(record_of(*e) == nullptr);
 }
 
 TEST_CASE("lock_protocol: racing into a cycle, exactly one of the two threads finds it",
@@ -959,8 +963,8 @@ TEMPLATE_TEST_CASE(
     CHECK(domain.waiting_threads() == 0);
     c.reset();  // the holder's import ends
     CHECK(sys.protocol.lock_count() == 0);
-    CHECK(a.extra.lock == nullptr);
-    CHECK(b.extra.lock == nullptr);
+    CHECK(record_of(a) == nullptr);
+    CHECK(record_of(b) == nullptr);
 }
 
 TEST_CASE("lock_protocol: after an expired wait no record is left once the holder releases",
@@ -999,7 +1003,7 @@ TEST_CASE("lock_protocol: after an expired wait no record is left once the holde
     CHECK(sys.protocol.lock_count() == 1);
     sys.protocol.release(lock);
     CHECK(sys.protocol.lock_count() == 0);
-    CHECK(a.extra.lock == nullptr);
+    CHECK(record_of(a) == nullptr);
     CHECK(domain.waiting_threads() == 0);
 }
 
@@ -1264,7 +1268,7 @@ TEMPLATE_TEST_CASE(
     CHECK(last->waiters_after == 0);
     CHECK(last->records_after == 0);
     CHECK(sys.locks() == 0);
-    CHECK(a.extra.lock == nullptr);
+    CHECK(record_of(a) == nullptr);
 
     bool rethrown = false;
     try {
@@ -1400,7 +1404,7 @@ TEST_CASE("lock_protocol: no_locks refuses a second importing thread with import
     sys.protocol.release(*again.lock);
     sys.protocol.release(lock);
     CHECK(sys.protocol.lock_count() == 0);
-    CHECK(a.extra.lock == nullptr);
+    CHECK(record_of(a) == nullptr);
 }
 
 // --- held_by --------------------------------------------------------------------------------

@@ -102,14 +102,13 @@ private:
 };
 
 // What a system keeps in each registry entry besides the registration: the
-// importer, and the key's module lock while one is held or awaited (owned by
-// the lock protocol).
+// importer. (The key's module lock record, while one is held or awaited, is
+// linked from the entry's claim word: lock_protocol.hpp.)
 template <class Key, class Module, class System, class Frame, class Guard>
 struct entry_extra {
     template <class Entry>
     entry_extra(Entry&, System& system) noexcept : importer(system) {}
 
-    wait_node* lock = nullptr;
     entry_importer<Key, Module, System, Frame, Guard> importer;
 };
 

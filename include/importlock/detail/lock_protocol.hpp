@@ -10,7 +10,8 @@
 // Uncontended claims take no record. A key's entry has a claim word
 // (registry_entry::claim_word): 0 when free; the address of the holder's
 // frame while a thread holds the key's import and nobody else wants it; and
-// with its low bit set while a record (below) is linked from the entry. A
+// the address of the key's record (below) with its low bit set while one is
+// linked (the entry keeps no other pointer to it). A
 // thread claims a free key by storing its frame's address (under the state
 // mutex, like every claim) and releases it by one compare-and-swap back to 0,
 // without the mutex: an uncontended cold import takes the state mutex once
@@ -20,8 +21,9 @@
 // the holder's release then fails its compare-and-swap and releases the
 // record under the mutex, waking the waiters. If the holder released first,
 // the conversion's compare-and-swap fails and the converter takes the record
-// itself. snapshot() pins an uncontended claim the same way for as long as
-// it reads the holder's frame (pin_claim), so that frame stays alive.
+// itself. snapshot() pins an uncontended claim by setting the word's second
+// bit for as long as it reads the holder's frame (visit_uncontended_claim),
+// so that the holder's compare-and-swap fails and that frame stays alive.
 //
 // A module lock record is not a mutex: holder, depth, waiters and a
 // condition variable, linked from the key's entry while a key's import is
@@ -342,7 +344,7 @@ public:
             (void)e;
             return false;
         } else {
-            return e.extra.lock == nullptr && e.claim_word.load(std::memory_order_acquire) == 0;
+            return e.claim_word.load(std::memory_order_acquire) == 0;  // no record, no holder
         }
     }
 
@@ -352,9 +354,8 @@ public:
             return e.holder_thread != std::thread::id{};
         } else {
             const std::uintptr_t w = e.claim_word.load(std::memory_order_acquire);
-            if ((w & contended_bit) == 0) return w != 0;
-            const auto* lock = static_cast<const module_lock*>(e.extra.lock);
-            return lock == nullptr || lock->depth != 0;  // no record: pinned by a snapshot
+            if ((w & contended_bit) == 0) return w != 0;  // a frame, pinned or not
+            return record_in(w)->depth != 0;
         }
     }
 
@@ -370,8 +371,8 @@ public:
     void visit_uncontended_claim(const Entry& e, F&& f) const {
         if constexpr (!global) {
             std::uintptr_t w = e.claim_word.load(std::memory_order_acquire);
-            if (w == 0 || (w & contended_bit) != 0) return;
-            if (!e.claim_word.compare_exchange_strong(w, w | contended_bit,
+            if (w == 0 || (w & (contended_bit | pinned_bit)) != 0) return;
+            if (!e.claim_word.compare_exchange_strong(w, w | pinned_bit,
                                                       std::memory_order_acquire)) {
                 return;  // released meanwhile
             }
@@ -427,6 +428,13 @@ public:
         }
     }
 
+    // Returns `e`'s record (linked from its claim word), or null. State mutex
+    // held, or any time for a caller that only compares the address.
+    static module_lock* record_of(const Entry& e) noexcept {
+        const std::uintptr_t w = e.claim_word.load(std::memory_order_acquire);
+        return (w & contended_bit) != 0 ? record_in(w) : nullptr;
+    }
+
     // Returns the number of threads waiting on `e`'s lock (any key's, for
     // the global lock).
     std::size_t waiters_of(const Entry* e) const noexcept {
@@ -434,9 +442,8 @@ public:
             (void)e;
             return global_lock_.waiters;
         } else {
-            return e != nullptr && e->extra.lock != nullptr
-                       ? static_cast<const module_lock*>(e->extra.lock)->waiters
-                       : 0;
+            const module_lock* lock = e != nullptr ? record_of(*e) : nullptr;
+            return lock != nullptr ? lock->waiters : 0;
         }
     }
 
@@ -586,7 +593,7 @@ public:
                     return;
                 }
                 if (!state_.owns_lock()) state_.lock();
-                lock = static_cast<module_lock*>(entry_.extra.lock);
+                lock = record_of(entry_);
                 if (lock == nullptr) return;
             } else if (!state_.owns_lock()) {
                 state_.lock();
@@ -620,7 +627,8 @@ private:
             (void)e;
             return global_lock_;
         } else {
-            if (e.extra.lock == nullptr) {
+            if (module_lock* linked = record_of(e)) return *linked;
+            {
                 module_lock* lock = free_;
                 if (lock != nullptr) {
                     free_ = lock->next;
@@ -635,10 +643,9 @@ private:
                 live_ = lock;
                 live_count_.store(live_count_.load(std::memory_order_relaxed) + 1,
                                   std::memory_order_relaxed);
-                e.extra.lock = lock;
                 convert(e, *lock);
+                return *lock;
             }
-            return *static_cast<module_lock*>(e.extra.lock);
         }
     }
 
@@ -663,21 +670,20 @@ private:
         if (lock.depth != 0 || lock.waiters != 0) return;
         lock.failure = nullptr;
         if constexpr (!global) {
-            lock.entry->extra.lock = nullptr;
-            lock.entry->claim_word.store(0, std::memory_order_release);
+            lock.entry->claim_word.store(0, std::memory_order_release);  // unlinks the record
             unlink_and_delete(lock);
         }
     }
 
-    // Marks the claim word of `e`, which `lock` (new) now serves: an
-    // uncontended claim becomes the record's, held by its claimer through
-    // its frame (if the claimer released meanwhile, the record starts free).
-    // State mutex held.
+    // Links `lock` (new) from the claim word of `e`: an uncontended claim
+    // becomes the record's, held by its claimer through its frame (if the
+    // claimer released meanwhile, the record starts free). State mutex held,
+    // so no snapshot pins the claim meanwhile.
     void convert(Entry& e, module_lock& lock) noexcept {
+        const std::uintptr_t linked = reinterpret_cast<std::uintptr_t>(&lock) | contended_bit;
         std::uintptr_t w = e.claim_word.load(std::memory_order_acquire);
-        if (w != 0 &&
-            e.claim_word.compare_exchange_strong(w, w | contended_bit, std::memory_order_acq_rel,
-                                                 std::memory_order_acquire)) {
+        if (w != 0 && e.claim_word.compare_exchange_strong(w, linked, std::memory_order_acq_rel,
+                                                           std::memory_order_acquire)) {
             auto* f = reinterpret_cast<frame*>(w);
             lock.holder.store(e.holder_thread, std::memory_order_release);
             lock.depth = 1;
@@ -687,7 +693,7 @@ private:
             return;
         }
         // Free (w == 0, or the claimer released it before the exchange).
-        e.claim_word.store(contended_bit, std::memory_order_release);
+        e.claim_word.store(linked, std::memory_order_release);
     }
 
     // Releases, under the state mutex, the uncontended claim `f` of `e` whose
@@ -700,7 +706,7 @@ private:
             count_uncontended_release();
             return;
         }
-        auto& lock = *static_cast<module_lock*>(e.extra.lock);
+        module_lock& lock = *record_in(w);
         if (e.holder_thread == std::this_thread::get_id()) e.holder_thread = {};
         if (lock.claimed_by == &f) lock.claimed_by = nullptr;
         unlist(f);
@@ -775,7 +781,18 @@ private:
     // it, or converted to records): their difference is in lock_count().
     std::atomic<std::size_t> uncontended_claims_{0};
     std::atomic<std::size_t> uncontended_released_{0};
+    // The claim word's tag bits (see the header comment): a record is linked
+    // (the rest is its address), or a snapshot pins an uncontended claim (the
+    // rest is the holder's frame). Records and frames are 4-aligned at least.
     static constexpr std::uintptr_t contended_bit = 1;
+    static constexpr std::uintptr_t pinned_bit = 2;
+    static constexpr std::uintptr_t tag_bits = contended_bit | pinned_bit;
+    static_assert(alignof(module_lock) > tag_bits && alignof(frame) > tag_bits);
+
+    // The record a claim word with contended_bit links.
+    static module_lock* record_in(std::uintptr_t w) noexcept {
+        return reinterpret_cast<module_lock*>(w & ~tag_bits);
+    }
 };
 
 }  // namespace importlock::detail
