@@ -25,9 +25,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <new>
 #include <type_traits>
 #include <utility>
-#include <vector>
 
 #include "algorithm.hpp"
 #include "registry_entry.hpp"
@@ -56,10 +56,12 @@ public:
     registry(const registry&) = delete;
     registry& operator=(const registry&) = delete;
     ~registry() {
-        for (std::size_t c = chunks_.size(); c-- > 0;) {
-            chunk& ch = chunks_[c];
-            for (std::size_t i = ch.size; i-- > 0;) std::destroy_at(ch.entries + i);
-            std::allocator<entry_type>().deallocate(ch.entries, ch.capacity);
+        for (chunk* ch = first_; ch != nullptr;) {
+            chunk* next = ch->next;
+            entry_type* entries = entries_of(ch);
+            for (std::size_t i = ch->size; i-- > 0;) std::destroy_at(entries + i);
+            ::operator delete(static_cast<void*>(ch), std::align_val_t{chunk_alignment});
+            ch = next;
         }
     }
 
@@ -95,16 +97,19 @@ public:
     std::size_t entry_count() const noexcept { return count_; }
 
     // Calls f(entry) for every entry. Writer lock required.
+    // Entries come in the order they were inserted.
     template <class F>
     void for_each(F&& f) const {
-        for (const chunk& ch : chunks_) {
-            for (std::size_t i = 0; i < ch.size; ++i) f(std::as_const(ch.entries[i]));
+        for (const chunk* ch = first_; ch != nullptr; ch = ch->next) {
+            const entry_type* entries = entries_of(ch);
+            for (std::size_t i = 0; i < ch->size; ++i) f(entries[i]);
         }
     }
     template <class F>
     void for_each(F&& f) {
-        for (chunk& ch : chunks_) {
-            for (std::size_t i = 0; i < ch.size; ++i) f(ch.entries[i]);
+        for (chunk* ch = first_; ch != nullptr; ch = ch->next) {
+            entry_type* entries = entries_of(ch);
+            for (std::size_t i = 0; i < ch->size; ++i) f(entries[i]);
         }
     }
 
@@ -169,39 +174,58 @@ private:
     // std::vector type less for every unit that uses a system to compile.)
     std::unique_ptr<table> table_;
     // Entries never move: they live in chunks of 4, 8, then 16 entries, one
-    // allocation per chunk, the last one filling up (at most 15 unused slots).
+    // allocation per chunk (this header, then the entries), linked oldest
+    // first, the last one filling up (at most 15 unused slots).
     struct chunk {
-        entry_type* entries = nullptr;
-        std::size_t capacity = 0;
-        std::size_t size = 0;
+        chunk* next = nullptr;
+        std::uint32_t size = 0;
+        std::uint32_t capacity = 0;
     };
     static constexpr std::size_t first_chunk = 4;
     static constexpr std::size_t largest_chunk = 16;
+    static constexpr std::size_t chunk_alignment = alignof(entry_type) > alignof(chunk)
+                                                       ? alignof(entry_type)
+                                                       : alignof(chunk);
+    static constexpr std::size_t entries_offset =
+        (sizeof(chunk) + alignof(entry_type) - 1) / alignof(entry_type) * alignof(entry_type);
+
+    // The storage of a chunk's entries (entries_of: the constructed ones).
+    static void* storage_of(chunk* ch) noexcept {
+        return reinterpret_cast<unsigned char*>(ch) + entries_offset;
+    }
+    static entry_type* entries_of(chunk* ch) noexcept {
+        return std::launder(static_cast<entry_type*>(storage_of(ch)));
+    }
+    static const entry_type* entries_of(const chunk* ch) noexcept {
+        return entries_of(const_cast<chunk*>(ch));
+    }
 
     // Constructs an entry at the end of the last chunk (a new chunk when it
     // is full). Strong guarantee: if the allocation or the construction
     // throws, no entry was added (a new, empty chunk stays for the next).
     template <class... Args>
     entry_type& emplace(Args&&... args) {
-        if (chunks_.empty() || chunks_.back().size == chunks_.back().capacity) {
-            const std::size_t capacity =
-                chunks_.empty()
-                    ? first_chunk
-                    : (2 * chunks_.back().capacity < largest_chunk ? 2 * chunks_.back().capacity
-                                                                   : largest_chunk);
-            // Room first, so that push_back cannot throw after the allocation;
-            // geometric, so that the descriptors are not copied per chunk (an
-            // exact reserve made every 16th cold import O(chunks)).
-            if (chunks_.size() == chunks_.capacity()) chunks_.reserve(2 * chunks_.size() + 4);
-            chunks_.push_back({std::allocator<entry_type>().allocate(capacity), capacity, 0});
+        if (last_ == nullptr || last_->size == last_->capacity) {
+            const std::size_t capacity = last_ == nullptr
+                                             ? first_chunk
+                                             : (2 * std::size_t{last_->capacity} < largest_chunk
+                                                    ? 2 * std::size_t{last_->capacity}
+                                                    : largest_chunk);
+            void* raw = ::operator new(entries_offset + capacity * sizeof(entry_type),
+                                       std::align_val_t{chunk_alignment});
+            chunk* ch = ::new (raw) chunk{nullptr, 0, static_cast<std::uint32_t>(capacity)};
+            (last_ != nullptr ? last_->next : first_) = ch;
+            last_ = ch;
         }
-        chunk& ch = chunks_.back();
-        entry_type* e = std::construct_at(ch.entries + ch.size, std::forward<Args>(args)...);
+        chunk& ch = *last_;
+        entry_type* e = std::construct_at(static_cast<entry_type*>(storage_of(&ch)) + ch.size,
+                                          std::forward<Args>(args)...);
         ++ch.size;
         return *e;
     }
 
-    std::vector<chunk> chunks_;
+    chunk* first_ = nullptr;
+    chunk* last_ = nullptr;
     std::size_t count_ = 0;
 };
 
