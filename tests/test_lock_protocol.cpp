@@ -7,7 +7,7 @@
 //                  linked from the entry's claim word
 //   acquire        uncontended, re-entrant, waiting, cycles (exactly one thread of a cycle
 //                  finds it), timeouts, cancellation, shared failures, before_wait
-//   claim          holder_thread, import stack frames (push/pop, depth order),
+//   claim          claimed/claimed_by_this_thread, import stack frames (push/pop, depth order),
 //                  thread_import_depth, release on unwinding
 //   queries        lock_count, waiters_of, for_each_lock/stack/waiter, reentry_chain, held_by
 //   domains        a cycle through two protocols is found only when they share a domain
@@ -347,14 +347,14 @@ TEMPLATE_TEST_CASE("lock_protocol: a claim marks the holder, stacks the key and 
         auto ga = sys.acquire(a, state);
         typename sys_t::claim ca(sys.protocol, a, held(ga), state);
         CHECK(&ca.lock() == ga.lock);
-        CHECK(a.holder_thread == self);
+        CHECK(sys.protocol.claimed_by_this_thread(a));
         CHECK(thread_import_depth() == depth_before + 1);
         CHECK(stacks_of(sys.protocol) ==
               std::map<std::thread::id, std::vector<std::string>>{{self, {"a"}}});
         {
             auto gb = sys.acquire(b, state);
             typename sys_t::claim cb(sys.protocol, b, held(gb), state);
-            CHECK(b.holder_thread == self);
+            CHECK(sys.protocol.claimed_by_this_thread(b));
             CHECK(thread_import_depth() == depth_before + 2);
             CHECK(stacks_of(sys.protocol) ==
                   std::map<std::thread::id, std::vector<std::string>>{{self, {"a", "b"}}});
@@ -369,8 +369,8 @@ TEMPLATE_TEST_CASE("lock_protocol: a claim marks the holder, stacks the key and 
             state.unlock();
         }
         CHECK(state.owns_lock());
-        CHECK(b.holder_thread == std::thread::id{});
-        CHECK(a.holder_thread == self);
+        CHECK_FALSE(sys.protocol.claimed(b));
+        CHECK(sys.protocol.claimed_by_this_thread(a));
         CHECK(thread_import_depth() == depth_before + 1);
         CHECK(stacks_of(sys.protocol) ==
               std::map<std::thread::id, std::vector<std::string>>{{self, {"a"}}});
@@ -378,7 +378,7 @@ TEMPLATE_TEST_CASE("lock_protocol: a claim marks the holder, stacks the key and 
         CHECK(record_of(b) == nullptr);
     }
     CHECK(state.owns_lock());
-    CHECK(a.holder_thread == std::thread::id{});
+    CHECK_FALSE(sys.protocol.claimed(a));
     CHECK(thread_import_depth() == depth_before);
     CHECK(stacks_of(sys.protocol).empty());
     CHECK(sys.protocol.lock_count() == 0);
@@ -404,7 +404,7 @@ TEMPLATE_TEST_CASE("lock_protocol: a claim releases everything while an exceptio
         CHECK(state.owns_lock());  // relocked by the claim
         CHECK(sys.protocol.lock_count() == 0);
         CHECK(record_of(a) == nullptr);
-        CHECK(a.holder_thread == std::thread::id{});
+        CHECK_FALSE(sys.protocol.claimed(a));
         CHECK(thread_import_depth() == depth_before);
         CHECK(stacks_of(sys.protocol).empty());
     }
@@ -591,7 +591,7 @@ TEST_CASE("lock_protocol: an uncontended claim takes no record and releases with
         const std::uintptr_t word = a.claim_word.load();
         CHECK(word != 0);
         CHECK((word & 3) == 0);  // a frame's address, not a record's
-        CHECK(a.holder_thread == self);
+        CHECK(sys.protocol.claimed_by_this_thread(a));
         CHECK(sys.protocol.claimed(a));
         CHECK(sys.protocol.claimed_by_this_thread(a));
         CHECK_FALSE(sys.protocol.can_claim_uncontended(a));
@@ -649,7 +649,7 @@ TEST_CASE("lock_protocol: a thread re-entering its uncontended claim converts it
     CHECK(state.owns_lock());
     CHECK(record_of(a) == nullptr);
     CHECK(a.claim_word.load() == 0);
-    CHECK(a.holder_thread == std::thread::id{});
+    CHECK_FALSE(sys.protocol.claimed(a));
     CHECK(sys.protocol.lock_count() == 0);
     CHECK(stacks_of(sys.protocol).empty());
 }

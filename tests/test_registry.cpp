@@ -61,7 +61,6 @@ TEST_CASE("registry: find and find_or_insert", "[registry]") {
     CHECK(a.hash == hash("a"));
     CHECK(a.current_state() == entry_state::absent);
     CHECK(a.registered() == nullptr);
-    CHECK(a.holder_thread == std::thread::id{});
 
     CHECK(reg.find("a", hash("a")) == &a);
     CHECK(&reg.find_or_insert("a", hash("a")) == &a);  // no second entry
@@ -109,7 +108,6 @@ TEST_CASE("registry entry: each transition changes state and module together",
     CHECK(e.current_state() == entry_state::ready);
     CHECK(e.published() == module);
     CHECK(e.ready_module() == module.get());
-    CHECK(e.holder_thread == std::thread::id{});
     CHECK(e.ready_order == 7);
     CHECK(e.dependencies.to_vector() == std::vector<std::string>{"dep"});
 

@@ -17,7 +17,9 @@
 // without the mutex: an uncontended cold import takes the state mutex once
 // (claim_uncontended and the claim's destructor). A thread that finds the key
 // held converts the claim, under the mutex: it links a record whose holder is
-// the claimer (entry.holder_thread) and sets the low bit by compare-and-swap;
+// the claimer (read from its frame, which the successful compare-and-swap
+// keeps alive until the claimer's release takes the mutex) and sets the low
+// bit by compare-and-swap;
 // the holder's release then fails its compare-and-swap and releases the
 // record under the mutex, waking the waiters. If the holder released first,
 // the conversion's compare-and-swap fails and the converter takes the record
@@ -240,13 +242,19 @@ public:
                         state.unlock();
                         before_wait(holder);  // outside every internal lock
                         state.lock();
-                        // No wait in this round: while `state` was unlocked the
-                        // holder may have released, a failure been shared, or a
-                        // stop been requested, whose wake-up found nobody waiting
-                        // (a lost wake-up: the wait would never end). The next
-                        // round checks all of it with `state` held up to the wait.
-                    } else if (lock.depth != 0 && lock.holder_id() != self &&
-                               (!share_failures || lock.failures == failures_before)) {
+                        // While `state` was unlocked the holder may have released,
+                        // a failure been shared or a stop been requested, and
+                        // their wake-ups found nobody waiting: each is checked
+                        // below with `state` held up to the wait, so none is lost.
+                        // The wait stays in the graph meanwhile, so a thread that
+                        // closes a cycle through this one in that window finds it
+                        // (ending the round here would drop the edge for a while).
+                    }
+                    // Every wake-up (release, shared failure, stop request) is
+                    // made under `state`: checked here, none is missed.
+                    if (lock.depth != 0 && lock.holder_id() != self &&
+                        (!share_failures || lock.failures == failures_before) &&
+                        !limit.cancelled()) {
                         wait(lock, state, limit);
                     }
                 } catch (...) {
@@ -348,10 +356,12 @@ public:
         }
     }
 
-    // Returns whether `e`'s import is held (claimed) by any thread.
+    // Returns whether `e`'s import is held (claimed) by any thread. State
+    // mutex held.
     bool claimed(const Entry& e) const noexcept {
         if constexpr (global) {
-            return e.holder_thread != std::thread::id{};
+            // The claim's frame, stored and cleared under the mutex (claim).
+            return e.claim_word.load(std::memory_order_relaxed) != 0;
         } else {
             const std::uintptr_t w = e.claim_word.load(std::memory_order_acquire);
             if ((w & contended_bit) == 0) return w != 0;  // a frame, pinned or not
@@ -359,9 +369,25 @@ public:
         }
     }
 
-    // Returns whether this thread holds `e`'s import (§1.3 re-entry).
+    // Returns whether this thread holds `e`'s import (§1.3 re-entry). State
+    // mutex held. O(1): a record says its holder; an uncontended claim's
+    // frame does, read while the claim is pinned (its holder, if another
+    // thread, may be releasing it meanwhile).
     bool claimed_by_this_thread(const Entry& e) const noexcept {
-        return e.holder_thread == std::this_thread::get_id() && claimed(e);
+        const auto self = std::this_thread::get_id();
+        const std::uintptr_t w = e.claim_word.load(std::memory_order_acquire);
+        if (w == 0) return false;
+        if constexpr (global) {
+            return reinterpret_cast<const frame*>(w)->thread == self;  // mutex: it stays
+        } else {
+            if ((w & contended_bit) != 0) {
+                const module_lock* lock = record_in(w);
+                return lock->depth != 0 && lock->holder_id() == self;
+            }
+            bool mine = false;
+            visit_uncontended_claim(e, [&](const frame& f) { mine = f.thread == self; });
+            return mine;
+        }
     }
 
     // Calls f(frame) with the frame of `e`'s uncontended claim, if it has
@@ -521,7 +547,8 @@ public:
 
     // This thread's hold on a key's import, to the end of the load: the lock
     // (a record from acquire(), or the entry's claim word), the import-stack
-    // frame, the thread's depth count and the entry's holder_thread. All are
+    // frame, the thread's depth count (and, under the global lock, the entry's
+    // claim word, naming the claim's frame). All are
     // given back on destruction, also when the load throws: a record's under
     // `state` (relocked if needed), an uncontended claim's by one
     // compare-and-swap, without the mutex unless another thread converted it
@@ -533,7 +560,11 @@ public:
             : protocol_(protocol), entry_(e), lock_(&lock), state_(state) {
             protocol_.push(frame_, e, true);
             if (lock.entry != nullptr) lock.claimed_by = &frame_;
-            e.holder_thread = std::this_thread::get_id();
+            if constexpr (global) {
+                // The global lock is not the key's: the entry names its claim.
+                e.claim_word.store(reinterpret_cast<std::uintptr_t>(&frame_),
+                                   std::memory_order_relaxed);
+            }
             ++thread_import_depth();
         }
         // Claims the free `e` without a record. `state` held; precondition:
@@ -541,7 +572,6 @@ public:
         claim(lock_protocol& protocol, Entry& e, state_lock& state, uncontended_t) noexcept
             : protocol_(protocol), entry_(e), lock_(nullptr), state_(state) {
             protocol_.push(frame_, e, false);
-            e.holder_thread = std::this_thread::get_id();
             protocol_.count_uncontended_claim();
             e.claim_word.store(reinterpret_cast<std::uintptr_t>(&frame_),
                                std::memory_order_release);
@@ -569,7 +599,12 @@ public:
                 protocol_.release_converted(entry_, frame_);
                 return;
             }
-            if (entry_.holder_thread == std::this_thread::get_id()) entry_.holder_thread = {};
+            if constexpr (global) {
+                if (entry_.claim_word.load(std::memory_order_relaxed) ==
+                    reinterpret_cast<std::uintptr_t>(&frame_)) {
+                    entry_.claim_word.store(0, std::memory_order_relaxed);
+                }
+            }
             if (lock_->claimed_by == &frame_) lock_->claimed_by = nullptr;
             protocol_.unlist(frame_);
             protocol_.release(*lock_);
@@ -684,8 +719,10 @@ private:
         std::uintptr_t w = e.claim_word.load(std::memory_order_acquire);
         if (w != 0 && e.claim_word.compare_exchange_strong(w, linked, std::memory_order_acq_rel,
                                                            std::memory_order_acquire)) {
+            // The claimer's frame: alive, since its release now fails its
+            // compare-and-swap and waits for the mutex this thread holds.
             auto* f = reinterpret_cast<frame*>(w);
-            lock.holder.store(e.holder_thread, std::memory_order_release);
+            lock.holder.store(f->thread, std::memory_order_release);
             lock.depth = 1;
             lock.claimed_by = f;
             list(*f);
@@ -707,7 +744,6 @@ private:
             return;
         }
         module_lock& lock = *record_in(w);
-        if (e.holder_thread == std::this_thread::get_id()) e.holder_thread = {};
         if (lock.claimed_by == &f) lock.claimed_by = nullptr;
         unlist(f);
         release(lock);

@@ -41,9 +41,8 @@
 // Fields: `dependencies` and `ready_order` are written by the loading thread
 // before the state becomes ready, so a reader under the state mutex reads
 // them only when an acquire load of the state gave ready or reloading (an
-// initialising entry has none). `holder_thread` is written under the state
-// mutex by the thread claiming the key and means something only while the
-// claim word (lock_protocol.hpp) says the key is claimed.
+// initialising entry has none). The thread holding the key's import is found
+// through the claim word (lock_protocol.hpp).
 //
 // Thread-safety: the readers above may run on any thread at any time; the
 // other members as the paragraphs above say. Cost: every transition and
@@ -66,9 +65,9 @@ namespace importlock::detail {
 // The life cycle of one key's registration.
 enum class entry_state : unsigned char {
     absent,        // no module: never imported, erased, or its import failed
-    initializing,  // registered, loader running on holder_thread
+    initializing,  // registered, a loader running (the claim's thread)
     ready,         // fully initialised: the hit path returns it
-    reloading,     // ready before, loader re-running on holder_thread
+    reloading,     // ready before, its loader running again
     blocked,       // tombstone: importing throws import_halted_error
 };
 
@@ -233,8 +232,6 @@ public:
 
     const Key key;
     const std::size_t hash;
-    // The thread holding the key's import while it is claimed (see Fields). State mutex.
-    std::thread::id holder_thread{};
     // The key's claim: 0, a claiming frame's address, or a record's mark
     // (lock_protocol.hpp). Mutable: a snapshot pins a claim.
     mutable std::atomic<std::uintptr_t> claim_word{0};
