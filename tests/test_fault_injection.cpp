@@ -293,6 +293,13 @@ TEST_CASE("allocation failures leave nothing behind", "[faults]") {
         [](world& w) {
             REQUIRE(w.system.import_module(fkey(1))->value == 1);
             REQUIRE(w.system.lock_count() == 0);
+            // The dependency lists (one allocation each, key_list.hpp) are whole.
+            for (int id : {1, 2, 11}) {
+                std::vector<int> got;
+                for (const fkey& dep : w.system.dependencies(fkey(id))) got.push_back(dep.id);
+                INFO("dependencies of " << id);
+                REQUIRE(got == dependencies_of(id));
+            }
         });
     REQUIRE(seen > 20);
 }

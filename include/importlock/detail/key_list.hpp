@@ -32,7 +32,8 @@ public:
     template <class Keep>
     key_list(std::vector<Key>& keys, std::size_t count, Keep&& keep) {
         if (count == 0) return;
-        void* raw = ::operator new(bytes_for(count), std::align_val_t{alignment});
+        void* raw = over_aligned ? ::operator new(bytes_for(count), std::align_val_t{alignment})
+                                 : ::operator new(bytes_for(count));
         header* h = ::new (raw) header{0};
         try {
             for (std::size_t i = 0; i < keys.size() && h->size < count; ++i) {
@@ -84,6 +85,9 @@ private:
     };
     static constexpr std::size_t alignment = alignof(Key) > alignof(header) ? alignof(Key)
                                                                             : alignof(header);
+    // Over-aligned keys need the aligned operator new; the others use the
+    // plain one (which replaced global allocators count).
+    static constexpr bool over_aligned = alignment > __STDCPP_DEFAULT_NEW_ALIGNMENT__;
     static constexpr std::size_t keys_offset =
         (sizeof(header) + alignof(Key) - 1) / alignof(Key) * alignof(Key);
 
@@ -105,7 +109,11 @@ private:
     static void release(header* h) noexcept {
         Key* keys = keys_of(h);
         for (std::size_t i = h->size; i-- > 0;) std::destroy_at(keys + i);
-        ::operator delete(static_cast<void*>(h), std::align_val_t{alignment});
+        if (over_aligned) {
+            ::operator delete(static_cast<void*>(h), std::align_val_t{alignment});
+        } else {
+            ::operator delete(static_cast<void*>(h));
+        }
     }
 
     header* header_ = nullptr;

@@ -60,7 +60,7 @@ public:
             chunk* next = ch->next;
             entry_type* entries = entries_of(ch);
             for (std::size_t i = ch->size; i-- > 0;) std::destroy_at(entries + i);
-            ::operator delete(static_cast<void*>(ch), std::align_val_t{chunk_alignment});
+            free_chunk(ch);
             ch = next;
         }
     }
@@ -189,6 +189,24 @@ private:
     static constexpr std::size_t entries_offset =
         (sizeof(chunk) + alignof(entry_type) - 1) / alignof(entry_type) * alignof(entry_type);
 
+    // Over-aligned entries (an over-aligned key) need the aligned operator new;
+    // the others use the plain one, which replaced global allocators count.
+    static constexpr bool over_aligned = chunk_alignment > __STDCPP_DEFAULT_NEW_ALIGNMENT__;
+    static void* allocate_chunk(std::size_t bytes) {
+        if constexpr (over_aligned) {
+            return ::operator new(bytes, std::align_val_t{chunk_alignment});
+        } else {
+            return ::operator new(bytes);
+        }
+    }
+    static void free_chunk(chunk* ch) noexcept {
+        if constexpr (over_aligned) {
+            ::operator delete(static_cast<void*>(ch), std::align_val_t{chunk_alignment});
+        } else {
+            ::operator delete(static_cast<void*>(ch));
+        }
+    }
+
     // The storage of a chunk's entries (entries_of: the constructed ones).
     static void* storage_of(chunk* ch) noexcept {
         return reinterpret_cast<unsigned char*>(ch) + entries_offset;
@@ -211,8 +229,7 @@ private:
                                              : (2 * std::size_t{last_->capacity} < largest_chunk
                                                     ? 2 * std::size_t{last_->capacity}
                                                     : largest_chunk);
-            void* raw = ::operator new(entries_offset + capacity * sizeof(entry_type),
-                                       std::align_val_t{chunk_alignment});
+            void* raw = allocate_chunk(entries_offset + capacity * sizeof(entry_type));
             chunk* ch = ::new (raw) chunk{nullptr, 0, static_cast<std::uint32_t>(capacity)};
             (last_ != nullptr ? last_->next : first_) = ch;
             last_ = ch;
