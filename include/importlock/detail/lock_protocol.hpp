@@ -249,6 +249,10 @@ public:
                         // The wait stays in the graph meanwhile, so a thread that
                         // closes a cycle through this one in that window finds it
                         // (ending the round here would drop the edge for a while).
+                        // A round that ends after a wake-up (a release taken by
+                        // another waiter, a spurious one) still drops it until the
+                        // next round registers again: a cycle closed in that
+                        // moment is then found by this thread, not the closer.
                     }
                     // Every wake-up (release, shared failure, stop request) is
                     // made under `state`: checked here, none is missed.
@@ -663,24 +667,22 @@ private:
             return global_lock_;
         } else {
             if (module_lock* linked = record_of(e)) return *linked;
-            {
-                module_lock* lock = free_;
-                if (lock != nullptr) {
-                    free_ = lock->next;
-                } else {
-                    lock = new module_lock;
-                }
-                lock->entry = &e;
-                lock->describe = &describe_lock;
-                lock->owner = owner_;
-                lock->next = live_;
-                if (live_ != nullptr) live_->prev = lock;
-                live_ = lock;
-                live_count_.store(live_count_.load(std::memory_order_relaxed) + 1,
-                                  std::memory_order_relaxed);
-                convert(e, *lock);
-                return *lock;
+            module_lock* lock = free_;
+            if (lock != nullptr) {
+                free_ = lock->next;
+            } else {
+                lock = new module_lock;
             }
+            lock->entry = &e;
+            lock->describe = &describe_lock;
+            lock->owner = owner_;
+            lock->next = live_;
+            if (live_ != nullptr) live_->prev = lock;
+            live_ = lock;
+            live_count_.store(live_count_.load(std::memory_order_relaxed) + 1,
+                              std::memory_order_relaxed);
+            convert(e, *lock);
+            return *lock;
         }
     }
 
