@@ -29,7 +29,8 @@
 //
 // Readers:
 //   - published():   the module while `ready`, else null. Takes `guard` (a
-//                    spin lock held for one reference-count increment).
+//                    spin lock held for one reference-count increment) only
+//                    when an acquire load of the state gave ready.
 //   - registered():  the module while initializing, ready or reloading.
 //   - ready_module():the raw pointer of the module while `ready`, else null:
 //                    one acquire load, no lock, no write (import_ref and
@@ -113,15 +114,20 @@ public:
     entry_state current_state() const noexcept { return state_.load(std::memory_order_acquire); }
 
     // Returns the module while ready, else null; state and module are read
-    // together under the guard.
+    // together under the guard. A state that is not ready answers null without
+    // the guard (every cold import asks twice before its load): the answer
+    // of that moment, as if read just before the state changed.
     std::shared_ptr<Module> published() const noexcept {
+        if (state_.load(std::memory_order_acquire) != entry_state::ready) return nullptr;
         std::lock_guard lock(guard_);
         if (state_.load(std::memory_order_acquire) != entry_state::ready) return nullptr;
         return module_;
     }
 
-    // Returns the module while initializing, ready or reloading, else null.
+    // Returns the module while initializing, ready or reloading, else null
+    // (without the guard when the state holds none, as published()).
     std::shared_ptr<Module> registered() const noexcept {
+        if (!holds_module(state_.load(std::memory_order_acquire))) return nullptr;
         std::lock_guard lock(guard_);
         if (!holds_module(state_.load(std::memory_order_acquire))) return nullptr;
         return module_;
@@ -132,12 +138,13 @@ public:
 
     // --- Transitions: the shard's state mutex held (see the table above). ----------------
 
-    // Registers `module` as initialising; returns false (and changes
-    // nothing) when the key was blocked since it was claimed.
-    bool begin_load(const std::shared_ptr<Module>& module) noexcept {
+    // Registers `module` as initialising, moving it in; returns false (and
+    // changes nothing, `module` included) when the key was blocked since it
+    // was claimed.
+    bool begin_load(std::shared_ptr<Module>& module) noexcept {
         std::lock_guard lock(guard_);
         if (state_.load(std::memory_order_acquire) == entry_state::blocked) return false;
-        module_ = module;
+        module_ = std::move(module);
         state_.store(entry_state::initializing, std::memory_order_release);
         return true;
     }
