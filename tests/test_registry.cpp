@@ -98,7 +98,9 @@ TEST_CASE("registry entry: each transition changes state and module together",
     entry_of<std::string> e("k", 1);
     auto module = std::make_shared<int>(1);
 
-    CHECK(e.begin_load(module));  // absent -> initializing
+    auto loading = module;
+    CHECK(e.begin_load(loading));  // absent -> initializing, taking the module over
+    CHECK(loading == nullptr);
     CHECK(e.current_state() == entry_state::initializing);
     CHECK(e.registered() == module);
     CHECK(e.published() == nullptr);  // never handed out while initialising
@@ -133,7 +135,8 @@ TEST_CASE("registry entry: each transition changes state and module together",
     CHECK(e.registered() == nullptr);
     CHECK(e.dependencies.empty());
 
-    CHECK(e.begin_load(std::make_shared<int>(2)));
+    auto second = std::make_shared<int>(2);
+    CHECK(e.begin_load(second));
     CHECK_FALSE(e.block(dropped));       // refused while a load is in flight
     CHECK(e.abandon_load() != nullptr);  // initializing -> absent
     CHECK(e.current_state() == entry_state::absent);
@@ -149,7 +152,10 @@ TEST_CASE("registry entry: each transition changes state and module together",
     CHECK(e.dependencies.empty());
 
     // A claimed key blocked before its load registered: the load is refused.
-    CHECK_FALSE(e.begin_load(std::make_shared<int>(3)));
+    auto refused = std::make_shared<int>(3);
+    CHECK_FALSE(e.begin_load(refused));
+    REQUIRE(refused != nullptr);  // left to the caller, to destroy outside every lock
+    CHECK(*refused == 3);
     CHECK_FALSE(e.publish_built(std::make_shared<int>(4), keys({"x"}), 10));
     CHECK(e.current_state() == entry_state::blocked);
     CHECK(e.registered() == nullptr);

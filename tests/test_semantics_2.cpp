@@ -332,6 +332,74 @@ TEMPLATE_LIST_TEST_CASE("semantics: a bind_child that throws fails the child's i
     CHECK(sys.lock_count() == 0);
 }
 
+// A first load through import_ref leaves the module's one owner in the registry (no
+// reference count taken for the caller), but bind_child still gets an owning child.
+TEMPLATE_LIST_TEST_CASE("semantics: import_ref's first load owns nothing but binds an owner",
+                        "[semantics][hierarchy][bind][import_ref]", all_policies) {
+    bound_system_t<TestType> sys;
+    bind_probe probe;
+    probe.is_initializing = [&](const std::string& key) { return sys.is_initializing(key); };
+    probe.contains = [&](const std::string& key) { return sys.contains(key); };
+    sys.finder().define("pkg", [&](bound_module& m, bound_importer_t&) { m.probe = &probe; });
+    sys.finder().define("pkg.mod", [](bound_module& m, bound_importer_t&) { m.value = 7; });
+    sys.finder().define("top", [](bound_module& m, bound_importer_t&) { m.value = 3; });
+
+    bound_module& top = sys.import_ref("top");
+    CHECK(top.value == 3);
+    std::weak_ptr<bound_module> top_owner = sys.get("top");
+    CHECK(top_owner.lock().get() == &top);
+    CHECK(top_owner.use_count() == 1);  // the registry's only
+    REQUIRE(sys.erase("top"));
+    CHECK(top_owner.expired());  // nobody else kept it
+
+    bound_module& mod = sys.import_ref("pkg.mod");
+    CHECK(mod.value == 7);
+    REQUIRE(probe.records.size() == 1);
+    CHECK(probe.records[0].child.get() == &mod);
+    CHECK(probe.records[0].child.use_count() == 2);  // the registry's and the parent's
+    // The parent's child outlives the registration: it owns the module.
+    REQUIRE(sys.erase("pkg.mod"));
+    CHECK(probe.records[0].child.use_count() == 1);
+    CHECK(probe.records[0].child->value == 7);
+    CHECK(sys.lock_count() == 0);
+}
+
+namespace {
+
+struct counted_module {
+    static inline int live = 0;
+    counted_module() { ++live; }
+    counted_module(const counted_module&) = delete;
+    ~counted_module() { --live; }
+    int value = 0;
+};
+
+}  // namespace
+
+TEMPLATE_LIST_TEST_CASE("semantics: a failed first load through import_ref destroys the module",
+                        "[semantics][failure][import_ref]", all_policies) {
+    using system_t = importlock::basic_import_system<std::string, counted_module, TestType>;
+    using importer_type = importlock::importer<std::string, counted_module>;
+    counted_module::live = 0;
+    {
+        system_t sys;
+        int runs = 0;
+        sys.finder().define("flaky", [&](counted_module& m, importer_type&) {
+            CHECK(counted_module::live == 1);  // registered before its loader runs
+            if (++runs == 1) throw loader_failure{5};
+            m.value = 5;
+        });
+        CHECK(expect_throw<loader_failure>([&] { sys.import_ref("flaky"); }).code == 5);
+        CHECK(counted_module::live == 0);  // destroyed before the caller saw the error
+        CHECK_FALSE(sys.contains("flaky"));
+        CHECK(sys.import_ref("flaky").value == 5);  // a later import runs the loader again
+        CHECK(runs == 2);
+        CHECK(counted_module::live == 1);
+        CHECK(sys.lock_count() == 0);
+    }
+    CHECK(counted_module::live == 0);
+}
+
 // ---------------------------------------------------------------------------------------
 // Specs: factories and loaders
 

@@ -59,9 +59,11 @@ namespace importlock {
 //   size                       a relaxed load per shard, lock-free
 //   cold import                uncontended: the key's shard's mutex once (to insert
 //                              the entry and claim the key, lock_protocol.hpp), the
-//                              entry's spin lock twice, one compare-and-swap to
-//                              release; allocates the module (and the entry, on a
-//                              key's first import), no lock record. Contended: a lock
+//                              entry's spin lock once (to register the module), one
+//                              compare-and-swap to release; allocates the module (and
+//                              the entry, on a key's first import), no lock record;
+//                              through import_ref, no reference count taken for the
+//                              caller (the registry's is the only one). Contended: a lock
 //                              record from a free list and the shard's mutex to wait
 //                              and to release; the wait_graph_domain's mutex only
 //                              when this thread waits
@@ -187,7 +189,7 @@ public:
             detail::yield_point<policy>();
             if (Module* module = e->ready_module()) return *module;
         }
-        return *find_and_load(key, hash, e, policy::on_cycle, {});
+        return *find_and_load(key, hash, e, policy::on_cycle, {}, caller_needs::reference);
     }
 
     // Returns a handle that imports `key` on first use (module_handle.hpp).
@@ -233,11 +235,20 @@ private:
     // §1.1 Hit: find_entry and published (detail/import_state.hpp) are the one
     // read path: an entry's module is published only together with "ready".
 
+    // What the caller of an import keeps: the module's ownership (a shared_ptr
+    // it holds or returns), or only a reference (import_ref). For a
+    // reference, a first load leaves the module's one owner in the registry
+    // and returns a non-owning pointer to it: no reference-count increment
+    // and decrement (two atomic read-modify-writes) on the cold path.
+    enum class caller_needs : bool { ownership, reference };
+
     // CPython's _find_and_load: hit, blocked, parents (§1.7), then the key.
-    // `e` is the key's entry, or null when it has none yet.
+    // `e` is the key's entry, or null when it has none yet. With
+    // caller_needs::reference the result may not own the module.
     std::shared_ptr<Module> find_and_load(const Key& key, std::size_t hash, entry_type* e,
                                           cycle_resolution on_cycle,
-                                          const detail::wait_limit& limit) {
+                                          const detail::wait_limit& limit,
+                                          caller_needs needs = caller_needs::ownership) {
         if (auto module = published(e)) return module;
         if (e != nullptr) throw_if_blocked(*e);  // §1.8 before any parent is touched
         // §1.7 Parents first, outermost first, each fully imported; iterative,
@@ -248,7 +259,7 @@ private:
             auto& [k, pe] = ancestors[i];
             parent = load_key(k, hasher_(k), pe, parent, on_cycle, limit, true);
         }
-        return load_key(key, hash, e, parent, on_cycle, limit, false);
+        return load_key(key, hash, e, parent, on_cycle, limit, false, needs);
     }
 
     // §1.2-§1.6 for one key whose parent is loaded: re-check, take the key's
@@ -256,7 +267,7 @@ private:
     std::shared_ptr<Module> load_key(const Key& key, std::size_t hash, entry_type* found,
                                      const std::shared_ptr<Module>& parent,
                                      cycle_resolution on_cycle, const detail::wait_limit& limit,
-                                     bool as_parent) {
+                                     bool as_parent, caller_needs needs = caller_needs::ownership) {
         auto& sh = shard_of(hash);  // the key's entry, lock and claims (import_state.hpp)
         state_lock state(sh.mutex);
         this->throw_if_closing(key);
@@ -271,7 +282,7 @@ private:
             // published between the check above and the claim word's load.
             if (auto done = this->settled(e)) return done;
             state.unlock();
-            return run_first_load(e, parent, held);
+            return run_first_load(e, parent, held, needs);
         }
         // §1.3 This thread already imports `key`: a circular import on its own
         // stack. A parent is handed over partial under every policy (a
@@ -318,7 +329,7 @@ private:
         claim held(sh.protocol, e, *got.lock, state);
         if (auto done = this->settled(e)) return done;  // another thread loaded it meanwhile
         state.unlock();
-        return run_first_load(e, parent, held);
+        return run_first_load(e, parent, held, needs);
     }
 
     // §1.4 Gives the partial module to the import that closed a cycle, or
@@ -354,7 +365,7 @@ private:
     // with the key's claim held and its shard's mutex released; takes no
     // mutex unless another thread waits for the key (its claim's release).
     std::shared_ptr<Module> run_first_load(entry_type& e, const std::shared_ptr<Module>& parent,
-                                           claim& held) {
+                                           claim& held, caller_needs needs) {
         const auto observer = observer_.load();
         std::chrono::steady_clock::time_point start;
         try {
@@ -362,7 +373,7 @@ private:
                 start = std::chrono::steady_clock::now();
                 observer->on_import_begin(e.key);  // may abort the import
             }
-            std::shared_ptr<Module> module = load_module(e, parent);
+            std::shared_ptr<Module> module = load_module(e, parent, needs);
             if (observer) {
                 // Hooks run outside every internal lock.
                 if (held.state().owns_lock()) held.state().unlock();
@@ -381,7 +392,8 @@ private:
     }
 
     // Publishes the module (without the state mutex: the claim guards it).
-    std::shared_ptr<Module> load_module(entry_type& e, const std::shared_ptr<Module>& parent) {
+    std::shared_ptr<Module> load_module(entry_type& e, const std::shared_ptr<Module>& parent,
+                                        caller_needs needs) {
         std::optional<spec_type> spec = finder_.find_spec(e.key);
         if (!spec) throw detail::not_found(finder_, e.key);
         frame_type frame;
@@ -396,13 +408,17 @@ private:
             return module;
         }
         detail::require_loader(e.key, *spec);
-        std::shared_ptr<Module> module = detail::create_module(e.key, *spec);
-        this->register_initializing(e, module);  // §1.5 insert before exec
+        std::shared_ptr<Module> created = detail::create_module(e.key, *spec);
+        Module& module = *created;
+        // The caller's owner (and bind_child's), unless the registry's is the only one.
+        std::shared_ptr<Module> owner;
+        if (needs == caller_needs::ownership || parent) owner = created;
+        this->register_initializing(e, created);  // §1.5 insert before exec; takes `created`
         detail::key_list<Key> deps;
         try {
-            run_loader(e, frame, [&](importer_type& imp) { spec->loader(*module, imp); });
+            run_loader(e, frame, [&](importer_type& imp) { spec->loader(module, imp); });
             // Bound before it is ready: no ready child is missing from its parent (gh-149728).
-            if (parent) module_traits<Module>::bind_child(*parent, e.key, module);
+            if (parent) module_traits<Module>::bind_child(*parent, e.key, owner);
             if (!frame.empty()) deps = frame.take();
         } catch (...) {
             // §1.6 (gh-143650: waiters never see it); a destructor that
@@ -411,7 +427,10 @@ private:
             throw;
         }
         this->mark_ready(e, std::move(deps));
-        return module;
+        // Nobody drops the module before this returns but an erase after the
+        // mark, which ends a reference's validity (the class comment).
+        if (!owner) return std::shared_ptr<Module>(std::shared_ptr<Module>(), &module);
+        return owner;
     }
 
     // Runs a loader or builder with `e`'s importer (§1.13) recording into

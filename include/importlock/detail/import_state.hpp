@@ -343,8 +343,10 @@ protected:
     // claim, without the state mutex (registry_entry.hpp).
 
     // §1.5 Registers `module` as `e`'s initialising module (insert before
-    // exec); throws import_halted_error if the key was blocked meanwhile.
-    void register_initializing(entry_type& e, const std::shared_ptr<Module>& module) {
+    // exec), moving it into the entry; throws import_halted_error if the key
+    // was blocked meanwhile (`module` then stays the caller's, to destroy
+    // outside every lock).
+    void register_initializing(entry_type& e, std::shared_ptr<Module>& module) {
         if (!e.begin_load(module)) throw import_halted_error(name(e.key));
         add_size(e, 1);
     }
