@@ -829,6 +829,13 @@ TEST_CASE("entry_importer: records only while a frame is attached", "[entry_impo
     as_importer.import_module(5);  // after the load: not recorded
     CHECK(frame.take().to_vector() == std::vector<int>{2, 3});
     CHECK(sys.imports.load() == 5);
+    // A later load's attach (the word's lock, not the first attach's store).
+    int_frame second;
+    imp.attach(&second);
+    as_importer.import_module(6);
+    imp.detach();
+    as_importer.import_module(7);
+    CHECK(second.take().to_vector() == std::vector<int>{6});
 
     // Single-threaded policies: no lock bit, the same behaviour.
     counting_importer<importlock::detail::null_guard> plain(sys);
@@ -853,6 +860,13 @@ TEST_CASE("entry_importer: helper threads importing while frames are attached an
     counting_importer<importlock::detail::spin_lock> imp(sys);
     std::atomic<bool> stop{false};
     std::atomic<int> helper_imports[2] = {0, 0};
+    // As in a system, nobody holds the importer before its first attach (which
+    // is a plain store); the rounds below take the word's lock.
+    {
+        int_frame first;
+        imp.attach(&first);
+        imp.detach();
+    }
     std::vector<std::thread> helpers;
     for (int h = 0; h < 2; ++h) {
         helpers.emplace_back([&, h] {
@@ -1420,7 +1434,8 @@ TEST_CASE("registry entry: concurrent readers never see a module whose loader ha
     for (int i = 0; i < cycles; ++i) {
         auto m = std::make_shared<tracked_module>();
         modules.push_back(m);
-        e.begin_load(m);
+        e.begin_load(m);  // moved into the entry; `modules` keeps it alive
+        m = modules.back();
         m->done = true;  // the loader's last write, before finish_load
         e.finish_load({}, static_cast<std::uint64_t>(i));
         (void)e.drop();  // still alive in `modules`

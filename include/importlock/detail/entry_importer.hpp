@@ -14,8 +14,9 @@
 // that holds the frame serialises recording, attaching and detaching, so that
 // no recording into a frame runs once it is detached. Cost: one compare-and-
 // swap and one store per import through the importer, on top of the import
-// itself, and the same to attach or detach; 24 bytes per entry (the vtable
-// pointer, the system, the frame and its lock in one word).
+// itself, and the same to attach (the first attach: one store) or detach;
+// 24 bytes per entry (the vtable pointer, the system, and the frame with its
+// lock and a flag in one word).
 #pragma once
 
 #include <atomic>
@@ -50,25 +51,38 @@ public:
     }
     std::shared_ptr<Module> get(const Key& key) const override { return system_.get(key); }
 
-    // Starts recording into `frame`. (An RMW, not a plain store: a helper
-    // thread of an earlier load may be inside record() holding the word.)
+    // Starts recording into `frame`. The first attach is a plain store.
+    // Precondition: no other thread uses the importer during its first attach
+    // (a system hands it only to the loaders it attached it for). Later attaches
+    // take the word's lock (an RMW): a helper thread of an earlier load may be
+    // inside record() holding it.
     void attach(Frame* frame) noexcept {
-        if constexpr (guarded) lock_word();
-        word_.store(reinterpret_cast<std::uintptr_t>(frame), std::memory_order_release);
+        const std::uintptr_t attached = reinterpret_cast<std::uintptr_t>(frame) | handed_out;
+        if constexpr (guarded) {
+            if (word_.load(std::memory_order_relaxed) != 0) lock_word();
+        }
+        word_.store(attached, std::memory_order_release);
     }
     // Stops recording; once it returns no recording into the frame runs.
     void detach() noexcept {
         if constexpr (guarded) lock_word();
-        word_.store(0, std::memory_order_release);
+        word_.store(handed_out, std::memory_order_release);
     }
 
 private:
-    // The attached frame's address, or 0; for a guarded importer its low bit
-    // is the lock that serialises recording, attaching and detaching (a frame
-    // is at least 2-aligned), so that the importer costs one word for both.
+    // The attached frame's address (0: none) and two flags in its low bits (a
+    // frame is at least 4-aligned), so that the importer costs one word: for a
+    // guarded importer `busy`, the lock that serialises recording, attaching
+    // and detaching; `handed_out`, set by the first attach and kept, once a
+    // loader may hold the importer.
     static constexpr bool guarded = !std::is_same_v<Guard, null_guard>;
     static constexpr std::uintptr_t busy = 1;
-    static_assert(alignof(Frame) > busy, "the frame's low address bit holds the lock");
+    static constexpr std::uintptr_t handed_out = 2;
+    static constexpr std::uintptr_t flags = busy | handed_out;
+    static_assert(alignof(Frame) > flags, "the frame's low address bits hold the flags");
+    static Frame* frame_in(std::uintptr_t w) noexcept {
+        return reinterpret_cast<Frame*>(w & ~flags);
+    }
 
     // Takes the word's lock (spinning, as spin_lock does); returns the frame.
     std::uintptr_t lock_word() noexcept {
@@ -90,10 +104,9 @@ private:
             // Released (the frame put back) however record() leaves.
             const scope_exit unlock(
                 [&]() noexcept { word_.store(frame, std::memory_order_release); });
-            if (frame != 0) reinterpret_cast<Frame*>(frame)->record(key);
+            if (Frame* f = frame_in(frame)) f->record(key);
         } else {
-            const std::uintptr_t frame = word_.load(std::memory_order_relaxed);
-            if (frame != 0) reinterpret_cast<Frame*>(frame)->record(key);
+            if (Frame* f = frame_in(word_.load(std::memory_order_relaxed))) f->record(key);
         }
     }
 
