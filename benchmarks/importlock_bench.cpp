@@ -8,8 +8,9 @@
 //   4. independent slow loaders (2 threads x 20 keys x 50 us busy loaders)
 //   5. deadlock-detection cost along wait-for chains of length 1..64
 //   6. memory per registered module; lock_count() after the run
-//   7. scale: cold and hit cost against 1e3..1e6 loaded keys, cycle closing
-//      against the depth of a same-thread chain
+//   7. scale: cold and hit cost against 1e3..1e6 loaded keys (with the default
+//      finder, and with a function_finder to tell the registry's growth from the
+//      finder's), cycle closing against the depth of a same-thread chain
 //   8. tracked_mutex: uncontended lock + unlock against std::mutex
 //
 // Sections 1-4 (and 7, TBB) show third-party peers beside importlock when
@@ -1387,6 +1388,17 @@ void section_memory(const config&) {
 
 // ============================================================ section 7: scale
 
+// A function_finder's function for the scale rows: key k's module gets id k.
+struct spec_of_id {
+    std::optional<importlock::module_spec<int, bench_module>> operator()(int key) const {
+        importlock::module_spec<int, bench_module> spec;
+        spec.loader = [key](bench_module& m, importer_t<int>&) {
+            m.id = static_cast<std::uint64_t>(key);
+        };
+        return spec;
+    }
+};
+
 // Cold-import and hit cost against the number of keys already loaded, and the
 // cost of closing a cycle against the depth of a same-thread import chain.
 void section_scale(const config& cfg) {
@@ -1438,6 +1450,39 @@ void section_scale(const config& cfg) {
          },
          {},
          {}});
+    // The same registry with one computed loader for every key: the cold rows
+    // above include the registry_finder's lookup among `limit` definitions (a
+    // map of its own, as large as the registry); these do not.
+    using computed_finder = importlock::function_finder<int, bench_module, spec_of_id>;
+    using computed_system =
+        importlock::basic_import_system<int, bench_module, importlock::per_key_locks,
+                                        computed_finder>;
+    std::unique_ptr<computed_system> computed;
+    impls.push_back({"importlock_fn",
+                     "importlock import_ref, function_finder",
+                     [&](std::uint32_t n, std::uint32_t) {
+                         computed =
+                             std::make_unique<computed_system>(computed_finder(spec_of_id{}));
+                         for (std::uint32_t k = 0; k < n; ++k)
+                             bench::sink(computed->import_ref(static_cast<int>(k)).id);
+                     },
+                     [&](std::uint32_t first, std::uint32_t count) {
+                         std::uint64_t acc = 0;
+                         for (std::uint32_t k = first; k < first + count; ++k)
+                             acc += computed->import_ref(static_cast<int>(k)).id;
+                         return acc;
+                     },
+                     make_batch(
+                         [&](std::uint32_t i) -> std::uint64_t {
+                             return computed->import_ref(static_cast<int>(i)).id;
+                         },
+                         order),
+                     [&] {
+                         if (computed) check_locks(*computed, "scale");
+                         computed.reset();
+                     },
+                     {},
+                     {}});
     impls.push_back(
         {"map",
          "std::unordered_map (no lock)",
