@@ -443,9 +443,13 @@ protected:
         return ready_count_.fetch_add(1, std::memory_order_relaxed) + 1;
     }
 
-    // Returns the ready module, throws for a blocked key, else null. State mutex.
+    // Returns the ready module, throws for a blocked key, else null. State
+    // mutex. Every cold import asks twice before its load: a state that is not
+    // ready answers without the entry's guard.
     std::shared_ptr<Module> settled(const entry_type& e) const {
-        throw_if_blocked(e);
+        const entry_state s = e.current_state();
+        if (s == entry_state::blocked) throw import_halted_error(name(e.key));
+        if (s != entry_state::ready) return nullptr;
         return e.published();
     }
 

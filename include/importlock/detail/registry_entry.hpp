@@ -29,8 +29,7 @@
 //
 // Readers:
 //   - published():   the module while `ready`, else null. Takes `guard` (a
-//                    spin lock held for one reference-count increment) only
-//                    when an acquire load of the state gave ready.
+//                    spin lock held for one reference-count increment).
 //   - registered():  the module while initializing, ready or reloading.
 //   - ready_module():the raw pointer of the module while `ready`, else null:
 //                    one acquire load, no lock, no write (import_ref and
@@ -114,18 +113,16 @@ public:
     entry_state current_state() const noexcept { return state_.load(std::memory_order_acquire); }
 
     // Returns the module while ready, else null; state and module are read
-    // together under the guard. A state that is not ready answers null without
-    // the guard (every cold import asks twice before its load): the answer
-    // of that moment, as if read just before the state changed.
+    // together under the guard (a hit of import_module: no load before it).
     std::shared_ptr<Module> published() const noexcept {
-        if (state_.load(std::memory_order_acquire) != entry_state::ready) return nullptr;
         std::lock_guard lock(guard_);
         if (state_.load(std::memory_order_acquire) != entry_state::ready) return nullptr;
         return module_;
     }
 
-    // Returns the module while initializing, ready or reloading, else null
-    // (without the guard when the state holds none, as published()).
+    // Returns the module while initializing, ready or reloading, else null;
+    // without the guard when an acquire load shows the state holds none (the
+    // answer of that moment, as if read just before the state changed).
     std::shared_ptr<Module> registered() const noexcept {
         if (!holds_module(state_.load(std::memory_order_acquire))) return nullptr;
         std::lock_guard lock(guard_);
