@@ -334,6 +334,60 @@ TEST_CASE("std::filesystem::path keys import their parent directory first", "[ke
     }
 }
 
+namespace {
+// A path type of the user's own (as boost::filesystem::path would be): the
+// interface keys/path_keys.hpp asks for, '/'-separated.
+class user_path {
+public:
+    using value_type = char;
+    using string_type = std::string;
+    user_path() = default;
+    user_path(std::string text) : text_(std::move(text)) {}
+    user_path(const char* text) : text_(text) {}
+    std::string generic_string() const { return text_; }
+    user_path parent_path() const {
+        const auto slash = text_.rfind('/');
+        return slash == std::string::npos ? user_path() : user_path(text_.substr(0, slash));
+    }
+    bool has_relative_path() const { return !text_.empty() && text_ != "/"; }
+    bool empty() const { return text_.empty(); }
+    friend bool operator==(const user_path&, const user_path&) = default;
+    friend std::size_t hash_value(const user_path& p) { return std::hash<std::string>{}(p.text_); }
+
+private:
+    std::string text_;
+};
+}  // namespace
+
+TEST_CASE("any type with a path's interface gets path keys, std::filesystem::path among them",
+          "[keys]") {
+    static_assert(importlock::detail::path_like<std::filesystem::path>);
+    static_assert(importlock::detail::path_like<user_path>);
+    static_assert(!importlock::detail::path_like<std::string>);
+    using traits = importlock::key_traits<user_path>;
+    REQUIRE(traits::parent("a/b/c") == user_path("a/b"));
+    REQUIRE(traits::parent("a") == std::nullopt);
+    REQUIRE(traits::to_string("a/b") == "a/b");
+    REQUIRE(traits::from_string("x/y") == user_path("x/y"));
+    REQUIRE(traits::hasher{}("a/b") == std::hash<std::string>{}("a/b"));
+    REQUIRE(importlock::key_traits<std::filesystem::path>::hasher{}("a/b") ==
+            std::filesystem::hash_value(std::filesystem::path("a/b")));
+
+    importlock::basic_import_system<user_path, mod> system;
+    std::vector<std::string> order;
+    for (const char* key : {"plugins", "plugins/video", "plugins/video/av1"}) {
+        system.finder().define(key, [&order, key](mod&, auto&) { order.emplace_back(key); });
+    }
+    system.import_module("plugins/video/av1");
+    REQUIRE(order == std::vector<std::string>{"plugins", "plugins/video", "plugins/video/av1"});
+    try {
+        system.import_module("none/x");
+        FAIL("expected module_not_found_error");
+    } catch (const importlock::module_not_found_error& e) {
+        REQUIRE(e.key() == "none");
+    }
+}
+
 TEST_CASE("std::vector<std::string> keys are dotted names already split", "[keys]") {
     using key = std::vector<std::string>;
     importlock::basic_import_system<key, mod> system;

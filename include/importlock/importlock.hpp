@@ -15,7 +15,7 @@
 #include "import_system.hpp"
 #include "importer.hpp"
 #include "key_traits.hpp"
-#include "keys/filesystem_path.hpp"
+#include "keys/path_keys.hpp"
 #include "keys/name_sequence.hpp"
 #include "locking/global_lock.hpp"
 #include "locking/lock_policy.hpp"
