@@ -15,8 +15,10 @@
 //   detail/algorithm.hpp            sort, lower_bound, find_if agree with <algorithm>
 //   detail/key_list.hpp             one pointer; keys kept in order; no leak when a move throws
 //   detail/entry_importer.hpp       records only while attached, also from racing helper threads
+//   detail/flat_map.hpp             agrees with std::unordered_map; tombstones; strong guarantee
 #include <importlock/detail/algorithm.hpp>
 #include <importlock/detail/entry_importer.hpp>
+#include <importlock/detail/flat_map.hpp>
 #include <importlock/detail/function.hpp>
 #include <importlock/detail/key_list.hpp>
 #include <importlock/detail/shared_spin_lock.hpp>
@@ -41,6 +43,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -1469,4 +1472,175 @@ TEST_CASE("wait_graph_domain: process_wide() is one object; a fresh domain has n
     CHECK(fresh.waiting_threads() == 0);
     CHECK(&fresh != &first);
     CHECK(first.waiting_threads() == 0);  // nothing in this test waits
+}
+
+// =========================================================================================
+// detail/flat_map.hpp
+// =========================================================================================
+
+namespace {
+
+// A hash that sends every key to the reserved tags 0 and 1 or to one slot.
+struct tiny_hash {
+    std::size_t operator()(int key) const noexcept { return static_cast<std::size_t>(key & 1); }
+};
+struct identity_hash {
+    std::size_t operator()(int key) const noexcept { return static_cast<std::size_t>(key); }
+};
+
+// A value that counts its live instances and whose copy throws on request;
+// its move may throw (not noexcept), so a rebuild copies it.
+struct fragile_value {
+    static inline int live = 0;
+    static inline int copies = 0;
+    static inline int throw_on_copy = 0;  // the n-th copy from now throws; 0: none
+    int value = 0;
+    explicit fragile_value(int v) : value(v) { ++live; }
+    fragile_value(const fragile_value& other) : value(other.value) {
+        if (throw_on_copy != 0 && ++copies == throw_on_copy) throw std::runtime_error("copy");
+        ++live;
+    }
+    fragile_value(fragile_value&& other) noexcept(false) : value(other.value) { ++live; }
+    fragile_value& operator=(const fragile_value&) = default;
+    fragile_value& operator=(fragile_value&&) = default;
+    ~fragile_value() { --live; }
+};
+
+}  // namespace
+
+TEST_CASE("flat_map: insert, find, erase and reinsert", "[flat_map]") {
+    importlock::detail::flat_map<std::string, int, std::hash<std::string>, std::equal_to<>> map;
+    REQUIRE(map.empty());
+    REQUIRE(map.find("a") == nullptr);
+    REQUIRE_FALSE(map.erase("a"));
+    REQUIRE(map.insert_new("a", 1) == 1);
+    map.insert_new("b", 2);
+    REQUIRE(map.size() == 2);
+    REQUIRE(*map.find("a") == 1);
+    *map.find("b") = 20;
+    REQUIRE(*std::as_const(map).find("b") == 20);
+    int out = 0;
+    REQUIRE(map.erase("b", &out));
+    REQUIRE(out == 20);
+    REQUIRE(map.find("b") == nullptr);
+    REQUIRE(map.size() == 1);
+    map.insert_new("b", 3);
+    REQUIRE(*map.find("b") == 3);
+    map.clear();
+    REQUIRE(map.empty());
+    REQUIRE(map.capacity() == 0);
+    REQUIRE(map.find("a") == nullptr);
+}
+
+TEST_CASE("flat_map: agrees with std::unordered_map under random operations (randomised)",
+          "[flat_map]") {
+    std::mt19937 rng(catch_seed());
+    // Identity hashes of multiples of 1024 and a hash with two values test the
+    // probe sequences; std::hash<int> is the identity in libstdc++ and libc++.
+    const auto run = [&rng]<class Hash>(Hash, int key_range) {
+        importlock::detail::flat_map<int, int, Hash, std::equal_to<>> map;
+        std::unordered_map<int, int> model;
+        std::uniform_int_distribution<int> key(0, key_range - 1), op(0, 9);
+        for (int step = 0; step < 20000; ++step) {
+            const int k = key(rng) * (std::is_same_v<Hash, identity_hash> ? 1024 : 1);
+            switch (op(rng)) {
+                case 0:
+                case 1:
+                case 2: {  // erase
+                    int out = -1;
+                    const bool had = model.erase(k) != 0;
+                    REQUIRE(map.erase(k, &out) == had);
+                    break;
+                }
+                default: {  // insert or update
+                    if (int* v = map.find(k)) {
+                        REQUIRE(model.count(k) == 1);
+                        *v = step;
+                    } else {
+                        REQUIRE(model.count(k) == 0);
+                        map.insert_new(k, step);
+                    }
+                    model[k] = step;
+                }
+            }
+            REQUIRE(map.size() == model.size());
+            // The live elements stay under 3/4 of the array.
+            REQUIRE((map.capacity() == 0 || map.size() * 4 <= map.capacity() * 3));
+        }
+        std::size_t seen = 0;
+        map.for_each([&](const int& k, const int& v) {
+            ++seen;
+            REQUIRE(model.at(k) == v);
+        });
+        REQUIRE(seen == model.size());
+        for (const auto& [k, v] : model) REQUIRE(*map.find(k) == v);
+        const auto copy = map;
+        for (const auto& [k, v] : model) REQUIRE(*copy.find(k) == v);
+    };
+    run(std::hash<int>{}, 3000);
+    run(identity_hash{}, 500);
+    run(tiny_hash{}, 64);
+}
+
+TEST_CASE("flat_map: 100,000 keys, erased and inserted again, keep the array bounded",
+          "[flat_map][large]") {
+    importlock::detail::flat_map<int, int, std::hash<int>, std::equal_to<>> map;
+    for (int i = 0; i < 100000; ++i) map.insert_new(i, i);
+    const std::size_t full = map.capacity();
+    REQUIRE(full <= 4 * 100000);
+    for (int round = 0; round < 3; ++round) {
+        for (int i = 0; i < 100000; ++i) REQUIRE(map.erase(i + round * 100000));
+        REQUIRE(map.empty());
+        for (int i = 0; i < 100000; ++i) map.insert_new(i + (round + 1) * 100000, i);
+    }
+    REQUIRE(map.size() == 100000);
+    REQUIRE(map.capacity() == full);  // tombstones were reused or swept, never piled up
+    REQUIRE(*map.find(399999) == 99999);
+    REQUIRE(map.find(5) == nullptr);
+}
+
+TEST_CASE(
+    "flat_map: a throwing copy of a value or of the map leaves the map as it was; "
+    "elements never move",
+    "[flat_map]") {
+    using map_type =
+        importlock::detail::flat_map<int, fragile_value, std::hash<int>, std::equal_to<>>;
+    fragile_value::live = 0;
+    {
+        map_type map;
+        for (int i = 0; i < 6; ++i) map.insert_new(i, fragile_value(i));  // 8 slots, 3/4 full
+        REQUIRE(map.capacity() == 8);
+        REQUIRE(fragile_value::live == 6);
+        const fragile_value* first = map.find(0);
+
+        // The seventh needs a rebuild; its value's copy throws before anything changes.
+        const fragile_value seventh(6);
+        fragile_value::copies = 0;
+        fragile_value::throw_on_copy = 1;
+        REQUIRE_THROWS_AS(map.insert_new(6, seventh), std::runtime_error);
+        fragile_value::throw_on_copy = 0;
+        REQUIRE(fragile_value::live == 7);  // the six and `seventh`
+        REQUIRE(map.size() == 6);
+        REQUIRE(map.capacity() == 8);
+        for (int i = 0; i < 6; ++i) REQUIRE(map.find(i)->value == i);
+        REQUIRE(map.find(6) == nullptr);
+
+        // A copy of the map whose second element copy throws frees the first.
+        fragile_value::copies = 0;
+        fragile_value::throw_on_copy = 2;
+        REQUIRE_THROWS_AS(map_type(map), std::runtime_error);
+        fragile_value::throw_on_copy = 0;
+        REQUIRE(fragile_value::live == 7);
+
+        map.insert_new(6, seventh);
+        for (int i = 7; i < 1000; ++i) map.insert_new(i, fragile_value(i));
+        REQUIRE(map.capacity() == 2048);
+        REQUIRE(map.find(0) == first);  // rebuilds moved slots, not elements
+        for (int i = 0; i < 1000; ++i) REQUIRE(map.find(i)->value == i);
+        map_type moved(std::move(map));
+        REQUIRE(moved.size() == 1000);
+        REQUIRE(map.empty());  // NOLINT(bugprone-use-after-move): a moved-from map is empty
+        REQUIRE(fragile_value::live == 1001);
+    }
+    REQUIRE(fragile_value::live == 0);  // ASan reports a node or the array if it leaked
 }

@@ -10,9 +10,9 @@
 #include <optional>
 #include <string>
 #include <type_traits>
-#include <unordered_map>
 #include <utility>
 
+#include "../detail/flat_map.hpp"
 #include "../detail/shared_spin_lock.hpp"
 #include "../importer.hpp"
 #include "../key_traits.hpp"
@@ -26,7 +26,8 @@ namespace importlock {
 // Thread-safety: every member may be called from any thread, also while
 // imports run; a definition changed during an import affects the imports that
 // call find_spec afterwards. The table is split into 8 stripes by key hash,
-// each under its own reader-writer lock, so that cold imports of different keys on
+// each an open-addressing table (detail/flat_map.hpp: key, hash and spec in one
+// slot) under its own reader-writer lock, so that cold imports of different keys on
 // different threads rarely touch the same lock. The stripe locks are
 // reader-writer spin locks held only for the lookup and the copy
 // (detail/shared_spin_lock.hpp): a find_spec costs two atomic operations
@@ -113,12 +114,12 @@ public:
         stripe& st = stripe_of(key);
         spec_type old;  // a replaced spec is destroyed after the lock: its captures may run code
         detail::shared_spin_lock::unique_guard lock(st.mutex);
-        if (auto it = st.specs.find(key); it != st.specs.end()) {
-            old = std::move(it->second);
-            it->second = std::move(spec);
+        if (spec_type* found = st.specs.find(key)) {
+            old = std::move(*found);
+            *found = std::move(spec);
             return;
         }
-        st.specs.emplace(key, std::move(spec));
+        st.specs.insert_new(key, std::move(spec));
     }
 
     // Removes the definition of `key`; returns whether it existed. Modules
@@ -127,18 +128,14 @@ public:
         stripe& st = stripe_of(key);
         spec_type old;  // destroyed after the lock, as in define
         detail::shared_spin_lock::unique_guard lock(st.mutex);
-        const auto it = st.specs.find(key);
-        if (it == st.specs.end()) return false;
-        old = std::move(it->second);
-        st.specs.erase(it);
-        return true;
+        return st.specs.erase(key, &old);
     }
 
     // Returns whether `key` has a definition.
     bool defines(const Key& key) const {
         const stripe& st = stripe_of(key);
         detail::shared_spin_lock::shared_guard lock(st.mutex);
-        return st.specs.find(key) != st.specs.end();
+        return st.specs.find(key) != nullptr;
     }
 
     // Returns the number of definitions (each stripe counted under its lock).
@@ -155,9 +152,8 @@ public:
     std::optional<spec_type> find_spec(const Key& key) const {
         const stripe& st = stripe_of(key);
         detail::shared_spin_lock::shared_guard lock(st.mutex);
-        const auto it = st.specs.find(key);
-        if (it == st.specs.end()) return std::nullopt;
-        return it->second;
+        if (const spec_type* found = st.specs.find(key)) return *found;
+        return std::nullopt;
     }
 
     // Says how `key` could be found (see finder_policy.hpp):
@@ -175,7 +171,7 @@ private:
         std::is_invocable_v<Loader&, Module&, importer<Key, Module>&> &&
         std::is_constructible_v<loader_type, Loader>;
 
-    using spec_map = std::unordered_map<Key, spec_type, Hash, KeyEqual>;
+    using spec_map = detail::flat_map<Key, spec_type, Hash, KeyEqual>;
     static constexpr std::size_t stripe_count = 8;
 
     struct alignas(64) stripe {
@@ -204,8 +200,7 @@ private:
         std::array<spec_map, stripe_count> out;
         for (std::size_t i = 0; i < stripe_count; ++i) {
             detail::shared_spin_lock::unique_guard lock(stripes_[i].mutex);
-            out[i] = std::move(stripes_[i].specs);
-            stripes_[i].specs.clear();
+            out[i].swap(stripes_[i].specs);
         }
         return out;
     }
