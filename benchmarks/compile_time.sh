@@ -104,24 +104,44 @@ int main() {
 CPP
 fi
 
-# Prints the median CPU time (user + sys of the compiler), in seconds, of compiling $1
-# RUNS times. CPU time rather than wall time: the reference machine is shared, and other
-# load stretches wall time far more than CPU time.
-# $2... replace -fsyntax-only (e.g. -c -O2 -o /dev/null).
-median_seconds() {
-    local file="$1" i t times=()
+# The CPU time (user + sys of the compiler), in seconds, of one compile of $1. CPU time
+# rather than wall time: the reference machine is shared, and other load stretches wall
+# time far more than CPU time. $2... replace -fsyntax-only (e.g. -c -O2 -o /dev/null).
+seconds_once() {
+    local file="$1" t
     shift
     local mode=("$@")
     [ "${#mode[@]}" -gt 0 ] || mode=(-fsyntax-only)
-    "$CXX" "${cxxflags[@]}" -std=c++20 "${mode[@]}" -I"$INCLUDE_DIR" "$file" -pthread  # warm the caches; fail early
-    for ((i = 0; i < RUNS; i++)); do
-        t=$({
-            TIMEFORMAT='%U %S'
-            time "$CXX" "${cxxflags[@]}" -std=c++20 "${mode[@]}" -I"$INCLUDE_DIR" "$file" -pthread
-        } 2>&1)
-        times+=("$(awk '{ printf "%.3f", $1 + $2 }' <<<"$t")")
+    t=$({
+        TIMEFORMAT='%U %S'
+        time "$CXX" "${cxxflags[@]}" -std=c++20 "${mode[@]}" -I"$INCLUDE_DIR" "$file" -pthread
+    } 2>&1)
+    awk '{ printf "%.3f", $1 + $2 }' <<<"$t"
+}
+
+# Fills the associative array named $1 with the median of RUNS compiles of each unit
+# named in $2 (a space-separated list; $work/<name>.cpp), in mode $3...: the units are
+# compiled in turn, RUNS rounds, so that a change of the machine's load during the
+# measurement falls on every unit alike and the ratios stay comparable.
+medians_interleaved() {
+    local -n out="$1"
+    local units="$2" name round
+    shift 2
+    local mode=("$@")
+    declare -A all
+    for name in $units; do  # warm the caches; fail early
+        [ "${#mode[@]}" -gt 0 ] || "$CXX" "${cxxflags[@]}" -std=c++20 -fsyntax-only \
+            -I"$INCLUDE_DIR" "$work/$name.cpp" -pthread
+        [ "${#mode[@]}" -eq 0 ] || "$CXX" "${cxxflags[@]}" -std=c++20 "${mode[@]}" \
+            -I"$INCLUDE_DIR" "$work/$name.cpp" -pthread
     done
-    printf '%s\n' "${times[@]}" | sort -n | sed -n "$(((RUNS + 1) / 2))p"
+    for ((round = 0; round < RUNS; round++)); do
+        for name in $units; do all[$name]+="$(seconds_once "$work/$name.cpp" "${mode[@]}") "; done
+    done
+    for name in $units; do
+        out[$name]=$(tr ' ' '\n' <<<"${all[$name]}" | sed '/^$/d' | sort -n |
+            sed -n "$(((RUNS + 1) / 2))p")
+    done
 }
 
 names=(std_baseline core_std core_header core umbrella)
@@ -136,13 +156,13 @@ if [ -n "$tbb_header" ]; then
 fi
 
 declare -A secs lines
+medians_interleaved secs "${names[*]}"
 for name in "${names[@]}"; do
-    secs[$name]="$(median_seconds "$work/$name.cpp")"
     lines[$name]="$("$CXX" "${cxxflags[@]}" -std=c++20 -E -I"$INCLUDE_DIR" "$work/$name.cpp" | wc -l)"
 done
 
 echo "compile time: $("$CXX" --version | head -1) ${CXXFLAGS:-}, -std=c++20 -fsyntax-only," \
-    "CPU s, median of $RUNS; headers: $INCLUDE_DIR"
+    "CPU s, median of $RUNS (the units in turn); headers: $INCLUDE_DIR"
 echo "machine: $(nproc) cores, $(uname -m), $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2 | sed 's/^ //')"
 echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
@@ -163,9 +183,7 @@ obj_labels=("std baseline" "core + one use" "core + one use, the system declared
     "  the one translation unit that instantiates it (once per program)")
 for level in -O0 -O2; do
     declare -A obj
-    for name in "${obj_names[@]}"; do
-        obj[$name]="$(median_seconds "$work/$name.cpp" -c "$level" -o /dev/null)"
-    done
+    medians_interleaved obj "${obj_names[*]}" -c "$level" -o /dev/null
     printf '| %-66s | %8s | %12s |\n' "object code (-c $level)" "CPU s" "vs baseline"
     printf '|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..68})" "----------" "--------------"
     for i in "${!obj_names[@]}"; do

@@ -17,8 +17,9 @@
 #include <cstddef>
 #include <string>
 #include <thread>
-#include <unordered_map>
 #include <vector>
+
+#include "flat_map.hpp"
 
 namespace importlock::detail {
 
@@ -48,15 +49,21 @@ class wait_for_graph {
 public:
     // Records that `thread` is about to block on `lock`. Precondition: the
     // thread waits on nothing else.
-    void add_wait(ThreadId thread, const Lock* lock) { waiting_.emplace(thread, lock); }
+    void add_wait(ThreadId thread, const Lock* lock) {
+        if (const Lock** waits = waiting_.find(thread)) {
+            *waits = lock;  // (a broken precondition: the newer wait is the true one)
+        } else {
+            waiting_.insert_new(thread, lock);
+        }
+    }
 
     // Records that `thread` no longer waits.
     void remove_wait(ThreadId thread) noexcept { waiting_.erase(thread); }
 
     // Returns the lock `thread` waits on, or null.
     const Lock* waiting_on(ThreadId thread) const noexcept {
-        const auto it = waiting_.find(thread);
-        return it == waiting_.end() ? nullptr : it->second;
+        const Lock* const* found = waiting_.find(thread);
+        return found == nullptr ? nullptr : *found;
     }
 
     // Returns the locks from `wanted` to one owned by `self` when blocking
@@ -84,11 +91,15 @@ public:
     // Calls f(thread, lock) for every blocked thread, in unspecified order.
     template <class F>
     void for_each(F&& f) const {
-        for (const auto& [thread, lock] : waiting_) f(thread, lock);
+        waiting_.for_each([&f](const ThreadId& thread, const Lock* lock) { f(thread, lock); });
     }
 
 private:
-    std::unordered_map<ThreadId, const Lock*, Hash> waiting_;
+    struct thread_equal {
+        bool operator()(const ThreadId& a, const ThreadId& b) const noexcept { return a == b; }
+    };
+    // Blocked thread -> the lock it waits on (detail/flat_map.hpp).
+    flat_map<ThreadId, const Lock*, Hash, thread_equal> waiting_;
 };
 
 }  // namespace importlock::detail

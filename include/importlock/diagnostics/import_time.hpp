@@ -9,11 +9,11 @@
 #include <ostream>
 #include <string>
 #include <thread>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
 #include "../detail/chrono.hpp"
+#include "../detail/flat_map.hpp"
 #include "../key_traits.hpp"
 #include "../observer.hpp"
 
@@ -39,8 +39,12 @@ template <class Key>
 class import_time_recorder : public import_observer<Key> {
 public:
     void on_import_begin(const Key& key) override {
+        frame begun{key_traits<Key>::to_string(key), {}};
+        const std::thread::id self = std::this_thread::get_id();
         std::lock_guard lock(mutex_);
-        stacks_[std::this_thread::get_id()].push_back(frame{key_traits<Key>::to_string(key), {}});
+        std::vector<frame>* stack = stacks_.find(self);
+        if (stack == nullptr) stack = &stacks_.insert_new(self, std::vector<frame>());
+        stack->push_back(std::move(begun));
     }
 
     void on_import_end(const Key&, std::chrono::nanoseconds elapsed) override {
@@ -104,10 +108,11 @@ private:
     };
 
     void finish(std::chrono::nanoseconds elapsed, bool ok) {
+        const std::thread::id self = std::this_thread::get_id();
         std::lock_guard lock(mutex_);
-        const auto it = stacks_.find(std::this_thread::get_id());
-        if (it == stacks_.end() || it->second.empty()) return;
-        std::vector<frame>& stack = it->second;
+        std::vector<frame>* const found = stacks_.find(self);
+        if (found == nullptr || found->empty()) return;
+        std::vector<frame>& stack = *found;
         frame done = std::move(stack.back());
         stack.pop_back();
         if (elapsed.count() < 0) {
@@ -116,14 +121,14 @@ private:
         }
         import_time_record r;
         r.key = std::move(done.key);
-        r.thread = it->first;
+        r.thread = self;
         r.depth = stack.size();
         r.cumulative = elapsed;
         r.self = elapsed > done.nested ? elapsed - done.nested : std::chrono::nanoseconds{0};
         r.ok = ok;
         if (!stack.empty()) stack.back().nested += elapsed;
-        if (stack.empty()) stacks_.erase(it);
         records_.push_back(std::move(r));
+        if (stack.empty()) stacks_.erase(self);
     }
 
     static long long micros(std::chrono::nanoseconds d) {
@@ -137,7 +142,12 @@ private:
     }
 
     mutable std::mutex mutex_;
-    std::unordered_map<std::thread::id, std::vector<frame>> stacks_;
+    struct thread_equal {
+        bool operator()(std::thread::id a, std::thread::id b) const noexcept { return a == b; }
+    };
+    // Each thread's imports in flight, innermost last (detail/flat_map.hpp).
+    detail::flat_map<std::thread::id, std::vector<frame>, std::hash<std::thread::id>, thread_equal>
+        stacks_;
     std::vector<import_time_record> records_;
 };
 
