@@ -335,12 +335,13 @@ TEST_CASE("std::filesystem::path keys import their parent directory first", "[ke
 }
 
 namespace {
-// A path type of the user's own (as boost::filesystem::path would be): the
+// A path type of the user's own that mimics std::filesystem::path: the
 // interface keys/path_keys.hpp asks for, '/'-separated.
 class user_path {
 public:
     using value_type = char;
     using string_type = std::string;
+    enum class format { native_format, generic_format, auto_format };
     user_path() = default;
     user_path(std::string text) : text_(std::move(text)) {}
     user_path(const char* text) : text_(text) {}
@@ -357,6 +358,18 @@ public:
 private:
     std::string text_;
 };
+// The same without the `format` enumeration: not taken for a path.
+struct not_quite_a_path {
+    using value_type = char;
+    using string_type = std::string;
+    not_quite_a_path(std::string) {}
+    std::string generic_string() const { return {}; }
+    not_quite_a_path parent_path() const { return *this; }
+    bool has_relative_path() const { return false; }
+    bool empty() const { return true; }
+    friend bool operator==(const not_quite_a_path&, const not_quite_a_path&) = default;
+    friend std::size_t hash_value(const not_quite_a_path&) { return 0; }
+};
 }  // namespace
 
 TEST_CASE("any type with a path's interface gets path keys, std::filesystem::path among them",
@@ -364,6 +377,7 @@ TEST_CASE("any type with a path's interface gets path keys, std::filesystem::pat
     static_assert(importlock::detail::path_like<std::filesystem::path>);
     static_assert(importlock::detail::path_like<user_path>);
     static_assert(!importlock::detail::path_like<std::string>);
+    static_assert(!importlock::detail::path_like<not_quite_a_path>);
     using traits = importlock::key_traits<user_path>;
     REQUIRE(traits::parent("a/b/c") == user_path("a/b"));
     REQUIRE(traits::parent("a") == std::nullopt);

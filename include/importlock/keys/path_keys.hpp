@@ -3,8 +3,9 @@
 // with its interface), with the parent directory as parent ("plugins/audio/mp3"
 // needs "plugins/audio"), without including <filesystem>.
 //
-// key_traits is specialised for every type that has a path's interface
-// (detail::path_like below), std::filesystem::path among them. The
+// key_traits is specialised for every type that has std::filesystem::path's
+// interface (detail::path_like below): std::filesystem::path, and a type that
+// mimics it. The
 // specialisation names no std::filesystem type, so this header costs a unit
 // that never uses path keys nothing of <filesystem> (about 10,000 preprocessed
 // lines with libstdc++ 12, <sstream> and <locale> among them): the umbrella
@@ -24,13 +25,17 @@
 namespace importlock {
 namespace detail {
 
-// A path type: what the key_traits below use of std::filesystem::path. The
-// hash is found by argument-dependent lookup (std::filesystem::hash_value,
-// boost::filesystem::hash_value).
+// A path type: what the key_traits below use of std::filesystem::path, and
+// its `format` enumeration (std::filesystem::path::format::generic_format),
+// so that a type matches only when it mimics std::filesystem::path on
+// purpose: another class with parent_path() is not taken for a path, and
+// gets the generic traits (or its own specialisation, which always wins). The
+// hash is found by argument-dependent lookup (std::filesystem::hash_value).
 template <class Path>
 concept path_like = requires(const Path& p, const std::string& text) {
     typename Path::string_type;
     typename Path::value_type;
+    Path::format::generic_format;
     { p.generic_string() } -> std::convertible_to<std::string>;
     { p.parent_path() } -> std::same_as<Path>;
     { p.has_relative_path() } -> std::convertible_to<bool>;
