@@ -6,7 +6,9 @@
 #include "support/catch.hpp"
 #include "support/watchdog.hpp"
 
+#include <array>
 #include <atomic>
+#include <barrier>
 #include <condition_variable>
 #include <exception>
 #include <filesystem>
@@ -168,6 +170,83 @@ TEST_CASE("meta_path_finder is safe to change from other threads during imports"
     churn.join();
     for (int key = 0; key < 500; ++key) REQUIRE(values[static_cast<std::size_t>(key)] == key);
     REQUIRE(system.lock_count() == 0);
+}
+
+TEST_CASE("registry_finder: define, redefine and undefine race with lookups on other threads",
+          "[finders][threaded]") {
+    // Two writers churn disjoint keys (even, odd) of one finder while two readers
+    // look keys up and run the copies they got. A loader's captures are on the heap
+    // (a shared_ptr and 64 bytes), so a copy made while a writer replaces or frees the
+    // spec would touch freed memory (ASan) or race (TSan). Each found loader sets the
+    // value its key was always defined with: a reader never sees another key's spec.
+    watchdog dog("registry_finder churn");
+    importlock::registry_finder<int, mod> finder;
+    constexpr int keys = 64;
+    constexpr int rounds = 20000;
+    const auto loader_for = [](int key, int round) {
+        auto weight = std::make_shared<int>(key * 7);
+        std::array<unsigned char, 64> padding{};
+        padding[0] = static_cast<unsigned char>(round);
+        return [weight, padding](mod& m, importlock::importer<int, mod>&) {
+            m.value = padding[63] == 0 ? *weight : -1;
+        };
+    };
+    std::barrier start(4);
+    std::atomic<bool> stop{false};
+    std::atomic<long> found{0};
+    std::vector<std::thread> threads;
+    for (int parity = 0; parity < 2; ++parity) {
+        threads.emplace_back([&, parity] {
+            start.arrive_and_wait();
+            for (int round = 0; round < rounds; ++round) {
+                const int key = parity + 2 * (round % (keys / 2));
+                if (round % 3 == 2) {
+                    finder.undefine(key);
+                } else {
+                    finder.define(key, loader_for(key, round));
+                }
+            }
+        });
+    }
+    std::atomic<int> wrong{0};
+    for (int reader = 0; reader < 2; ++reader) {
+        threads.emplace_back([&, reader] {
+            start.arrive_and_wait();
+            for (int i = 0; !stop.load(std::memory_order_relaxed); ++i) {
+                const int key = (i * 5 + reader) % keys;
+                if (const auto got = finder.find_spec(key)) {
+                    mod m;
+                    struct no_imports : importlock::importer<int, mod> {
+                        std::shared_ptr<mod> import_module(const int&) override { return {}; }
+                        mod& import_ref(const int&) override { throw std::logic_error("none"); }
+                        std::shared_ptr<mod> get(const int&) const override { return {}; }
+                    } imp;
+                    got->loader(m, imp);
+                    if (m.value != key * 7) wrong.fetch_add(1);
+                    found.fetch_add(1, std::memory_order_relaxed);
+                }
+            }
+        });
+    }
+    threads[0].join();
+    threads[1].join();
+    stop = true;
+    threads[2].join();
+    threads[3].join();
+    REQUIRE(wrong == 0);
+    REQUIRE(found > 0);
+    // Each writer's last touch of a key decides whether it is defined at the end.
+    int defined = 0;
+    for (int key = 0; key < keys; ++key) {
+        int last = -1;
+        for (int round = 0; round < rounds; ++round) {
+            if (key % 2 + 2 * (round % (keys / 2)) == key) last = round;
+        }
+        const bool expect = last % 3 != 2;
+        REQUIRE(finder.defines(key) == expect);
+        defined += expect ? 1 : 0;
+    }
+    REQUIRE(finder.size() == static_cast<std::size_t>(defined));
 }
 
 TEST_CASE("factories create modules that are not default-constructible", "[creation]") {
@@ -378,6 +457,9 @@ TEST_CASE("any type with a path's interface gets path keys, std::filesystem::pat
     static_assert(importlock::detail::path_like<user_path>);
     static_assert(!importlock::detail::path_like<std::string>);
     static_assert(!importlock::detail::path_like<not_quite_a_path>);
+    // (it has the rest of the interface)
+    REQUIRE(hash_value(not_quite_a_path("a")) == 0);
+    REQUIRE(not_quite_a_path("a") == not_quite_a_path("b"));
     using traits = importlock::key_traits<user_path>;
     REQUIRE(traits::parent("a/b/c") == user_path("a/b"));
     REQUIRE(traits::parent("a") == std::nullopt);
