@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: BSL-1.0
 # Measures what including importlock costs the compiler: the CPU time (user + sys) of
-# `$CXX -std=c++20 -fsyntax-only` (median of RUNS, default 5) of four small translation
-# units, each including its headers and using them once:
+# `$CXX -std=c++20 -fsyntax-only` (median of RUNS, default 5; the units compiled in
+# turn, RUNS rounds) of four small translation units, each including its headers and
+# using them once:
 #
 #   std baseline   <mutex> <unordered_map> <memory> <string> <thread>: a mutex-guarded
 #                  map of shared_ptrs, what a user would otherwise write

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: BSL-1.0
-// importlock/detail/flat_map.hpp: an open-addressing hash map with its
-// elements in one array, for the finders' tables of definitions.
+// importlock/detail/flat_map.hpp: an open-addressing hash map of nodes, for
+// registry_finder's table of definitions and the per-thread maps of the
+// wait-for graph and import_time_recorder.
 //
 // Purpose: registry_finder looks a definition up on every cold import. A
 // libstdc++ std::unordered_map reads the bucket array, then the node before
@@ -14,8 +15,8 @@
 // and the value and never moves. Linear probing from the top bits of the tag
 // times 2^64 / phi (Fibonacci hashing: identity hashes and multiples of a
 // power of two spread too). Erase frees the node and leaves a tombstone that
-// lookups step over and inserts reuse; the array is rebuilt when its full and
-// erased slots would pass 3/4 of it, at twice the size while the live
+// lookups step over and inserts reuse; the array is rebuilt when its full
+// and erased slots together would pass 3/4 of it, at twice the size while the live
 // elements alone would pass half of it.
 //
 // Exception safety: insert and copy give the strong guarantee (the node is

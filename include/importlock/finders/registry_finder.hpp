@@ -26,14 +26,14 @@ namespace importlock {
 // Thread-safety: every member may be called from any thread, also while
 // imports run; a definition changed during an import affects the imports that
 // call find_spec afterwards. The table is split into 8 stripes by key hash,
-// each an open-addressing table (detail/flat_map.hpp: key, hash and spec in one
-// slot) under its own reader-writer lock, so that cold imports of different keys on
-// different threads rarely touch the same lock. The stripe locks are
-// reader-writer spin locks held only for the lookup and the copy
-// (detail/shared_spin_lock.hpp): a find_spec costs two atomic operations
-// besides the lookup and the copy of the spec. Cost: O(1) expected under one
-// stripe's shared lock (define: exclusive); size() and copies lock every
-// stripe in turn.
+// each an open-addressing table (detail/flat_map.hpp: a slot holds the hash
+// and a pointer to the key and its spec) under its own reader-writer lock, so
+// that cold imports of different keys on different threads rarely touch the
+// same lock. The stripe locks are reader-writer spin locks held only for the
+// lookup and the copy (detail/shared_spin_lock.hpp): a find_spec costs two
+// atomic operations besides the lookup and the copy of the spec. Cost: O(1)
+// expected under one stripe's shared lock (define: exclusive); size() and
+// copies lock every stripe in turn.
 template <class Key, class Module, class Hash = typename key_traits<Key>::hasher,
           class KeyEqual = typename key_traits<Key>::key_equal>
 class registry_finder {
