@@ -191,9 +191,15 @@ TEST_CASE("registry_finder: define, redefine and undefine race with lookups on o
             m.value = padding[63] == 0 ? *weight : -1;
         };
     };
+    // The importer the loaders get (they import nothing).
+    struct no_imports : importlock::importer<int, mod> {
+        std::shared_ptr<mod> import_module(const int&) override { return {}; }
+        mod& import_ref(const int&) override { throw std::logic_error("none"); }
+        std::shared_ptr<mod> get(const int&) const override { return {}; }
+    };
     std::barrier start(4);
     std::atomic<bool> stop{false};
-    std::atomic<long> found{0};
+    std::atomic<long> found{0};  // informational: how much the readers overlapped
     std::vector<std::thread> threads;
     for (int parity = 0; parity < 2; ++parity) {
         threads.emplace_back([&, parity] {
@@ -216,11 +222,7 @@ TEST_CASE("registry_finder: define, redefine and undefine race with lookups on o
                 const int key = (i * 5 + reader) % keys;
                 if (const auto got = finder.find_spec(key)) {
                     mod m;
-                    struct no_imports : importlock::importer<int, mod> {
-                        std::shared_ptr<mod> import_module(const int&) override { return {}; }
-                        mod& import_ref(const int&) override { throw std::logic_error("none"); }
-                        std::shared_ptr<mod> get(const int&) const override { return {}; }
-                    } imp;
+                    no_imports imp;
                     got->loader(m, imp);
                     if (m.value != key * 7) wrong.fetch_add(1);
                     found.fetch_add(1, std::memory_order_relaxed);
@@ -234,8 +236,8 @@ TEST_CASE("registry_finder: define, redefine and undefine race with lookups on o
     threads[2].join();
     threads[3].join();
     REQUIRE(wrong == 0);
-    REQUIRE(found > 0);
-    // Each writer's last touch of a key decides whether it is defined at the end.
+    // Each writer's last touch of a key decides whether it is defined at the end,
+    // and a defined key's spec is still the one its key was defined with.
     int defined = 0;
     for (int key = 0; key < keys; ++key) {
         int last = -1;
@@ -244,6 +246,14 @@ TEST_CASE("registry_finder: define, redefine and undefine race with lookups on o
         }
         const bool expect = last % 3 != 2;
         REQUIRE(finder.defines(key) == expect);
+        const auto spec = finder.find_spec(key);
+        REQUIRE(spec.has_value() == expect);
+        if (spec) {
+            mod m;
+            no_imports imp;
+            spec->loader(m, imp);
+            REQUIRE(m.value == key * 7);
+        }
         defined += expect ? 1 : 0;
     }
     REQUIRE(finder.size() == static_cast<std::size_t>(defined));
