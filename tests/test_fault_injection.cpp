@@ -5,6 +5,7 @@
 // until the import succeeds. After each failure the system must be as it was
 // before the call: no lock, no waiter, nothing initialising, the same keys
 // registered; and a later import must work.
+#include <importlock/detail/flat_map.hpp>
 #include <importlock/importlock.hpp>
 
 #include "support/catch.hpp"
@@ -352,4 +353,75 @@ TEST_CASE("faults in reload, erase and block keep the module registered", "[faul
             REQUIRE(w.system.get(fkey(2))->value == 2);
             REQUIRE(w.system.import_module(fkey(2))->value == 2);
         });
+}
+
+// The registry's tables and flat_map's arrays are owned through raw pointers (no
+// std::unique_ptr, for compile time): a failed allocation at any point of an insert
+// that grows them must leave them whole and leak nothing (LeakSanitizer checks the
+// leak in the ASan run).
+TEST_CASE("a failed allocation while the registry or a flat_map grows loses nothing", "[faults]") {
+    if (!IMPORTLOCK_TEST_ALLOCATION_FAULTS) {
+        WARN("operator new cannot be replaced under ThreadSanitizer: not run");
+        return;
+    }
+    SECTION("flat_map: the node is freed when the rebuild's array cannot be allocated") {
+        importlock::detail::flat_map<int, std::string, std::hash<int>, std::equal_to<>> map;
+        for (int i = 0; i < 6; ++i) map.insert_new(i, std::string(40, 'a'));  // 8 slots, 3/4
+        REQUIRE(map.capacity() == 8);
+        int failures = 0;
+        for (long at = 0;; ++at) {
+            faults.alloc_faults = true;
+            faults.countdown = at;
+            try {
+                map.insert_new(6, std::string(40, 'b'));  // the string, the node, the array
+                faults.countdown = -1;
+                faults.alloc_faults = false;
+                break;
+            } catch (const std::bad_alloc&) {
+                faults.alloc_faults = false;
+                ++failures;
+                REQUIRE(map.size() == 6);
+                REQUIRE(map.capacity() == 8);
+                REQUIRE(map.find(6) == nullptr);
+                for (int i = 0; i < 6; ++i) REQUIRE(*map.find(i) == std::string(40, 'a'));
+            }
+        }
+        CHECK(failures >= 2);  // the node and the array
+        CHECK(map.capacity() == 16);
+        CHECK(*map.find(6) == std::string(40, 'b'));
+    }
+    SECTION("registry: imports whose table growth fails keep every module in place") {
+        struct plain_module {
+            int value = 0;
+        };
+        importlock::basic_import_system<int, plain_module> system;
+        for (int k = 0; k < 200; ++k) {
+            system.finder().define(k, [k](plain_module& m, auto&) { m.value = k; });
+        }
+        std::vector<const plain_module*> addresses;
+        long failures = 0;
+        for (int k = 0; k < 200; ++k) {  // several table growths on the way
+            for (long at = 0;; ++at) {
+                faults.alloc_faults = true;
+                faults.countdown = at;
+                try {
+                    const plain_module& m = system.import_ref(k);
+                    faults.countdown = -1;
+                    faults.alloc_faults = false;
+                    REQUIRE(m.value == k);
+                    addresses.push_back(&m);
+                    break;
+                } catch (const std::bad_alloc&) {
+                    faults.alloc_faults = false;
+                    ++failures;
+                    REQUIRE(system.size() == static_cast<std::size_t>(k));
+                    REQUIRE_FALSE(system.contains(k));
+                }
+            }
+        }
+        CHECK(failures >= 200);  // at least one fault point per import
+        REQUIRE(system.size() == 200);
+        for (int k = 0; k < 200; ++k)
+            REQUIRE(&system.import_ref(k) == addresses[static_cast<std::size_t>(k)]);
+    }
 }

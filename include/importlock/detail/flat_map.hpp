@@ -90,14 +90,21 @@ public:
     template <class V>
     Value& insert_new(const Key& key, V&& value) {
         const std::size_t tag = tag_of(Hash{}(key));
-        std::unique_ptr<node_type> node(new node_type{key, std::forward<V>(value)});
-        reserve_one();
+        // (A raw pointer, not a std::unique_ptr: one class template less to
+        // compile in every unit that uses a system.)
+        node_type* node = new node_type{key, std::forward<V>(value)};
+        try {
+            reserve_one();
+        } catch (...) {
+            delete node;
+            throw;
+        }
         for (std::size_t i = home(tag, capacity_);; i = (i + 1) & (capacity_ - 1)) {
             slot& s = slots_[i];
             if (s.tag == empty_tag || s.tag == erased_tag) {
                 if (s.tag == empty_tag) ++used_;
                 s.tag = tag;
-                s.node = node.release();
+                s.node = node;
                 ++size_;
                 return s.node->value;
             }

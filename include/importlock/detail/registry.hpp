@@ -63,6 +63,7 @@ public:
             free_chunk(ch);
             ch = next;
         }
+        delete table_;
     }
 
     // Returns the entry of `key` (hash `hash`), or null. Lock-free, wait-free
@@ -128,15 +129,24 @@ private:
         return static_cast<std::size_t>(fibonacci_product(hash >> SkipBits) >> shift);
     }
 
+    // Owns its slots and the table it replaced (raw pointers rather than
+    // std::unique_ptr: two std::unique_ptr instantiations less for every unit
+    // that uses a system to compile; benchmarks/README.md, "Compile time").
     struct table {
         explicit table(std::size_t capacity)
             : mask(capacity - 1),
               shift(static_cast<unsigned>(64 - std::countr_zero(capacity))),
-              storage(new slot[capacity + slot_alignment / sizeof(slot)]) {
-            void* p = storage.get();
+              storage(new slot[capacity + slot_alignment / sizeof(slot)]()) {
+            void* p = storage;
             std::size_t space = (capacity + slot_alignment / sizeof(slot)) * sizeof(slot);
             slots =
                 static_cast<slot*>(std::align(slot_alignment, capacity * sizeof(slot), p, space));
+        }
+        table(const table&) = delete;
+        table& operator=(const table&) = delete;
+        ~table() {
+            delete[] storage;
+            delete previous;  // recursion as deep as the number of grows (< 64)
         }
 
         std::uintptr_t head() const noexcept {
@@ -145,9 +155,9 @@ private:
 
         std::size_t mask;
         unsigned shift;
-        std::unique_ptr<slot[]> storage;  // value-initialised: every slot null
-        slot* slots = nullptr;            // storage, aligned to slot_alignment
-        std::unique_ptr<table> previous;  // the table this one replaced, or null
+        slot* storage;              // value-initialised: every slot null
+        slot* slots = nullptr;      // storage, aligned to slot_alignment
+        table* previous = nullptr;  // the table this one replaced, or null
     };
 
     std::size_t capacity() const noexcept { return table_->mask + 1; }
@@ -160,11 +170,11 @@ private:
 
     // Replaces the table by one of `capacity` slots; keeps the old one alive.
     void grow(std::size_t capacity) {
-        auto next = std::make_unique<table>(capacity);
+        table* next = new table(capacity);  // the only step that may throw
         for_each([&](entry_type& e) { place(*next, &e); });
         head_.store(next->head(), std::memory_order_release);
-        next->previous = std::move(table_);
-        table_ = std::move(next);
+        next->previous = table_;
+        table_ = next;
     }
 
     [[no_unique_address]] KeyEqual equal_{};
@@ -172,7 +182,7 @@ private:
     // The current table; it owns the one it replaced, and so on: lock-free readers
     // may still be in an old one. (A list, not a std::vector of them: one
     // std::vector type less for every unit that uses a system to compile.)
-    std::unique_ptr<table> table_;
+    table* table_ = nullptr;
     // Entries never move: they live in chunks of 4, 8, then 16 entries, one
     // allocation per chunk (this header, then the entries), linked oldest
     // first, the last one filling up (at most 15 unused slots).
