@@ -256,8 +256,8 @@ private:
         std::shared_ptr<Module> parent;
         auto ancestors = this->unloaded_ancestors(key, parent);
         for (std::size_t i = ancestors.size(); i-- > 0;) {
-            auto& [k, pe] = ancestors[i];
-            parent = load_key(k, hasher_(k), pe, parent, on_cycle, limit, true);
+            const Key& k = ancestors.keys[i];
+            parent = load_key(k, hasher_(k), ancestors.entries[i], parent, on_cycle, limit, true);
         }
         return load_key(key, hash, e, parent, on_cycle, limit, false, needs);
     }

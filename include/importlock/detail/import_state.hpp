@@ -292,13 +292,23 @@ protected:
     }
     static std::string name(const Key& key) { return key_traits<Key>::to_string(key); }
 
-    // §1.7 Returns `key`'s parents that are not ready, innermost first, with
-    // their entries (null: none yet), and sets `parent` to the innermost ready
-    // one. Walks iteratively; throws import_depth_error, before copying any
-    // key when the key traits can count the parents, when more parents than
-    // this thread's remaining depth (§1.12) would have to be imported.
-    std::vector<std::pair<Key, entry_type*>> unloaded_ancestors(const Key& key,
-                                                                std::shared_ptr<Module>& parent) {
+    // §1.7 `key`'s parents that are not ready, innermost first: keys[i] with
+    // its entry entries[i] (null: none yet). Two vectors, not one of pairs:
+    // std::vector<Key> and std::vector<entry_type*> are compiled for other uses
+    // anyway, a vector of pairs would be one type more in every unit that uses
+    // a system (benchmarks/README.md, "Compile time").
+    struct ancestor_list {
+        std::vector<Key> keys;
+        std::vector<entry_type*> entries;
+        std::size_t size() const noexcept { return keys.size(); }
+    };
+
+    // §1.7 Returns `key`'s parents that are not ready, and sets `parent` to the
+    // innermost ready one. Walks iteratively; throws import_depth_error, before
+    // copying any key when the key traits can count the parents, when more
+    // parents than this thread's remaining depth (§1.12) would have to be
+    // imported.
+    ancestor_list unloaded_ancestors(const Key& key, std::shared_ptr<Module>& parent) {
         using traits = key_traits<Key>;
         const std::size_t limit = max_import_depth();
         const std::size_t room =
@@ -312,16 +322,17 @@ protected:
                 }
             }
         }
-        std::vector<std::pair<Key, entry_type*>> ancestors;
+        ancestor_list ancestors;
         for (std::optional<Key> p = traits::parent(key); p;
-             p = traits::parent(ancestors.back().first)) {
+             p = traits::parent(ancestors.keys.back())) {
             entry_type* pe = find_entry(*p, hasher_(*p));
             if ((parent = published(pe))) break;
             if (ancestors.size() >= room) {
                 throw import_depth_error(name(key), limit,
                                          "it has more unloaded parents than the limit allows");
             }
-            ancestors.emplace_back(std::move(*p), pe);
+            ancestors.keys.push_back(std::move(*p));
+            ancestors.entries.push_back(pe);
         }
         return ancestors;
     }
