@@ -218,6 +218,37 @@ TEMPLATE_LIST_TEST_CASE("semantics: circular import a -> b -> a", "[semantics][c
     CHECK(sys.lock_count() == 0);
 }
 
+TEMPLATE_LIST_TEST_CASE(
+    "semantics: a cycle's chain starts at the key re-entered, not at the "
+    "imports around it",
+    "[semantics][cycle]", all_policies) {
+    // outer -> a -> b -> c -> b: the chain is the cycle b -> c -> b only, however
+    // many frames of this thread lie below it.
+    system_t<TestType> sys;
+    sys.finder().define("outer",
+                        [](test_module& m, importer_t& imp) { m.dep = imp.import_module("a"); });
+    sys.finder().define("a",
+                        [](test_module& m, importer_t& imp) { m.dep = imp.import_module("b"); });
+    sys.finder().define("b",
+                        [](test_module& m, importer_t& imp) { m.dep = imp.import_module("c"); });
+    sys.finder().define("c", [](test_module& m, importer_t& imp) {
+        m.seen = imp.import_module("b").get();
+        m.value = 3;
+    });
+    if constexpr (!is_strict<TestType>) {
+        const auto outer = sys.import_module("outer");
+        const auto& b = outer->dep->dep;
+        CHECK(b->dep->seen == b.get());
+        CHECK(sys.size() == 4);
+    } else {
+        const auto e = expect_throw<circular_import_error>([&] { sys.import_module("outer"); });
+        CHECK(e.chain() == std::vector<std::string>{"b", "c", "b"});
+        CHECK(e.key() == "b");
+        CHECK(sys.size() == 0);
+    }
+    CHECK(sys.lock_count() == 0);
+}
+
 TEMPLATE_LIST_TEST_CASE("semantics: a cycle entered at its other key names that key first",
                         "[semantics][cycle]", all_policies) {
     system_t<TestType> sys;

@@ -40,6 +40,16 @@ void sort(It first, It last, Less less) {
     }
 }
 
+// Orders pairs by their first member, then their second: the comparator of the
+// core's sorts of std::pair<std::size_t, std::size_t> (a sort key and a position),
+// one named type so that they share one instantiation of sort.
+struct pair_less {
+    template <class Pair>
+    bool operator()(const Pair& a, const Pair& b) const noexcept {
+        return a.first != b.first ? a.first < b.first : a.second < b.second;
+    }
+};
+
 // The first position in the sorted range [first, last) whose element is not
 // less than `value`.
 template <class It, class T, class Less>

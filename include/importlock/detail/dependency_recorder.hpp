@@ -48,10 +48,8 @@ public:
         std::vector<std::pair<std::size_t, std::size_t>> order;
         order.reserve(imported_.size());
         for (std::size_t i = 0; i < imported_.size(); ++i)
-            order.emplace_back(Hash{}(imported_[i]), i);
-        detail::sort(order.begin(), order.end(), [](const auto& a, const auto& b) {
-            return a.first != b.first ? a.first < b.first : a.second < b.second;
-        });
+            order.push_back({Hash{}(imported_[i]), i});
+        detail::sort(order.begin(), order.end(), pair_less{});
         std::vector<std::size_t> duplicate(imported_.size(), 0);
         std::size_t kept = imported_.size();
         for (std::size_t run = 0; run < order.size();) {

@@ -412,32 +412,43 @@ public:
     }
 
     // Returns the entries `thread` imports in this system, outermost first.
+    // (Sorted as (depth, position) pairs: that std::vector type and its sort are
+    // compiled for dependency_recorder anyway, a vector of frames would be one
+    // type more in every unit that uses a system; benchmarks/README.md.)
     std::vector<Entry*> stack_of(std::thread::id thread) const {
-        std::vector<const frame*> frames;
+        std::vector<Entry*> found;
+        std::vector<std::pair<std::size_t, std::size_t>> order;
         for (const frame* f = frames_; f != nullptr; f = f->next) {
-            if (f->thread == thread) frames.push_back(f);
+            if (f->thread != thread) continue;
+            order.push_back({f->depth, found.size()});
+            found.push_back(f->entry);
         }
-        detail::sort(frames.begin(), frames.end(),
-                     [](const frame* a, const frame* b) { return a->depth < b->depth; });
+        detail::sort(order.begin(), order.end(), pair_less{});
         std::vector<Entry*> stack;
-        stack.reserve(frames.size());
-        for (const frame* f : frames) stack.push_back(f->entry);
+        stack.reserve(order.size());
+        for (const auto& [depth, i] : order) stack.push_back(found[i]);
         return stack;
     }
 
     // Returns the keys this thread imports from `e` (outermost) to its
     // innermost import, then `e` again: a same-thread cycle "a -> b -> a".
-    // Walks this thread's own frames of the system, also those of other shards.
+    // Walks this thread's own frames of the system, also those of other shards:
+    // once to find how many frames, innermost first, reach `e`'s outermost one,
+    // once to name them.
     std::vector<std::string> reentry_chain(const Entry& e) const {
-        std::vector<const frame*> stack;  // innermost first
+        std::size_t count = 0;  // frames from the innermost to e's outermost
+        std::size_t walked = 0;
         for (const frame* f = innermost(thread_top_frame()); f != nullptr; f = f->outer) {
-            stack.push_back(f);
+            ++walked;
+            if (f->entry == &e) count = walked;
         }
         std::vector<std::string> chain;
-        bool found = false;
-        for (std::size_t i = stack.size(); i-- > 0;) {  // outermost first
-            found = found || stack[i]->entry == &e;
-            if (found) chain.push_back(name(stack[i]->entry->key));
+        chain.reserve(count + 2);
+        for (const frame* f = innermost(thread_top_frame()); chain.size() < count; f = f->outer) {
+            chain.push_back(name(f->entry->key));
+        }
+        for (std::size_t i = 0, j = chain.size(); i + 1 < j; ++i, --j) {  // outermost first
+            std::swap(chain[i], chain[j - 1]);
         }
         if (chain.empty()) chain.push_back(name(e.key));
         chain.push_back(name(e.key));

@@ -31,14 +31,14 @@ inline std::vector<std::size_t> teardown_order(const std::vector<std::vector<std
     for (std::size_t root = 0; root < n; ++root) {
         if (mark[root] != 0) continue;
         mark[root] = 1;
-        stack.emplace_back(root, 0);
+        stack.push_back({root, 0});
         while (!stack.empty()) {
             auto& [node, edge] = stack.back();
             if (edge < deps[node].size()) {
                 const std::size_t next = deps[node][edge++];
                 if (next < n && mark[next] == 0) {
                     mark[next] = 1;
-                    stack.emplace_back(next, 0);
+                    stack.push_back({next, 0});
                 }
             } else {
                 mark[node] = 2;
