@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: BSL-1.0
 // importlock/detail/algorithm.hpp: the three algorithms the core uses, without
-// <algorithm>.
+// <algorithm>, and the comparator its sorts of index pairs share.
 //
 // Purpose: with libstdc++ and C++20, <algorithm> is about 10,500 preprocessed lines
 // (the ranges algorithms and the parallel overloads) in every translation unit that
