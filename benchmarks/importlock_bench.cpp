@@ -4,7 +4,7 @@
 //
 //   1. hit path (int and std::string keys, 1, 2 and 4 threads)
 //   2. coalescing: 8 threads on one cold key with a 1 ms initialiser
-//   3. cold inserts of distinct keys (1, 2 and 4 threads)
+//   3. cold inserts of distinct keys (1, 2 and 4 threads; 3b: string keys, 1 thread)
 //   4. independent slow loaders (2 threads x 20 keys x 50 us busy loaders)
 //   5. deadlock-detection cost along wait-for chains of length 1..64
 //   6. memory per registered module; lock_count() after the run
@@ -1022,6 +1022,105 @@ void section_cold(const config& cfg) {
     }
 }
 
+// Section 3b: the 1-thread cold rows with std::string keys ("package_module_N":
+// as long as the hit section's keys, but without a dot, so that importlock
+// imports no parent and every row does the same work: one lookup that misses,
+// one insert, one module).
+void section_cold_string(const config& cfg) {
+    std::vector<std::string> keys;
+    keys.reserve(key_count);
+    for (std::uint32_t i = 0; i < key_count; ++i) {
+        keys.push_back("package_module_" + std::to_string(i));
+    }
+    const auto to_mops = [](double wall_ns) {
+        return static_cast<double>(key_count) / wall_ns * 1e3;
+    };
+    const auto run_importlock = [&] {
+        auto sys = std::make_unique<str_system>();
+        define_trivial(*sys, keys);
+        const double wall = bench::run_parallel(1, [&](unsigned) {
+            std::uint64_t acc = 0;
+            for (const std::string& k : keys) acc += sys->import_ref(k).id;
+            bench::do_not_optimize(acc);
+        });
+        // define_trivial also defines "package"; no key here imports it.
+        if (sys->size() != key_count) broken("cold string inserts: size() != 1000");
+        check_locks(*sys, "cold string inserts");
+        return to_mops(wall);
+    };
+    const auto run_mutex_map = [&] {
+        auto map =
+            std::make_unique<std::unordered_map<std::string, std::shared_ptr<bench_module>>>();
+        std::mutex mutex;
+        const double wall = bench::run_parallel(1, [&](unsigned) {
+            std::uint64_t acc = 0;
+            for (std::size_t i = 0; i < keys.size(); ++i) {
+                std::lock_guard guard(mutex);
+                auto [it, inserted] = map->try_emplace(keys[i]);
+                if (inserted) {
+                    it->second = std::make_shared<bench_module>();
+                    it->second->id = i;
+                }
+                acc += it->second->id;
+            }
+            bench::do_not_optimize(acc);
+        });
+        return to_mops(wall);
+    };
+    const auto run_peer = [&]<class Peer>(std::type_identity<Peer>) {
+        auto p = std::make_unique<Peer>();
+        const double wall = bench::run_parallel(1, [&](unsigned) {
+            std::uint64_t acc = 0;
+            for (std::size_t i = 0; i < keys.size(); ++i) {
+                const std::uint64_t id = i;
+                acc += p->get(keys[i], [id](bench_module& m) { m.id = id; }).id;
+            }
+            bench::do_not_optimize(acc);
+        });
+        if (p->size() != key_count) {
+            broken(std::string("cold string inserts: ") + Peer::name + " size");
+        }
+        return to_mops(wall);
+    };
+    struct impl {
+        std::string id, name;
+        std::function<double()> run;
+        bool peer = false;
+        std::vector<double> t1;
+    };
+    std::vector<impl> impls;
+    impls.push_back({"importlock", "importlock import_ref", run_importlock, false, {}});
+    impls.push_back({"mutex", "std::mutex + unordered_map", run_mutex_map, false, {}});
+    bench::peers::for_each_peer<std::string, bench_module>(
+        [&]<class Peer>(std::type_identity<Peer> tag) {
+            impls.push_back(
+                {Peer::id, Peer::name, [run_peer, tag] { return run_peer(tag); }, true, {}});
+        });
+    for (auto& i : impls) bench::sink(static_cast<std::uint64_t>(i.run()));  // warm-up
+    for (int rep = 0; rep < cfg.cheap_reps; ++rep) {
+        for (auto& i : impls) i.t1.push_back(i.run());
+    }
+    std::map<std::string, stats> s1;
+    for (auto& i : impls) {
+        s1[i.id] = summarize(i.t1);
+        put("coldstr.1t." + i.id, s1[i.id]);
+    }
+    std::vector<row> r1;
+    for (auto& i : impls) {
+        std::string note = bench::num(1e3 / s1[i.id].median) + " ns per import";
+        if (i.peer) {
+            note += "; time importlock/this: " +
+                    bench::ratio_str(s1[i.id].median / s1["importlock"].median);
+        }
+        r1.push_back({i.name, s1[i.id], s1[i.id].median / s1["mutex"].median, note});
+    }
+    bench::print_table(
+        "3b. Cold inserts, 1000 distinct std::string keys (\"package_module_N\", no parent) "
+        "into a fresh container, 1 thread: M imports/s (higher is better); ratio = row / "
+        "mutex map",
+        "M/s", "x mutex", r1);
+}
+
 // ============================================================ section 4: slow loaders
 
 void section_slow(const config& cfg) {
@@ -1786,6 +1885,8 @@ void print_targets() {
     // Throughputs: TBB's M/s over importlock's is importlock's time over TBB's.
     ratio_target("cold import, 1 thread, int keys: <= 1.5x the time of TBB's accessor insert",
                  "cold.1t.tbb", "cold.1t.importlock", 1.5, true);
+    ratio_target("cold import, 1 thread, string keys: <= 1.5x the time of TBB's accessor insert",
+                 "coldstr.1t.tbb", "coldstr.1t.importlock", 1.5, true);
     {
         const auto sc = median_of("cold.scaling.importlock");
         target("cold distinct keys, 2 threads: aggregate >= 1.5x 1 thread", sc, sc && *sc >= 1.5,
@@ -1870,7 +1971,10 @@ int main(int argc, char** argv) {
         section_hit(cfg, "string", string_keys(key_count));
     }
     if (cfg.runs("coalesce")) section_coalesce(cfg);
-    if (cfg.runs("cold")) section_cold(cfg);
+    if (cfg.runs("cold")) {
+        section_cold(cfg);
+        section_cold_string(cfg);
+    }
     if (cfg.runs("slow")) section_slow(cfg);
     if (cfg.runs("cycle")) section_cycle(cfg);
     if (cfg.runs("memory")) section_memory(cfg);
