@@ -804,6 +804,24 @@ void section_coalesce(const config& cfg) {
 
 // ============================================================ section 3: cold inserts
 
+// Prints the 1-thread rows of a cold-insert table: each implementation's M imports/s
+// (summaries `s1`, by id), its ratio to the "mutex" row, its ns per import and, for a
+// peer, importlock's time per import over the peer's.
+template <class Impl>
+void print_cold_1t(const std::string& title, const std::vector<Impl>& impls,
+                   std::map<std::string, stats>& s1) {
+    std::vector<row> r1;
+    for (const auto& i : impls) {
+        std::string note = bench::num(1e3 / s1[i.id].median) + " ns per import";
+        if (i.peer) {
+            note += "; time importlock/this: " +
+                    bench::ratio_str(s1[i.id].median / s1["importlock"].median);
+        }
+        r1.push_back({i.name, s1[i.id], s1[i.id].median / s1["mutex"].median, note});
+    }
+    bench::print_table(title, "M/s", "x mutex", r1);
+}
+
 void section_cold(const config& cfg) {
     const auto keys = int_keys(key_count);
     // One sample: a fresh container (untimed), `threads` threads import their
@@ -977,20 +995,10 @@ void section_cold(const config& cfg) {
         put("cold.2t." + i.id, s2[i.id]);
         put("cold.4t." + i.id, s4[i.id]);
     }
-    std::vector<row> r1;
-    for (auto& i : impls) {
-        std::string note = bench::num(1e3 / s1[i.id].median) + " ns per import";
-        if (i.peer) {
-            // Throughputs: importlock's time per import over this one's.
-            note += "; time importlock/this: " +
-                    bench::ratio_str(s1[i.id].median / s1["importlock"].median);
-        }
-        r1.push_back({i.name, s1[i.id], s1[i.id].median / s1["mutex"].median, note});
-    }
-    bench::print_table(
+    print_cold_1t(
         "3. Cold inserts, 1000 distinct int keys into a fresh container, 1 thread: "
         "M imports/s (higher is better); ratio = row / mutex map",
-        "M/s", "x mutex", r1);
+        impls, s1);
     for (const unsigned threads : {2u, 4u}) {
         auto& s = threads == 2 ? s2 : s4;
         const std::string tt = std::to_string(threads) + "t";
@@ -1105,20 +1113,11 @@ void section_cold_string(const config& cfg) {
         s1[i.id] = summarize(i.t1);
         put("coldstr.1t." + i.id, s1[i.id]);
     }
-    std::vector<row> r1;
-    for (auto& i : impls) {
-        std::string note = bench::num(1e3 / s1[i.id].median) + " ns per import";
-        if (i.peer) {
-            note += "; time importlock/this: " +
-                    bench::ratio_str(s1[i.id].median / s1["importlock"].median);
-        }
-        r1.push_back({i.name, s1[i.id], s1[i.id].median / s1["mutex"].median, note});
-    }
-    bench::print_table(
+    print_cold_1t(
         "3b. Cold inserts, 1000 distinct std::string keys (\"package_module_N\", no parent) "
         "into a fresh container, 1 thread: M imports/s (higher is better); ratio = row / "
         "mutex map",
-        "M/s", "x mutex", r1);
+        impls, s1);
 }
 
 // ============================================================ section 4: slow loaders
