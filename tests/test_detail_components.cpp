@@ -16,6 +16,7 @@
 //   detail/key_list.hpp             one pointer; keys kept in order; no leak when a move throws
 //   detail/entry_importer.hpp       records only while attached, also from racing helper threads
 //   detail/flat_map.hpp             agrees with std::unordered_map; tombstones; strong guarantee
+#include <importlock/detail/adaptive_lock.hpp>
 #include <importlock/detail/algorithm.hpp>
 #include <importlock/detail/entry_importer.hpp>
 #include <importlock/detail/flat_map.hpp>
@@ -31,11 +32,13 @@
 #include <atomic>
 #include <barrier>
 #include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <limits>
 #include <memory>
+#include <mutex>
 #include <numeric>
 #include <optional>
 #include <random>
@@ -394,6 +397,147 @@ struct colliding_hash {
 };
 
 }  // namespace
+
+// --- adaptive_lock ---------------------------------------------------------------------------
+
+namespace {
+
+// A mutex that counts its calls; try_lock() succeeds from attempt `grant_at`
+// on (0: never), lock() throws when `lock_throws`.
+struct scripted_mutex {
+    int grant_at = 1;
+    bool lock_throws = false;
+    int try_locks = 0;
+    int locks = 0;
+    int unlocks = 0;
+    bool held = false;
+    bool try_lock() {
+        ++try_locks;
+        if (grant_at == 0 || try_locks < grant_at) return false;
+        held = true;
+        return true;
+    }
+    void lock() {
+        ++locks;
+        if (lock_throws) throw std::runtime_error("scripted lock failure");
+        held = true;
+    }
+    void unlock() {
+        ++unlocks;
+        held = false;
+    }
+};
+
+// Only BasicLockable: lock_adaptively cannot spin on it.
+struct basic_lockable_mutex {
+    std::mutex m;
+    int locks = 0;
+    void lock() {
+        m.lock();
+        ++locks;
+    }
+    void unlock() { m.unlock(); }
+};
+
+}  // namespace
+
+TEST_CASE("adaptive_lock: uncontended, one try_lock and no lock()", "[adaptive_lock]") {
+    scripted_mutex m;
+    {
+        auto lock = importlock::detail::lock_adaptively(m);
+        CHECK(lock.owns_lock());
+        CHECK(m.held);
+        CHECK(m.try_locks == 1);
+        CHECK(m.locks == 0);
+    }
+    CHECK(m.unlocks == 1);
+    CHECK_FALSE(m.held);
+}
+
+TEST_CASE("adaptive_lock: a mutex freed while it spins is taken without blocking",
+          "[adaptive_lock]") {
+    scripted_mutex m;
+    m.grant_at = 3;
+    auto lock = importlock::detail::lock_adaptively(m);
+    CHECK(lock.owns_lock());
+    CHECK(m.try_locks == 3);
+    CHECK(m.locks == 0);
+}
+
+TEST_CASE("adaptive_lock: a mutex held throughout: spin_rounds attempts, then lock()",
+          "[adaptive_lock]") {
+    scripted_mutex m;
+    m.grant_at = 0;
+    {
+        auto lock = importlock::detail::lock_adaptively(m);
+        CHECK(lock.owns_lock());
+        CHECK(m.try_locks == importlock::detail::spin_rounds);
+        CHECK(m.locks == 1);
+    }
+    CHECK(m.unlocks == 1);
+}
+
+TEST_CASE("adaptive_lock: a throwing lock() propagates and leaves nothing locked",
+          "[adaptive_lock]") {
+    scripted_mutex m;
+    m.grant_at = 0;
+    m.lock_throws = true;
+    CHECK_THROWS_WITH(importlock::detail::lock_adaptively(m), "scripted lock failure");
+    CHECK(m.unlocks == 0);
+    CHECK_FALSE(m.held);
+}
+
+TEST_CASE("adaptive_lock: a mutex without try_lock is locked directly", "[adaptive_lock]") {
+    basic_lockable_mutex m;
+    {
+        auto lock = importlock::detail::lock_adaptively(m);
+        CHECK(lock.owns_lock());
+        CHECK(m.locks == 1);
+    }
+    // And a system whose policy's mutex has no try_lock imports, erases and
+    // reloads as any other (its state mutex is taken through lock_adaptively).
+    using policy =
+        importlock::basic_per_key_locks<basic_lockable_mutex, std::condition_variable_any>;
+    importlock::basic_import_system<int, int, policy> sys;
+    int runs = 0;
+    sys.finder().define(1, [&](int& v, importlock::importer<int, int>&) { v = ++runs; });
+    CHECK(sys.import_ref(1) == 1);
+    CHECK(sys.reload(1) != nullptr);
+    CHECK(sys.import_ref(1) == 2);
+    CHECK(sys.erase(1));
+    CHECK(sys.import_ref(1) == 3);
+}
+
+TEST_CASE("adaptive_lock: excludes as the mutex does, whether it spins or blocks (stress)",
+          "[adaptive_lock][threads]") {
+    importlock_test::watchdog dog("adaptive_lock: stress");
+    std::mutex m;
+    std::uint64_t a = 0;  // guarded: a == b whenever a holder looks
+    std::uint64_t b = 0;
+    std::atomic<std::uint64_t> torn{0};
+    constexpr int rounds = 20000;
+    std::barrier start(3);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 3; ++t) {
+        threads.emplace_back([&, t] {
+            start.arrive_and_wait();
+            for (int i = 0; i < rounds; ++i) {
+                auto lock = importlock::detail::lock_adaptively(m);
+                if (a != b) torn.fetch_add(1);
+                ++a;
+                // The third thread holds the lock long enough for the others
+                // to exhaust their spin now and then and block in lock().
+                if (t == 2 && i % 64 == 0)
+                    std::this_thread::sleep_for(std::chrono::microseconds(50));
+                ++b;
+            }
+        });
+    }
+    for (auto& th : threads) th.join();
+    CHECK(torn.load() == 0);
+    CHECK(a == 3u * rounds);
+    CHECK(b == 3u * rounds);
+}
 
 // --- shared_spin_lock ------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@
 #include <utility>
 #include <vector>
 
+#include "detail/adaptive_lock.hpp"
 #include "detail/chrono.hpp"
 #include "detail/deadline.hpp"
 #include "detail/import_state.hpp"
@@ -269,7 +270,8 @@ private:
                                      cycle_resolution on_cycle, const detail::wait_limit& limit,
                                      bool as_parent, caller_needs needs = caller_needs::ownership) {
         auto& sh = shard_of(hash);  // the key's entry, lock and claims (import_state.hpp)
-        state_lock state(sh.mutex);
+        // Spins briefly before sleeping: held for a registry insert and a claim.
+        state_lock state = detail::lock_adaptively(sh.mutex);
         this->throw_if_closing(key);
         entry_type& e = found != nullptr ? *found : sh.entries.find_or_insert(key, hash, *this);
         if (auto done = this->settled(e)) return done;
@@ -450,7 +452,7 @@ private:
         std::shared_ptr<Module> dropped;  // destroyed after the state mutex
         const std::size_t hash = hasher_(key);
         auto& sh = shard_of(hash);
-        state_lock state(sh.mutex);
+        state_lock state = detail::lock_adaptively(sh.mutex);
         entry_type* e =
             block_it ? &sh.entries.find_or_insert(key, hash, *this) : sh.entries.find(key, hash);
         if (e == nullptr) return false;
@@ -464,7 +466,7 @@ private:
     // code of the first load.
     std::shared_ptr<Module> reload_key(const Key& key, std::size_t hash) {
         auto& sh = shard_of(hash);
-        state_lock state(sh.mutex);
+        state_lock state = detail::lock_adaptively(sh.mutex);
         entry_type& e = base::require_loaded(sh.entries.find(key, hash), key);
         if (sh.protocol.claimed_by_this_thread(e)) {
             throw import_error(name(key), "cannot reload '" + name(key) +

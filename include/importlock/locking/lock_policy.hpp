@@ -4,7 +4,9 @@
 // A lock policy is a plain type with four members:
 //
 //   member                          meaning
-//   using mutex_type                guards the import state (Lockable)
+//   using mutex_type                guards the import state: lock(), unlock(); a
+//                                   try_lock() is retried briefly before lock()
+//                                   blocks (detail/adaptive_lock.hpp)
 //   using condition_variable_type   blocks importers: wait(std::unique_lock<mutex_type>&),
 //                                   notify_all()
 //   static constexpr lock_scope     lock_scope::per_key: one module lock per key in
