@@ -4,7 +4,8 @@
 //
 //   1. hit path (int and std::string keys, 1, 2 and 4 threads)
 //   2. coalescing: 8 threads on one cold key with a 1 ms initialiser
-//   3. cold inserts of distinct keys (1, 2 and 4 threads; 3b: string keys, 1 thread)
+//   3. cold inserts of distinct keys (1, 2 and 4 threads; 3b: string keys, 1 thread;
+//      3c: hits on one thread while another imports)
 //   4. independent slow loaders (2 threads x 20 keys x 50 us busy loaders)
 //   5. deadlock-detection cost along wait-for chains of length 1..64
 //   6. memory per registered module; lock_count() after the run
@@ -162,6 +163,18 @@ using int_global_system =
 
 template <class Key>
 using importer_t = importlock::importer<Key, bench_module>;
+
+// A function_finder's function for the rows that import keys nobody defined (3c, 6b, 7): key k's
+// module gets id k.
+struct spec_of_id {
+    std::optional<importlock::module_spec<int, bench_module>> operator()(int key) const {
+        importlock::module_spec<int, bench_module> spec;
+        spec.loader = [key](bench_module& m, importer_t<int>&) {
+            m.id = static_cast<std::uint64_t>(key);
+        };
+        return spec;
+    }
+};
 
 constexpr std::uint32_t key_count = 1000;
 constexpr std::size_t order_length = 4096;  // power of two: cycled with a mask
@@ -1043,6 +1056,150 @@ void section_cold(const config& cfg) {
     }
 }
 
+// Section 3c: hits beside cold imports. Thread 0 looks up 1000 loaded int keys
+// (shuffled order) while thread 1 imports fresh keys into the same container
+// without pause, until thread 0 is done; or, for the reference, while thread 1
+// sleeps (the two cores of a small machine may be one core's two hardware
+// threads: a spinning thread 1 would slow thread 0 down by itself). Returns thread 0's ns per
+// lookup; sets `imported` to the keys thread 1 imported. A hit that writes nothing can still read a
+// cache line that an import writes (a mutex, a counter): then imports make the
+// lookups miss that line.
+template <class Hit, class Import>
+double hits_beside_imports(const config& cfg, const std::vector<std::uint32_t>& order, Hit hit,
+                           Import import, bool importing, std::uint64_t& imported) {
+    std::atomic<bool> started{false};
+    std::atomic<bool> done{false};
+    double ns = 0;
+    bench::run_parallel(2, [&](unsigned t) {
+        if (t == 1) {
+            std::uint32_t k = 1'000'000;  // fresh keys, above the loaded ones
+            if (importing) import(k++);
+            started.store(true, std::memory_order_release);
+            if (importing) {
+                while (!done.load(std::memory_order_acquire)) import(k++);
+            } else {
+                done.wait(false, std::memory_order_acquire);  // asleep: the core to itself
+            }
+            imported = k - 1'000'000;
+            return;
+        }
+        while (!started.load(std::memory_order_acquire)) std::this_thread::yield();
+        const std::size_t n = cfg.hit_lookups;
+        const std::uint32_t* o = order.data();
+        const std::size_t mask = order.size() - 1;
+        std::uint64_t acc = 0;
+        const auto t0 = now();
+        for (std::size_t i = 0; i < n; ++i) acc += hit(o[i & mask]);
+        ns = bench::ns_between(t0, now()) / static_cast<double>(n);
+        done.store(true, std::memory_order_release);
+        done.notify_one();
+        bench::do_not_optimize(acc);
+    });
+    return ns;
+}
+
+void section_hits_beside_imports(const config& cfg) {
+    const auto order = bench::shuffled_order(key_count, order_length, 0x2468'ace0u);
+    using computed_system =
+        importlock::basic_import_system<int, bench_module, importlock::per_key_locks,
+                                        importlock::function_finder<int, bench_module, spec_of_id>>;
+    struct impl {
+        std::string id, name;
+        // One sample on a fresh container holding keys 0..999: thread 0's ns per
+        // lookup, thread 1 importing or not; sets the keys it imported.
+        std::function<double(bool importing, std::uint64_t& imported)> run;
+        std::vector<double> idle, busy, imported;
+    };
+    std::vector<impl> impls;
+    impls.push_back(
+        {"importlock",
+         "importlock import_ref",
+         [&](bool importing, std::uint64_t& imported) {
+             auto sys = std::make_unique<computed_system>();
+             for (std::uint32_t k = 0; k < key_count; ++k)
+                 bench::sink(sys->import_ref(static_cast<int>(k)).id);
+             const double ns = hits_beside_imports(
+                 cfg, order,
+                 [&](std::uint32_t k) { return sys->import_ref(static_cast<int>(k)).id; },
+                 [&](std::uint32_t k) { bench::sink(sys->import_ref(static_cast<int>(k)).id); },
+                 importing, imported);
+             check_locks(*sys, "hits beside imports");
+             return ns;
+         },
+         {},
+         {},
+         {}});
+    impls.push_back({"shared_mutex",
+                     "std::shared_mutex + unordered_map (double-checked)",
+                     [&](bool importing, std::uint64_t& imported) {
+                         std::unordered_map<int, std::shared_ptr<bench_module>> map;
+                         std::shared_mutex mutex;
+                         const auto get = [&](std::uint32_t k) -> bench_module& {
+                             {
+                                 std::shared_lock guard(mutex);
+                                 if (auto it = map.find(static_cast<int>(k)); it != map.end())
+                                     return *it->second;
+                             }
+                             std::lock_guard guard(mutex);
+                             auto [it, inserted] = map.try_emplace(static_cast<int>(k));
+                             if (inserted) {
+                                 it->second = std::make_shared<bench_module>();
+                                 it->second->id = k;
+                             }
+                             return *it->second;
+                         };
+                         for (std::uint32_t k = 0; k < key_count; ++k) bench::sink(get(k).id);
+                         return hits_beside_imports(
+                             cfg, order, [&](std::uint32_t k) { return get(k).id; },
+                             [&](std::uint32_t k) { bench::sink(get(k).id); }, importing, imported);
+                     },
+                     {},
+                     {},
+                     {}});
+    bench::peers::for_each_peer<int, bench_module>([&]<class Peer>(std::type_identity<Peer>) {
+        impls.push_back(
+            {Peer::id,
+             Peer::name,
+             [&](bool importing, std::uint64_t& imported) {
+                 auto p = std::make_unique<Peer>();
+                 const auto init = [](std::uint32_t k) {
+                     return [k](bench_module& m) { m.id = k; };
+                 };
+                 for (std::uint32_t k = 0; k < key_count; ++k)
+                     bench::sink(p->get(static_cast<int>(k), init(k)).id);
+                 return hits_beside_imports(
+                     cfg, order, [&](std::uint32_t k) { return p->find(static_cast<int>(k)).id; },
+                     [&](std::uint32_t k) { bench::sink(p->get(static_cast<int>(k), init(k)).id); },
+                     importing, imported);
+             },
+             {},
+             {},
+             {}});
+    });
+    for (int rep = 0; rep < cfg.reps; ++rep) {
+        for (auto& i : impls) {
+            std::uint64_t imported = 0;
+            i.idle.push_back(i.run(false, imported));
+            i.busy.push_back(i.run(true, imported));
+            i.imported.push_back(static_cast<double>(imported));
+        }
+    }
+    std::vector<row> rows;
+    for (auto& i : impls) {
+        const stats idle = summarize(i.idle), busy = summarize(i.busy);
+        put("beside.idle." + i.id, idle);
+        put("beside.busy." + i.id, busy);
+        rows.push_back({i.name, busy, busy.median / idle.median,
+                        "thread 1 idle: " + bench::num(idle.median) + " ns; it imported " +
+                            bench::num(summarize(i.imported).median) + " keys meanwhile"});
+    }
+    bench::print_table(
+        "3c. Hits beside cold imports: ns per lookup on thread 0 over 1000 loaded int keys "
+        "(shuffled order) while thread 1 imports fresh keys into the same container (lower "
+        "is better); ratio = beside imports / thread 1 idle",
+        "ns", "x idle", rows);
+}
+
 // Section 3b: the 1-thread cold rows with std::string keys ("package_module_N":
 // as long as the hit section's keys, but without a dot, so that importlock
 // imports no parent and every row does the same work: one lookup that misses,
@@ -1397,17 +1554,6 @@ void section_cycle(const config& cfg) {
 }
 
 // ============================================================ section 6: memory
-
-// A function_finder's function for the memory and scale rows: key k's module gets id k.
-struct spec_of_id {
-    std::optional<importlock::module_spec<int, bench_module>> operator()(int key) const {
-        importlock::module_spec<int, bench_module> spec;
-        spec.loader = [key](bench_module& m, importer_t<int>&) {
-            m.id = static_cast<std::uint64_t>(key);
-        };
-        return spec;
-    }
-};
 
 struct mem_result {
     double bytes_per = 0;
@@ -2043,6 +2189,7 @@ int main(int argc, char** argv) {
     if (cfg.runs("cold")) {
         section_cold(cfg);
         section_cold_string(cfg);
+        section_hits_beside_imports(cfg);
     }
     if (cfg.runs("slow")) section_slow(cfg);
     if (cfg.runs("cycle")) section_cycle(cfg);
