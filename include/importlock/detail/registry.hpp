@@ -116,6 +116,10 @@ public:
 
 private:
     static constexpr std::size_t initial_capacity = 16;
+    // The cache line size assumed for layout (std::hardware_destructive_interference_size
+    // is 64 on the targets built here; GCC warns that using it makes the ABI depend
+    // on tuning flags).
+    static constexpr std::size_t cache_line = 64;
 
     using slot = std::atomic<entry_type*>;
     // head_ is the current table's first slot, 64-byte aligned, with the
@@ -178,10 +182,17 @@ private:
     }
 
     [[no_unique_address]] KeyEqual equal_{};
-    std::atomic<std::uintptr_t> head_{0};
+    // Read by every lookup and written only when the table grows: alone on its
+    // cache line. Next to the fields every insert writes (below), or to the
+    // owner's mutex before this registry, each import on one thread made the
+    // lookups of the others miss this line, and their reads made the
+    // importer's next write miss in turn (benchmarks/README.md, "Hits beside
+    // cold imports").
+    alignas(cache_line) std::atomic<std::uintptr_t> head_{0};
     // The current table; it owns the one it replaced, and so on: lock-free readers
     // may still be in an old one. (A list, not a std::vector of them: one
     // std::vector type less for every unit that uses a system to compile.)
+    // Written only when the table grows; read by inserts.
     table* table_ = nullptr;
     // Entries never move: they live in chunks of 4, 8, then 16 entries, one
     // allocation per chunk (this header, then the entries), linked oldest
@@ -251,7 +262,8 @@ private:
         return *e;
     }
 
-    chunk* first_ = nullptr;
+    // Written by every insert, on the cache line after head_'s.
+    alignas(cache_line) chunk* first_ = nullptr;
     chunk* last_ = nullptr;
     std::size_t count_ = 0;
 };
