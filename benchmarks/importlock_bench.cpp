@@ -1058,39 +1058,50 @@ void section_cold(const config& cfg) {
 
 // Section 3c: hits beside cold imports. Thread 0 looks up 1000 loaded int keys
 // (shuffled order) while thread 1 imports fresh keys into the same container
-// without pause, until thread 0 is done; or, for the reference, while thread 1
-// sleeps (the two cores of a small machine may be one core's two hardware
-// threads: a spinning thread 1 would slow thread 0 down by itself). Returns thread 0's ns per
-// lookup; sets `imported` to the keys thread 1 imported. A hit that writes nothing can still read a
-// cache line that an import writes (a mutex, a counter): then imports make the
-// lookups miss that line.
+// without pause, until thread 0 is done (timed once thread 1 has imported 100
+// keys); or, for the reference, while thread 1 sleeps (the two cores of a small
+// machine may be one core's two hardware threads: a spinning thread 1 would slow
+// thread 0 down by itself). Returns thread 0's ns per lookup; sets `imported` to
+// the keys thread 1 imported while thread 0 was timed. A hit that writes nothing
+// can still read a cache line that an import writes (a mutex, a counter): then
+// imports make the lookups miss that line.
 template <class Hit, class Import>
 double hits_beside_imports(const config& cfg, const std::vector<std::uint32_t>& order, Hit hit,
                            Import import, bool importing, std::uint64_t& imported) {
+    // Thread 1's count of imports, on a line of its own (thread 0 reads it twice).
+    struct alignas(64) counter {
+        std::atomic<std::uint64_t> n{0};
+    } count;
     std::atomic<bool> started{false};
     std::atomic<bool> done{false};
     double ns = 0;
     bench::run_parallel(2, [&](unsigned t) {
         if (t == 1) {
-            std::uint32_t k = 1'000'000;  // fresh keys, above the loaded ones
-            if (importing) import(k++);
             started.store(true, std::memory_order_release);
-            if (importing) {
-                while (!done.load(std::memory_order_acquire)) import(k++);
-            } else {
+            if (!importing) {
                 done.wait(false, std::memory_order_acquire);  // asleep: the core to itself
+                return;
             }
-            imported = k - 1'000'000;
+            for (std::uint32_t k = 1'000'000; !done.load(std::memory_order_acquire); ++k) {
+                import(k);  // fresh keys, above the loaded ones
+                count.n.store(k - 999'999, std::memory_order_relaxed);
+            }
             return;
         }
+        // Timing starts once thread 1 runs (importing: 100 imports in), so that
+        // a thread 1 not yet scheduled does not pass for one that disturbs nothing.
         while (!started.load(std::memory_order_acquire)) std::this_thread::yield();
+        while (importing && count.n.load(std::memory_order_relaxed) < 100)
+            std::this_thread::yield();
         const std::size_t n = cfg.hit_lookups;
         const std::uint32_t* o = order.data();
         const std::size_t mask = order.size() - 1;
         std::uint64_t acc = 0;
+        const std::uint64_t before = count.n.load(std::memory_order_relaxed);
         const auto t0 = now();
         for (std::size_t i = 0; i < n; ++i) acc += hit(o[i & mask]);
         ns = bench::ns_between(t0, now()) / static_cast<double>(n);
+        imported = count.n.load(std::memory_order_relaxed) - before;
         done.store(true, std::memory_order_release);
         done.notify_one();
         bench::do_not_optimize(acc);
@@ -1191,7 +1202,8 @@ void section_hits_beside_imports(const config& cfg) {
         put("beside.busy." + i.id, busy);
         rows.push_back({i.name, busy, busy.median / idle.median,
                         "thread 1 idle: " + bench::num(idle.median) + " ns; it imported " +
-                            bench::num(summarize(i.imported).median) + " keys meanwhile"});
+                            bench::num(summarize(i.imported).median) +
+                            " keys while thread 0 was timed (median)"});
     }
     bench::print_table(
         "3c. Hits beside cold imports: ns per lookup on thread 0 over 1000 loaded int keys "
