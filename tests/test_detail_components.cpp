@@ -441,40 +441,33 @@ struct basic_lockable_mutex {
 
 }  // namespace
 
-TEST_CASE("adaptive_lock: uncontended, one try_lock and no lock()", "[adaptive_lock]") {
-    scripted_mutex m;
-    {
-        auto lock = importlock::detail::lock_adaptively(m);
-        CHECK(lock.owns_lock());
-        CHECK(m.held);
-        CHECK(m.try_locks == 1);
-        CHECK(m.locks == 0);
-    }
-    CHECK(m.unlocks == 1);
-    CHECK_FALSE(m.held);
-}
-
-TEST_CASE("adaptive_lock: a mutex freed while it spins is taken without blocking",
+TEST_CASE("adaptive_lock: try_lock until it succeeds, lock() once spin_rounds attempts failed",
           "[adaptive_lock]") {
-    scripted_mutex m;
-    m.grant_at = 3;
-    auto lock = importlock::detail::lock_adaptively(m);
-    CHECK(lock.owns_lock());
-    CHECK(m.try_locks == 3);
-    CHECK(m.locks == 0);
-}
-
-TEST_CASE("adaptive_lock: a mutex held throughout: spin_rounds attempts, then lock()",
-          "[adaptive_lock]") {
-    scripted_mutex m;
-    m.grant_at = 0;
-    {
-        auto lock = importlock::detail::lock_adaptively(m);
-        CHECK(lock.owns_lock());
-        CHECK(m.try_locks == importlock::detail::spin_rounds);
-        CHECK(m.locks == 1);
+    struct script {
+        const char* what;
+        int grant_at;  // the first try_lock that succeeds (0: none)
+        int try_locks;
+        int locks;
+    };
+    const script scripts[] = {
+        {"uncontended: one try_lock, no lock()", 1, 1, 0},
+        {"freed while it spins: taken without blocking", 3, 3, 0},
+        {"held throughout: every attempt, then lock()", 0, importlock::detail::spin_rounds, 1},
+    };
+    for (const script& sc : scripts) {
+        INFO(sc.what);
+        scripted_mutex m;
+        m.grant_at = sc.grant_at;
+        {
+            auto lock = importlock::detail::lock_adaptively(m);
+            CHECK(lock.owns_lock());
+            CHECK(m.held);
+            CHECK(m.try_locks == sc.try_locks);
+            CHECK(m.locks == sc.locks);
+        }
+        CHECK(m.unlocks == 1);
+        CHECK_FALSE(m.held);
     }
-    CHECK(m.unlocks == 1);
 }
 
 TEST_CASE("adaptive_lock: a throwing lock() propagates and leaves nothing locked",
