@@ -18,6 +18,8 @@
 // every write to an entry, needs the owner's writer lock (the state mutex of
 // the system's shard that holds this registry). Cost: find O(1) expected,
 // with the stored hash compared before the key; insert O(1) amortised.
+// Layout: the word every find reads first (head_) has a cache line of its
+// own, so that inserts on one thread do not make finds on others miss it.
 #pragma once
 
 #include <atomic>
