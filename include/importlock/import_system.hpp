@@ -102,6 +102,7 @@ class basic_import_system final
     using typename base::state_lock;
     using claim = typename protocol_type::claim;
     using entry_state = detail::entry_state;
+    using base::add_pin, base::pin_entry, base::unpin;
     using base::find_entry, base::name, base::published, base::throw_if_blocked;
     using base::hasher_, base::observer_, base::shard_of;
     friend class module_handle<basic_import_system>;
@@ -147,8 +148,7 @@ public:
     // import_halted_error, circular_import_error, import_depth_error or what
     // the loader threw.
     std::shared_ptr<Module> import_module(const Key& key) override {
-        const std::size_t hash = hasher_(key);
-        return find_and_load(key, hash, find_entry(key, hash), policy::on_cycle, {});
+        return find_and_load(key, hasher_(key), policy::on_cycle, {});
     }
 
     // Imports `key`, giving up waiting for other threads after `timeout`
@@ -185,12 +185,8 @@ public:
     // Imports `key` and returns a reference (valid as the class comment says).
     Module& import_ref(const Key& key) override {
         const std::size_t hash = hasher_(key);
-        entry_type* e = find_entry(key, hash);
-        if (e != nullptr) {
-            detail::yield_point<policy>();
-            if (Module* module = e->ready_module()) return *module;
-        }
-        return *find_and_load(key, hash, e, policy::on_cycle, {}, caller_needs::reference);
+        if (Module* module = this->ready_address(key, hash)) return *module;
+        return *find_and_load(key, hash, policy::on_cycle, {}, caller_needs::reference);
     }
 
     // Returns a handle that imports `key` on first use (module_handle.hpp).
@@ -211,10 +207,7 @@ public:
     // --- The registry, CPython's sys.modules (§1.8, §1.11) ---------------------------------
 
     // Returns the module registered for `key`, also while it initialises, or null.
-    std::shared_ptr<Module> get(const Key& key) const override {
-        const entry_type* e = find_entry(key, hasher_(key));
-        return e == nullptr ? nullptr : e->registered();
-    }
+    std::shared_ptr<Module> get(const Key& key) const override { return this->registered_now(key); }
     // Blocks `key` (`sys.modules[k] = None`): importing it throws
     // import_halted_error until erase(key). Refused while `key` is in flight.
     void block(const Key& key) { unregister(key, true); }
@@ -243,37 +236,53 @@ private:
     // and decrement (two atomic read-modify-writes) on the cold path.
     enum class caller_needs : bool { ownership, reference };
 
-    // CPython's _find_and_load: hit, blocked, parents (§1.7), then the key.
-    // `e` is the key's entry, or null when it has none yet. With
-    // caller_needs::reference the result may not own the module.
-    std::shared_ptr<Module> find_and_load(const Key& key, std::size_t hash, entry_type* e,
+    // CPython's _find_and_load: hit, blocked (§1.8, before any parent is
+    // touched), parents (§1.7), then the key. With caller_needs::reference
+    // the result may not own the module. When it throws, the entry it left
+    // that nothing refers to any more is removed (memory follows the keys).
+    std::shared_ptr<Module> find_and_load(const Key& key, std::size_t hash,
                                           cycle_resolution on_cycle,
                                           const detail::wait_limit& limit,
                                           caller_needs needs = caller_needs::ownership) {
-        if (auto module = published(e)) return module;
-        if (e != nullptr) throw_if_blocked(*e);  // §1.8 before any parent is touched
+        if (auto module = this->ready_or_throw_blocked(key, hash)) return module;
         // §1.7 Parents first, outermost first, each fully imported; iterative,
         // and refused before any copy when deeper than the limit (§1.12).
         std::shared_ptr<Module> parent;
         auto ancestors = this->unloaded_ancestors(key, parent);
-        for (std::size_t i = ancestors.size(); i-- > 0;) {
-            const Key& k = ancestors.keys[i];
-            parent = load_key(k, hasher_(k), ancestors.entries[i], parent, on_cycle, limit, true);
+        std::size_t i = ancestors.size();
+        try {
+            while (i > 0) {
+                const Key& k = ancestors.keys[i - 1];
+                parent = load_key(k, hasher_(k), parent, on_cycle, limit, true);
+                --i;
+            }
+            return load_key(key, hash, parent, on_cycle, limit, false, needs);
+        } catch (...) {
+            // The failed parent's entry, else the key's: the others are ready
+            // or were never created.
+            if (i > 0) {
+                this->sweep(ancestors.keys[i - 1], hasher_(ancestors.keys[i - 1]));
+            } else {
+                this->sweep(key, hash);
+            }
+            throw;
         }
-        return load_key(key, hash, e, parent, on_cycle, limit, false, needs);
     }
 
     // §1.2-§1.6 for one key whose parent is loaded: re-check, take the key's
     // lock (re-entrantly, §1.3), or resolve a cycle (§1.4); then load it.
-    std::shared_ptr<Module> load_key(const Key& key, std::size_t hash, entry_type* found,
+    std::shared_ptr<Module> load_key(const Key& key, std::size_t hash,
                                      const std::shared_ptr<Module>& parent,
                                      cycle_resolution on_cycle, const detail::wait_limit& limit,
                                      bool as_parent, caller_needs needs = caller_needs::ownership) {
         auto& sh = shard_of(hash);  // the key's entry, lock and claims (import_state.hpp)
+        // A table the insert replaced: freed once the mutex is released.
+        typename base::garbage_type replaced;
         // Spins briefly before sleeping: held for a registry insert and a claim.
         state_lock state = detail::lock_adaptively(sh.mutex);
         this->throw_if_closing(key);
-        entry_type& e = found != nullptr ? *found : sh.entries.find_or_insert(key, hash, *this);
+        entry_type& e = sh.entries.find_or_insert(key, hash, *this);
+        base::take_garbage(sh, replaced);
         if (auto done = this->settled(e)) return done;
         // §1.2 Uncontended: claim the key with no lock record and no wait
         // (lock_protocol.hpp); its release takes no mutex.
@@ -292,7 +301,7 @@ private:
         if (sh.protocol.claimed_by_this_thread(e)) {
             if (as_parent && detail::holds_module(e.current_state())) return e.registered();
             return resolve_cycle(
-                e, state, [&] { return sh.protocol.reentry_chain(e); }, on_cycle,
+                key, e, state, [&] { return sh.protocol.reentry_chain(e); }, on_cycle,
                 "this thread is already importing it");
         }
         this->throw_if_too_deep(key);  // §1.12
@@ -303,6 +312,7 @@ private:
             state.unlock();  // hooks run outside every internal lock
             observer_.notify([&] { waiting->on_wait_end(key, detail::elapsed_since(wait_start)); });
         };
+        typename base::waiting_pin pinned(e);  // the mutex is released while waiting
         auto got = [&] {
             try {
                 return sh.protocol.acquire(e, state, limit, detail::shares_failures<policy>,
@@ -322,9 +332,10 @@ private:
             wait_ended();
             state.lock();
         }
+        pinned.release();
         if (!got.cycle.empty()) {
             return resolve_cycle(
-                e, state, [&] { return std::move(got.cycle); }, on_cycle,
+                key, e, state, [&] { return std::move(got.cycle); }, on_cycle,
                 "another thread importing it waits for this one");
         }
         if (got.failure) std::rethrow_exception(got.failure);
@@ -338,10 +349,12 @@ private:
     // throws circular_import_error. The observer hears of it outside the lock.
     // `make_chain` names the cycle's imports; it runs only when someone reads
     // the chain (an observer, or the error), so that handing over a partial
-    // module costs O(1) however deep the stack.
+    // module costs O(1) however deep the stack. `key` (the caller's) names the
+    // key once the mutex is released: the entry may be freed then.
     template <class MakeChain>
-    std::shared_ptr<Module> resolve_cycle(entry_type& e, state_lock& state, MakeChain&& make_chain,
-                                          cycle_resolution on_cycle, const char* why) {
+    std::shared_ptr<Module> resolve_cycle(const Key& key, entry_type& e, state_lock& state,
+                                          MakeChain&& make_chain, cycle_resolution on_cycle,
+                                          const char* why) {
         std::shared_ptr<Module> partial;
         if (on_cycle == cycle_resolution::partial_module) {
             partial = e.registered();
@@ -357,9 +370,9 @@ private:
         }
         std::vector<std::string> chain = std::forward<MakeChain>(make_chain)();
         state.unlock();
-        if (o) observer_.notify([&] { o->on_cycle(e.key, chain, partial != nullptr); });
+        if (o) observer_.notify([&] { o->on_cycle(key, chain, partial != nullptr); });
         if (partial) return partial;
-        throw circular_import_error(std::move(chain), "'" + name(e.key) + "': " + why);
+        throw circular_import_error(std::move(chain), "'" + name(key) + "': " + why);
     }
 
     // §1.5 Find, create, insert, execute (CPython's _find_and_load_unlocked);
@@ -448,16 +461,22 @@ private:
     }
 
     // §1.8 block / erase.
+    // An erased key's entry is removed when nothing else refers to it (a
+    // handle, a waiter) and freed after a grace period (memory follows the keys).
     bool unregister(const Key& key, bool block_it) {
-        std::shared_ptr<Module> dropped;  // destroyed after the state mutex
+        std::shared_ptr<Module> dropped;      // destroyed after the state mutex
+        typename base::garbage_type garbage;  // freed after the state mutex
         const std::size_t hash = hasher_(key);
         auto& sh = shard_of(hash);
         state_lock state = detail::lock_adaptively(sh.mutex);
         entry_type* e =
             block_it ? &sh.entries.find_or_insert(key, hash, *this) : sh.entries.find(key, hash);
+        base::take_garbage(sh, garbage);  // a table the insert replaced
         if (e == nullptr) return false;
         const bool had_any =
             this->drop_registration(*e, block_it, dropped, block_it ? "block" : "erase");
+        if (e->unused()) sh.entries.remove(*e);
+        base::take_garbage(sh, garbage);
         state.unlock();
         return had_any;
     }
@@ -472,7 +491,9 @@ private:
             throw import_error(name(key), "cannot reload '" + name(key) +
                                               "' while this thread is initialising it");
         }
+        typename base::waiting_pin pinned(e);  // the mutex is released while waiting
         auto got = sh.protocol.acquire(e, state, {}, false, [](std::thread::id) {});
+        pinned.release();
         if (!got.cycle.empty()) {
             throw circular_import_error(
                 std::move(got.cycle),
@@ -527,9 +548,8 @@ private:
                       "to provide wait_until(std::unique_lock<mutex_type>&, time_point) "
                       "(see importlock/locking/lock_policy.hpp)");
         const std::size_t hash = hasher_(key);
-        entry_type* e = find_entry(key, hash);
-        if (auto module = published(e)) return module;
-        return find_and_load(key, hash, e, policy::on_cycle, make_limit());
+        if (auto module = this->ready_now(key, hash)) return module;
+        return find_and_load(key, hash, policy::on_cycle, make_limit());
     }
 
     static constexpr int teardown_rounds = 64;

@@ -39,14 +39,38 @@ public:
     module_handle(const module_handle& other)
         : system_(other.system_),
           key_(other.key_),
-          entry_(other.entry_.load(std::memory_order_acquire)) {}
+          entry_(other.entry_.load(std::memory_order_acquire)) {
+        if (const entry_type* e = entry_.load(std::memory_order_relaxed)) System::add_pin(*e);
+    }
+    module_handle(module_handle&& other) noexcept
+        : system_(other.system_),
+          key_(std::move(other.key_)),
+          entry_(other.entry_.exchange(nullptr, std::memory_order_acq_rel)) {}
 
+    // Not thread-safe against uses of this handle on other threads.
     module_handle& operator=(const module_handle& other) {
+        if (this == &other) return *this;
+        key_type key = other.key_;  // may throw: nothing changed yet
+        const entry_type* e = other.entry_.load(std::memory_order_acquire);
+        if (e != nullptr) System::add_pin(*e);
+        release();
         system_ = other.system_;
-        key_ = other.key_;
-        entry_.store(other.entry_.load(std::memory_order_acquire), std::memory_order_release);
+        key_ = std::move(key);
+        entry_.store(e, std::memory_order_release);
         return *this;
     }
+    module_handle& operator=(module_handle&& other) noexcept {
+        if (this == &other) return *this;
+        release();
+        system_ = other.system_;
+        key_ = std::move(other.key_);
+        entry_.store(other.entry_.exchange(nullptr, std::memory_order_acq_rel),
+                     std::memory_order_release);
+        return *this;
+    }
+
+    // Releases the registry entry the handle kept (see resolve()).
+    ~module_handle() { release(); }
 
     // Returns the module, importing it on first use (see System::import_ref).
     module_type& get() const {
@@ -71,14 +95,26 @@ public:
 private:
     using entry_type = typename System::entry_type;
 
-    // Imports through the system, then caches the registry entry, whose
-    // address is stable for the system's lifetime.
+    // Imports through the system, then caches the key's registry entry,
+    // pinned: an entry is kept while a handle pins it, through erase, block
+    // and clear (the registry frees entries nothing refers to).
     module_type& resolve() const {
         module_type& module = system_->import_ref(key_);
-        if (entry_.load(std::memory_order_relaxed) == nullptr) {
-            entry_.store(system_->find_entry(key_), std::memory_order_release);
+        if (entry_.load(std::memory_order_acquire) == nullptr) {
+            if (const entry_type* e = system_->pin_entry(key_)) {
+                const entry_type* none = nullptr;
+                // Another thread's resolve() cached it first: keep one pin.
+                if (!entry_.compare_exchange_strong(none, e, std::memory_order_acq_rel)) {
+                    system_->unpin(*e);
+                }
+            }
         }
         return module;
+    }
+    void release() noexcept {
+        if (const entry_type* e = entry_.exchange(nullptr, std::memory_order_acq_rel)) {
+            system_->unpin(*e);
+        }
     }
 
     System* system_;
@@ -118,6 +154,33 @@ public:
     // Binds the handle to `key` of `system`; does not import.
     shared_module_handle(System& system, key_type key) : system_(&system), key_(std::move(key)) {}
 
+    shared_module_handle(const shared_module_handle& other)
+        : system_(other.system_), key_(other.key_), entry_(other.entry_), owned_(other.owned_) {
+        if (entry_ != nullptr) System::add_pin(*entry_);
+    }
+    shared_module_handle(shared_module_handle&& other) noexcept
+        : system_(other.system_),
+          key_(std::move(other.key_)),
+          entry_(std::exchange(other.entry_, nullptr)),
+          owned_(std::move(other.owned_)) {}
+    shared_module_handle& operator=(const shared_module_handle& other) {
+        if (this != &other) *this = shared_module_handle(other);
+        return *this;
+    }
+    shared_module_handle& operator=(shared_module_handle&& other) noexcept {
+        if (this == &other) return *this;
+        if (entry_ != nullptr) system_->unpin(*entry_);
+        system_ = other.system_;
+        key_ = std::move(other.key_);
+        entry_ = std::exchange(other.entry_, nullptr);
+        owned_ = std::move(other.owned_);
+        return *this;
+    }
+    // Releases the registry entry the handle kept (see refresh()).
+    ~shared_module_handle() {
+        if (entry_ != nullptr) system_->unpin(*entry_);
+    }
+
     // Returns the owned module, importing it first when the system does not publish it
     // as ready (the first use, or after erase, block, clear or during a reload).
     const std::shared_ptr<module_type>& get() {
@@ -147,11 +210,12 @@ public:
 private:
     using entry_type = typename System::entry_type;
 
-    // Imports, then owns the result; the registry entry's address is stable for the
-    // system's lifetime, so it is looked up once.
+    // Imports, then owns the result; the key's registry entry is looked up
+    // once and pinned: kept while the handle pins it, through erase, block
+    // and clear (the registry frees entries nothing refers to).
     const std::shared_ptr<module_type>& refresh() {
         std::shared_ptr<module_type> module = system_->import_module(key_);
-        if (entry_ == nullptr) entry_ = system_->find_entry(key_);
+        if (entry_ == nullptr) entry_ = system_->pin_entry(key_);
         owned_ = std::move(module);
         return owned_;
     }

@@ -32,6 +32,7 @@ struct basic_explored_locks {
     static constexpr importlock::failure_mode on_failure = OnFailure;
 
     static void yield_point() noexcept { explorer::yield_point(); }
+    static void spin_wait_point() noexcept { explorer::spin_point(); }
 };
 
 // per_key_locks under the explorer: partial modules for cycles, waiters retry.

@@ -30,6 +30,11 @@
 //  - explorer::yield_point(): what a lock policy's optional `static void yield_point()
 //    noexcept` calls (see explored_locks.hpp), at the steps where the core reads or
 //    writes shared state outside its policy mutex;
+//  - explorer::spin_point(): a poll of a spin wait (what a policy's optional
+//    `static void spin_wait_point() noexcept` calls: the core waiting for other
+//    threads' read sections). A spinning thread is not runnable while another thread
+//    that is not spinning is, and leaving it is not a preemption: a spin wait only
+//    goes on once the threads it waits for have run (or cannot);
 //  - explorer::yield(label): an explicit point in a test body or loader.
 // Outside a schedule (setup, checks, another test) every point is a no-op and the
 // mutex is a plain flag; locking one that a parked thread holds throws logic_error.
@@ -273,6 +278,10 @@ void yield(const char* label = nullptr);
 // A scheduling point for lock policies (never throws); a no-op outside a schedule.
 void yield_point() noexcept;
 
+// A poll of a spin wait (never throws; see "Scheduling points"); a no-op outside a
+// schedule.
+void spin_point() noexcept;
+
 // Returns the calling thread's index in the running schedule, or -1 outside one.
 int thread_index() noexcept;
 
@@ -361,6 +370,7 @@ inline constexpr int outsider = -2;  // a thread outside the schedule holds the 
 enum class op : unsigned char {
     start,         // begin the body
     yield,         // explorer::yield or yield_point
+    spin,          // explorer::spin_point (runnable when no other thread is)
     lock,          // acquire the mutex (runnable when it is free)
     try_lock,      // try to acquire it
     after_unlock,  // go on after releasing a mutex
@@ -374,6 +384,7 @@ inline const char* op_name(op kind) noexcept {
     switch (kind) {
         case op::start: return "start";
         case op::yield: return "yield";
+        case op::spin: return "spin";
         case op::lock: return "lock";
         case op::try_lock: return "try_lock";
         case op::after_unlock: return "unlock";
@@ -667,15 +678,22 @@ private:
     decision candidates_locked() {
         decision d;
         const bool have_prev = previous_ != nobody;
+        // A spinning thread runs only when no thread that is not spinning can.
+        const bool others_can_run = std::any_of(slots_.begin(), slots_.end(), [](const auto& s) {
+            return s->pending != op::spin && runnable(*s, false);
+        });
+        const auto eligible = [&](const thread_slot& s) {
+            return runnable(s, false) && (s.pending != op::spin || !others_can_run);
+        };
         if (have_prev) {
             const thread_slot& p = slot(previous_);
-            d.continuing = p.pending != op::wait && runnable(p, false);
+            d.continuing = p.pending != op::wait && p.pending != op::spin && eligible(p);
             if (d.continuing) d.candidates.push_back(previous_);
         }
         for (std::size_t i = 0; i < slots_.size(); ++i) {
             const int t = static_cast<int>(i);
             if (d.continuing && t == previous_) continue;
-            if (runnable(*slots_[i], false)) d.candidates.push_back(t);
+            if (eligible(*slots_[i])) d.candidates.push_back(t);
         }
         d.normal = d.candidates.size();
         const bool time_passes = d.candidates.empty();
@@ -899,6 +917,12 @@ inline void yield(const char* label) {
 inline void yield_point() noexcept {
     if (detail::scheduler* s = detail::current) {
         s->point(detail::current_index, detail::op::yield, "yield_point", false);
+    }
+}
+
+inline void spin_point() noexcept {
+    if (detail::scheduler* s = detail::current) {
+        s->point(detail::current_index, detail::op::spin, "spin_point", false);
     }
 }
 

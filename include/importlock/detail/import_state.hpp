@@ -106,6 +106,7 @@ protected:
         std::atomic<std::size_t> size{0};  // modules registered here (add_size)
     };
     using shard_array = std::array<shard, shard_count>;
+    using garbage_type = typename registry<entry_type, hasher, key_equal, shard_bits>::garbage;
 
     // Every shard's entries, as one registry for dependency_graph.hpp and
     // teardown_order.hpp. Every shard's mutex held.
@@ -250,7 +251,10 @@ protected:
     import_state& operator=(const import_state&) = delete;
     ~import_state() = default;
 
-    // Every read path finds the key's entry here (§1.1), once per import.
+    // Every read path finds the key's entry here (§1.1), once per import,
+    // inside a read_section (reclamation.hpp) that ends before the entry's
+    // address is dropped: the entry may be freed once the section ends, unless
+    // it is claimed, pinned, or the shard's mutex is held.
     entry_type* find_entry(const Key& key, std::size_t hash) const {
         yield_point<Policy>();
         return shard_of(hash).entries.find(key, hash);
@@ -279,27 +283,126 @@ protected:
             sh.protocol.notify_all_waiters();
         }
     }
-    const entry_type* find_entry(const Key& key) const { return find_entry(key, hasher_(key)); }
     // Returns the entry's module while ready: state and module in one read.
     static std::shared_ptr<Module> published(const entry_type* e) {
         if (e == nullptr) return nullptr;
         yield_point<Policy>();
         return e->published();
     }
+    // §1.1, §1.8 Returns `key`'s module while ready; throws
+    // import_halted_error while it is blocked; else null. One read section.
+    std::shared_ptr<Module> ready_or_throw_blocked(const Key& key, std::size_t hash) const {
+        return in_read_section([this, &key, hash]() -> std::shared_ptr<Module> {
+            const entry_type* e = find_entry(key, hash);
+            if (e == nullptr) return nullptr;
+            if (auto module = published(e)) return module;
+            throw_if_blocked(*e);
+            return nullptr;
+        });
+    }
+    // Returns `key`'s module while ready, else null. One read section.
+    std::shared_ptr<Module> ready_now(const Key& key, std::size_t hash) const {
+        return in_read_section([this, &key, hash] { return published(find_entry(key, hash)); });
+    }
+    // Returns the address of `key`'s module while ready, else null: import_ref's
+    // hit. One read section, no lock, no shared write.
+    Module* ready_address(const Key& key, std::size_t hash) const {
+        // Captures by value but the key: the common case keeps them in registers.
+        return in_read_section([this, &key, hash]() -> Module* {
+            const entry_type* e = find_entry(key, hash);
+            if (e == nullptr) return nullptr;
+            yield_point<Policy>();
+            return e->ready_module();
+        });
+    }
+    // Returns `key`'s module while it initialises, is ready or reloads, else null.
+    std::shared_ptr<Module> registered_now(const Key& key) const {
+        return in_read_section([&]() -> std::shared_ptr<Module> {
+            const entry_type* e = find_entry(key, hasher_(key));
+            return e == nullptr ? nullptr : e->registered();
+        });
+    }
     entry_state state_of(const Key& key) const {
-        const entry_type* e = find_entry(key, hasher_(key));
-        return e == nullptr ? entry_state::absent : e->current_state();
+        return in_read_section([&] {
+            const entry_type* e = find_entry(key, hasher_(key));
+            return e == nullptr ? entry_state::absent : e->current_state();
+        });
     }
     static std::string name(const Key& key) { return key_traits<Key>::to_string(key); }
 
-    // §1.7 `key`'s parents that are not ready, innermost first: keys[i] with
-    // its entry entries[i] (null: none yet). Two vectors, not one of pairs:
-    // std::vector<Key> and std::vector<entry_type*> are compiled for other uses
-    // anyway, a vector of pairs would be one type more in every unit that uses
-    // a system (benchmarks/README.md, "Compile time").
+    // --- Freeing entries nothing refers to (registry.hpp, reclamation.hpp) -----------------
+
+    // Removes `key`'s entry if nothing refers to it any more (e.g. after a
+    // failed import), and frees what the shard's registry left behind, after
+    // a grace period, once its mutex is released. Never throws: if the mutex
+    // cannot be locked the entry stays for a later sweep.
+    void sweep(const Key& key, std::size_t hash) noexcept {
+        shard& sh = shard_of(hash);
+        garbage_type garbage;  // freed after the mutex is released
+        try {
+            const state_lock state = lock_adaptively(sh.mutex);
+            if (entry_type* e = sh.entries.find(key, hash); e != nullptr && e->unused()) {
+                sh.entries.remove(*e);
+            }
+            take_garbage(sh, garbage);
+        } catch (...) {  // std::system_error from the mutex
+        }
+    }
+    // Moves what `sh`'s registry left behind into `into`. Its mutex held.
+    static void take_garbage(shard& sh, garbage_type& into) noexcept {
+        if (sh.entries.has_garbage()) sh.entries.take_garbage(into, &spin_wait_point<Policy>);
+    }
+
+    // Keeps an entry from being removed while this thread waits for its lock
+    // with the mutex released (a lock_scope::global wait marks no entry).
+    class waiting_pin {
+    public:
+        explicit waiting_pin(const entry_type& e) noexcept : e_(&e) { add_pin(e); }
+        waiting_pin(const waiting_pin&) = delete;
+        waiting_pin& operator=(const waiting_pin&) = delete;
+        ~waiting_pin() { release(); }
+        // Drops the pin (state mutex held, or the entry about to be swept).
+        void release() noexcept {
+            if (e_ != nullptr)
+                std::exchange(e_, nullptr)->pins.fetch_sub(1, std::memory_order_relaxed);
+        }
+
+    private:
+        const entry_type* e_;
+    };
+
+    // Returns `key`'s entry with one more pin (a handle keeps its address), or
+    // null when the key has no entry.
+    entry_type* pin_entry(const Key& key) {
+        const std::size_t hash = hasher_(key);
+        shard& sh = shard_of(hash);
+        const state_lock state = lock_adaptively(sh.mutex);
+        entry_type* e = sh.entries.find(key, hash);
+        if (e != nullptr) e->pins.fetch_add(1, std::memory_order_relaxed);
+        return e;
+    }
+    // Adds a pin to an entry the caller already pins (a handle's copy).
+    static void add_pin(const entry_type& e) noexcept {
+        e.pins.fetch_add(1, std::memory_order_relaxed);
+    }
+    // Drops a pin; removes the entry when nothing else refers to it.
+    void unpin(const entry_type& e) noexcept {
+        shard& sh = shard_of(e.hash);
+        garbage_type garbage;  // freed after the mutex is released
+        try {
+            const state_lock state = lock_adaptively(sh.mutex);
+            e.pins.fetch_sub(1, std::memory_order_relaxed);
+            if (e.unused()) sh.entries.remove(const_cast<entry_type&>(e));
+            take_garbage(sh, garbage);
+        } catch (...) {  // std::system_error from the mutex: left for a later sweep
+            e.pins.fetch_sub(1, std::memory_order_relaxed);
+        }
+    }
+
+    // §1.7 `key`'s parents that are not ready, innermost first (their entries
+    // are looked up again under the mutex: one found here may be freed).
     struct ancestor_list {
         std::vector<Key> keys;
-        std::vector<entry_type*> entries;
         std::size_t size() const noexcept { return keys.size(); }
     };
 
@@ -316,7 +419,7 @@ protected:
         if constexpr (requires { traits::ancestor_count(key); }) {
             if (traits::ancestor_count(key) > room) {
                 std::optional<Key> p = traits::parent(key);
-                if (!p || !published(find_entry(*p, hasher_(*p)))) {
+                if (!p || !ready_now(*p, hasher_(*p))) {
                     throw import_depth_error(name(key), limit,
                                              "it has more parents than the limit allows");
                 }
@@ -325,14 +428,12 @@ protected:
         ancestor_list ancestors;
         for (std::optional<Key> p = traits::parent(key); p;
              p = traits::parent(ancestors.keys.back())) {
-            entry_type* pe = find_entry(*p, hasher_(*p));
-            if ((parent = published(pe))) break;
+            if ((parent = ready_now(*p, hasher_(*p)))) break;
             if (ancestors.size() >= room) {
                 throw import_depth_error(name(key), limit,
                                          "it has more unloaded parents than the limit allows");
             }
             ancestors.keys.push_back(std::move(*p));
-            ancestors.entries.push_back(pe);
         }
         return ancestors;
     }
@@ -410,6 +511,7 @@ protected:
     bool teardown_round(std::size_t& dropped) {
         std::size_t blocks = 0;
         std::vector<std::shared_ptr<Module>> doomed;
+        garbage_type garbage;  // the entries dropped, freed after the mutexes
         {
             all_shards_lock state(*this);
             const auto find = [&](const Key& k) {
@@ -421,6 +523,10 @@ protected:
                 entries, find,
                 [&](const entry_type& e) { return shard_of(e.hash).protocol.claimed(e); },
                 [&](const entry_type& e) { add_size(e, -1); }, blocks);
+            for (shard& sh : shards_) {
+                sh.entries.remove_if([](const entry_type& e) { return e.unused(); });
+                take_garbage(sh, garbage);
+            }
         }
         dropped += doomed.size();
         for (auto& module : doomed) module.reset();

@@ -2,26 +2,34 @@
 // importlock/detail/registry.hpp: the registry (CPython's sys.modules) with
 // lock-free reads.
 //
-// An open-addressing table of atomic pointers to entries (registry_entry.hpp).
-// An entry is created the first time a key is imported or blocked and lives
-// as long as the registry: erase() and failed imports set its state to
-// `absent` and drop the module, but keep the entry, so a reader can never
-// touch freed memory. Entries are stored in chunks of 4, 8 and then 16
-// entries (one allocation per chunk). A table that grows is replaced, and the
-// old one kept until destruction for readers still probing it (all tables
-// together take less than twice the current one). Memory therefore follows
-// the number of distinct keys that ever held a module, not the number of
-// lookups.
+// An open-addressing table of atomic pointers to entries (registry_entry.hpp),
+// one allocation per entry, linked in insertion order. An entry that no
+// longer holds anything (erased, failed, cleared: see the owner's
+// reclaimable check) is removed: its slot becomes a tombstone that lookups
+// probe past, and the entry goes to the registry's garbage. A table that
+// fills up with entries and tombstones is rebuilt (twice as large when the
+// entries need it, else the same size), and one that falls below an eighth
+// full is rebuilt smaller; the old table goes to the garbage too. Garbage is
+// freed once no lock-free reader can still hold it: the owner moves it
+// (take_garbage) under its writer lock into a garbage object that, destroyed
+// after the lock is released, waits for a grace period (reclamation.hpp) and
+// frees it. Memory therefore follows the live entries: after any sequence of
+// operations, once the garbage was freed, the registry holds its entries and
+// one table of at most max(16, 8 x entries) slots, and nothing else.
 //
 // Thread-safety: find() may run on any thread at any time, concurrently with
-// everything; it takes no lock and writes nothing. Every other member, and
-// every write to an entry, needs the owner's writer lock (the state mutex of
-// the system's shard that holds this registry). Cost: find O(1) expected,
-// with the stored hash compared before the key; insert O(1) amortised.
+// everything, inside a read_section (or under the writer lock); it takes no
+// lock and writes nothing. Every other member, and every write to an entry,
+// needs the owner's writer lock (the state mutex of the system's shard that
+// holds this registry); a garbage object must be destroyed without it.
+// Cost: find O(1) expected, with the stored hash compared before the key;
+// insert O(1) amortised plus one allocation; remove O(1) amortised; freeing
+// garbage one grace period (no wait when no other thread reads).
 // Layout: the word every find reads first (head_) has a cache line of its
 // own, so that inserts on one thread do not make finds on others miss it.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <bit>
 #include <cstddef>
@@ -32,6 +40,7 @@
 #include <utility>
 
 #include "algorithm.hpp"
+#include "reclamation.hpp"
 #include "registry_entry.hpp"
 
 namespace importlock::detail {
@@ -49,28 +58,65 @@ constexpr std::uint64_t fibonacci_product(std::size_t hash) noexcept {
 // (consecutive integers perfectly).
 template <class Entry, class Hash, class KeyEqual, unsigned SkipBits = 0>
 class registry {
+    struct node;
+    struct table;
+
 public:
     using entry_type = Entry;
     using key_type = std::remove_const_t<decltype(Entry::key)>;
 
-    registry() { grow(initial_capacity); }
+    // What remove() and rebuilt tables left behind: freed when destroyed,
+    // after a grace period (reclamation.hpp), so it must be destroyed
+    // without the writer lock (declare it before the lock). Owns what it holds.
+    class garbage {
+    public:
+        garbage() = default;
+        garbage(const garbage&) = delete;
+        garbage& operator=(const garbage&) = delete;
+        // Waits until no read section that could have found this garbage runs
+        // (calling the on_wait given to take_garbage between polls), then frees it.
+        ~garbage() {
+            if (empty()) return;
+            synchronize_readers(on_wait_);
+            free();
+        }
+
+        bool empty() const noexcept { return nodes_ == nullptr && tables_ == nullptr; }
+
+    private:
+        friend class registry;
+        void free() noexcept {
+            for (node* n = std::exchange(nodes_, nullptr); n != nullptr;) {
+                node* next = n->next;
+                destroy_node(n);
+                n = next;
+            }
+            delete std::exchange(tables_, nullptr);  // each owns the next (previous)
+        }
+        node* nodes_ = nullptr;    // linked through node::next
+        table* tables_ = nullptr;  // linked through table::previous
+        void (*on_wait_)() noexcept = []() noexcept {};
+    };
+
+    registry() : table_(new table(initial_capacity)) {
+        head_.store(table_->head(), std::memory_order_release);
+    }
 
     registry(const registry&) = delete;
     registry& operator=(const registry&) = delete;
     ~registry() {
-        for (chunk* ch = first_; ch != nullptr;) {
-            chunk* next = ch->next;
-            entry_type* entries = entries_of(ch);
-            for (std::size_t i = ch->size; i-- > 0;) std::destroy_at(entries + i);
-            free_chunk(ch);
-            ch = next;
+        for (node* n = first_; n != nullptr;) {
+            node* next = n->next;
+            destroy_node(n);
+            n = next;
         }
         delete table_;
+        garbage_.free();  // no reader outlives the registry: no grace period
     }
 
     // Returns the entry of `key` (hash `hash`), or null. Lock-free, wait-free
-    // for a table without long probe runs; safe on any thread.
-    // One load gives the current table's slots and its shift (head_).
+    // for a table without long probe runs; inside a read_section (or with the
+    // writer lock). One load gives the current table's slots and its shift.
     entry_type* find(const key_type& key, std::size_t hash) const {
         const std::uintptr_t head = head_.load(std::memory_order_acquire);
         const unsigned shift = static_cast<unsigned>(head & head_tag_mask);
@@ -79,41 +125,102 @@ public:
         for (std::size_t i = index(hash, shift);; i = (i + 1) & mask) {
             entry_type* e = slots[i].load(std::memory_order_acquire);
             if (e == nullptr) return nullptr;
-            if (e->hash == hash && equal_(e->key, key)) return e;
+            if (e != tombstone() && e->hash == hash && equal_(e->key, key)) return e;
         }
     }
 
     // Returns the entry of `key`, inserting an absent one, built from `args`
     // after the key and hash, if needed. Writer lock required. Strong
-    // guarantee: if an allocation throws, nothing changed.
+    // guarantee: if an allocation throws, no entry was added (a table rebuilt
+    // before it stays, holding the same entries).
     template <class... Args>
     entry_type& find_or_insert(const key_type& key, std::size_t hash, Args&&... args) {
         if (entry_type* e = find(key, hash)) return *e;
-        if (2 * (count_ + 1) > capacity()) grow(2 * capacity());
-        entry_type& e = emplace(key, hash, std::forward<Args>(args)...);
-        place(*table_, &e);
+        if (2 * (count_ + tombstones_ + 1) > capacity()) {
+            rebuild(4 * (count_ + 1) > capacity() ? 2 * capacity() : capacity());
+        }
+        node* n = make_node(key, hash, std::forward<Args>(args)...);
+        n->previous = last_;
+        (last_ != nullptr ? last_->next : first_) = n;
+        last_ = n;
+        place(*table_, &n->entry());
         ++count_;
-        return e;
+        return n->entry();
     }
 
-    // Returns the number of entries (keys that ever held a module or a block).
+    // Removes `e` (an entry of this registry) from lookups and iteration and
+    // moves it to the garbage; rebuilds a table that became an eighth full
+    // into a smaller one (kept as it is if that allocation fails). Writer
+    // lock required; the caller must not use `e` afterwards.
+    void remove(entry_type& e) noexcept {
+        const std::size_t mask = table_->mask;
+        for (std::size_t i = index(e.hash, table_->shift);; i = (i + 1) & mask) {
+            if (table_->slots[i].load(std::memory_order_relaxed) == &e) {
+                table_->slots[i].store(tombstone(), std::memory_order_release);
+                break;
+            }
+        }
+        ++tombstones_;
+        --count_;
+        node* n = node_of(e);
+        (n->previous != nullptr ? n->previous->next : first_) = n->next;
+        (n->next != nullptr ? n->next->previous : last_) = n->previous;
+        n->next = garbage_.nodes_;
+        garbage_.nodes_ = n;
+        if (capacity() > initial_capacity && 8 * count_ < capacity()) {
+            try {
+                rebuild(std::max(initial_capacity, std::bit_ceil(4 * count_)));
+            } catch (...) {  // std::bad_alloc: the larger table stays
+            }
+        }
+    }
+
+    // Removes every entry for which `pred(entry)` is true. Writer lock required.
+    template <class Pred>
+    void remove_if(Pred&& pred) noexcept {
+        for (node* n = first_; n != nullptr;) {
+            node* const next = n->next;
+            if (pred(std::as_const(n->entry()))) remove(n->entry());
+            n = next;
+        }
+    }
+
+    // Moves what remove() and rebuilds left into `into`, which frees it when
+    // destroyed, calling `on_wait` while it waits for readers (a test
+    // scheduler's yield point). Writer lock required.
+    void take_garbage(garbage& into, void (*on_wait)() noexcept) noexcept {
+        into.on_wait_ = on_wait;
+        while (node* n = garbage_.nodes_) {
+            garbage_.nodes_ = n->next;
+            n->next = into.nodes_;
+            into.nodes_ = n;
+        }
+        while (table* t = garbage_.tables_) {
+            garbage_.tables_ = t->previous;
+            t->previous = into.tables_;
+            into.tables_ = t;
+        }
+    }
+
+    // Returns whether take_garbage() would move anything. Writer lock required.
+    bool has_garbage() const noexcept { return !garbage_.empty(); }
+
+    // Returns the number of entries.
     std::size_t entry_count() const noexcept { return count_; }
 
-    // Calls f(entry) for every entry. Writer lock required.
-    // Entries come in the order they were inserted.
+    // Returns the number of slots of the current table.
+    std::size_t capacity() const noexcept { return table_->mask + 1; }
+
+    // Calls f(entry) for every entry, in the order they were inserted. Writer
+    // lock required; `f` must not insert or remove.
     template <class F>
     void for_each(F&& f) const {
-        for (const chunk* ch = first_; ch != nullptr; ch = ch->next) {
-            const entry_type* entries = entries_of(ch);
-            for (std::size_t i = 0; i < ch->size; ++i) f(entries[i]);
-        }
+        for (const node* n = first_; n != nullptr; n = n->next)
+            f(std::as_const(const_cast<node*>(n)->entry()));
     }
     template <class F>
     void for_each(F&& f) {
-        for (chunk* ch = first_; ch != nullptr; ch = ch->next) {
-            entry_type* entries = entries_of(ch);
-            for (std::size_t i = 0; i < ch->size; ++i) f(entries[i]);
-        }
+        for (node* n = first_; n != nullptr; n = n->next) f(n->entry());
     }
 
 private:
@@ -130,14 +237,20 @@ private:
     static constexpr std::uintptr_t head_tag_mask = 63;
     static constexpr std::size_t slot_alignment = 64;
 
+    // A removed entry's slot: never dereferenced, never equal to an entry.
+    static entry_type* tombstone() noexcept {
+        return reinterpret_cast<entry_type*>(std::uintptr_t{alignof(entry_type)});
+    }
+
     // Fibonacci hashing spreads identity hashes (std::hash<int>) over the table.
     static std::size_t index(std::size_t hash, unsigned shift) noexcept {
         return static_cast<std::size_t>(fibonacci_product(hash >> SkipBits) >> shift);
     }
 
-    // Owns its slots and the table it replaced (raw pointers rather than
-    // std::unique_ptr: two std::unique_ptr instantiations less for every unit
-    // that uses a system to compile; benchmarks/README.md, "Compile time").
+    // Owns its slots and the table linked after it in the garbage (raw
+    // pointers rather than std::unique_ptr: two std::unique_ptr instantiations
+    // less for every unit that uses a system to compile; benchmarks/README.md,
+    // "Compile time").
     struct table {
         explicit table(std::size_t capacity)
             : mask(capacity - 1),
@@ -152,7 +265,7 @@ private:
         table& operator=(const table&) = delete;
         ~table() {
             delete[] storage;
-            delete previous;  // recursion as deep as the number of grows (< 64)
+            delete previous;  // recursion as deep as the tables in one garbage list
         }
 
         std::uintptr_t head() const noexcept {
@@ -163,111 +276,106 @@ private:
         unsigned shift;
         slot* storage;              // value-initialised: every slot null
         slot* slots = nullptr;      // storage, aligned to slot_alignment
-        table* previous = nullptr;  // the table this one replaced, or null
+        table* previous = nullptr;  // the next table of the garbage, or null
     };
 
-    std::size_t capacity() const noexcept { return table_->mask + 1; }
-
-    static void place(table& t, entry_type* e) noexcept {
+    // Stores `e` in the first free slot (null or tombstone) of its probe run.
+    void place(table& t, entry_type* e) noexcept {
         std::size_t i = index(e->hash, t.shift);
-        while (t.slots[i].load(std::memory_order_relaxed) != nullptr) i = (i + 1) & t.mask;
+        for (;; i = (i + 1) & t.mask) {
+            entry_type* const in = t.slots[i].load(std::memory_order_relaxed);
+            if (in == nullptr) break;
+            if (in == tombstone() && &t == table_) {
+                --tombstones_;
+                break;
+            }
+        }
         t.slots[i].store(e, std::memory_order_release);
     }
 
-    // Replaces the table by one of `capacity` slots; keeps the old one alive.
-    void grow(std::size_t capacity) {
+    // Replaces the table by one of `capacity` slots holding every entry; the
+    // old one goes to the garbage. Throws only before changing anything.
+    void rebuild(std::size_t capacity) {
         table* next = new table(capacity);  // the only step that may throw
-        for_each([&](entry_type& e) { place(*next, &e); });
+        for (node* n = first_; n != nullptr; n = n->next) place(*next, &n->entry());
         head_.store(next->head(), std::memory_order_release);
-        next->previous = table_;
+        table_->previous = garbage_.tables_;
+        garbage_.tables_ = table_;
         table_ = next;
+        tombstones_ = 0;
     }
 
-    [[no_unique_address]] KeyEqual equal_{};
-    // Read by every lookup and written only when the table grows: alone on its
-    // cache line. Next to the fields every insert writes (below), or to the
-    // owner's mutex before this registry, each import on one thread made the
-    // lookups of the others miss this line, and their reads made the
-    // importer's next write miss in turn (benchmarks/README.md, "Hits beside
-    // cold imports").
-    alignas(cache_line) std::atomic<std::uintptr_t> head_{0};
-    // The current table; it owns the one it replaced, and so on: lock-free readers
-    // may still be in an old one. (A list, not a std::vector of them: one
-    // std::vector type less for every unit that uses a system to compile.)
-    // Written only when the table grows; read by inserts.
-    table* table_ = nullptr;
-    // Entries never move: they live in chunks of 4, 8, then 16 entries, one
-    // allocation per chunk (this header, then the entries), linked oldest
-    // first, the last one filling up (at most 15 unused slots).
-    struct chunk {
-        chunk* next = nullptr;
-        std::uint32_t size = 0;
-        std::uint32_t capacity = 0;
+    // An entry with its links, one allocation: the links, then the entry at
+    // entry_offset (the node is not standard-layout, so no offsetof).
+    struct node {
+        node* previous = nullptr;  // insertion order
+        node* next = nullptr;      // insertion order; then the garbage list
+        entry_type& entry() noexcept {
+            return *std::launder(reinterpret_cast<entry_type*>(
+                reinterpret_cast<unsigned char*>(this) + entry_offset));
+        }
     };
-    static constexpr std::size_t first_chunk = 4;
-    static constexpr std::size_t largest_chunk = 16;
-    static constexpr std::size_t chunk_alignment = alignof(entry_type) > alignof(chunk)
-                                                       ? alignof(entry_type)
-                                                       : alignof(chunk);
-    static constexpr std::size_t entries_offset =
-        (sizeof(chunk) + alignof(entry_type) - 1) / alignof(entry_type) * alignof(entry_type);
+    static constexpr std::size_t entry_offset =
+        (sizeof(node) + alignof(entry_type) - 1) / alignof(entry_type) * alignof(entry_type);
+    static constexpr std::size_t node_alignment = alignof(entry_type) > alignof(node)
+                                                      ? alignof(entry_type)
+                                                      : alignof(node);
+    static constexpr std::size_t node_bytes = entry_offset + sizeof(entry_type);
+    static node* node_of(entry_type& e) noexcept {
+        return std::launder(
+            reinterpret_cast<node*>(reinterpret_cast<unsigned char*>(&e) - entry_offset));
+    }
 
     // Over-aligned entries (an over-aligned key) need the aligned operator new;
     // the others use the plain one, which replaced global allocators count.
-    static constexpr bool over_aligned = chunk_alignment > __STDCPP_DEFAULT_NEW_ALIGNMENT__;
-    static void* allocate_chunk(std::size_t bytes) {
-        if constexpr (over_aligned) {
-            return ::operator new(bytes, std::align_val_t{chunk_alignment});
-        } else {
-            return ::operator new(bytes);
-        }
-    }
-    static void free_chunk(chunk* ch) noexcept {
-        if constexpr (over_aligned) {
-            ::operator delete(static_cast<void*>(ch), std::align_val_t{chunk_alignment});
-        } else {
-            ::operator delete(static_cast<void*>(ch));
-        }
-    }
-
-    // The storage of a chunk's entries (entries_of: the constructed ones).
-    static void* storage_of(chunk* ch) noexcept {
-        return reinterpret_cast<unsigned char*>(ch) + entries_offset;
-    }
-    static entry_type* entries_of(chunk* ch) noexcept {
-        return std::launder(static_cast<entry_type*>(storage_of(ch)));
-    }
-    static const entry_type* entries_of(const chunk* ch) noexcept {
-        return entries_of(const_cast<chunk*>(ch));
-    }
-
-    // Constructs an entry at the end of the last chunk (a new chunk when it
-    // is full). Strong guarantee: if the allocation or the construction
-    // throws, no entry was added (a new, empty chunk stays for the next).
+    static constexpr bool over_aligned = node_alignment > __STDCPP_DEFAULT_NEW_ALIGNMENT__;
     template <class... Args>
-    entry_type& emplace(Args&&... args) {
-        if (last_ == nullptr || last_->size == last_->capacity) {
-            const std::size_t capacity = last_ == nullptr
-                                             ? first_chunk
-                                             : (2 * std::size_t{last_->capacity} < largest_chunk
-                                                    ? 2 * std::size_t{last_->capacity}
-                                                    : largest_chunk);
-            void* raw = allocate_chunk(entries_offset + capacity * sizeof(entry_type));
-            chunk* ch = ::new (raw) chunk{nullptr, 0, static_cast<std::uint32_t>(capacity)};
-            (last_ != nullptr ? last_->next : first_) = ch;
-            last_ = ch;
+    static node* make_node(Args&&... args) {
+        void* raw;
+        if constexpr (over_aligned) {
+            raw = ::operator new(node_bytes, std::align_val_t{node_alignment});
+        } else {
+            raw = ::operator new(node_bytes);
         }
-        chunk& ch = *last_;
-        entry_type* e = std::construct_at(static_cast<entry_type*>(storage_of(&ch)) + ch.size,
-                                          std::forward<Args>(args)...);
-        ++ch.size;
-        return *e;
+        try {
+            std::construct_at(
+                reinterpret_cast<entry_type*>(static_cast<unsigned char*>(raw) + entry_offset),
+                std::forward<Args>(args)...);
+        } catch (...) {
+            free_storage(raw);
+            throw;
+        }
+        return ::new (raw) node;
+    }
+    static void destroy_node(node* n) noexcept {
+        std::destroy_at(&n->entry());
+        free_storage(n);
+    }
+    static void free_storage(void* p) noexcept {
+        if constexpr (over_aligned) {
+            ::operator delete(p, std::align_val_t{node_alignment});
+        } else {
+            ::operator delete(p);
+        }
     }
 
-    // Written by every insert, on the cache line after head_'s.
-    alignas(cache_line) chunk* first_ = nullptr;
-    chunk* last_ = nullptr;
-    std::size_t count_ = 0;
+    [[no_unique_address]] KeyEqual equal_{};
+    // Read by every lookup and written only when the table is rebuilt: alone
+    // on its cache line. Next to the fields every insert writes (below), or to
+    // the owner's mutex before this registry, each import on one thread made
+    // the lookups of the others miss this line, and their reads made the
+    // importer's next write miss in turn (benchmarks/README.md, "Hits beside
+    // cold imports").
+    alignas(cache_line) std::atomic<std::uintptr_t> head_{0};
+    // The current table; written only when it is rebuilt.
+    table* table_ = nullptr;
+
+    // Written by every insert and remove, on the cache line after head_'s.
+    alignas(cache_line) node* first_ = nullptr;
+    node* last_ = nullptr;
+    std::size_t count_ = 0;       // entries
+    std::size_t tombstones_ = 0;  // slots of table_ that held a removed entry
+    garbage garbage_;
 };
 
 }  // namespace importlock::detail

@@ -133,6 +133,15 @@ public:
     // Returns the module's address while ready, else null; no lock, no write.
     Module* ready_module() const noexcept { return ready_.load(std::memory_order_acquire); }
 
+    // Returns whether nothing refers to the entry any more: no module, no
+    // block, no claim or lock record (so no load, reload, waiter or snapshot
+    // pin), no handle. The registry may then remove it. State mutex held.
+    bool unused() const noexcept {
+        return state_.load(std::memory_order_acquire) == entry_state::absent &&
+               claim_word.load(std::memory_order_acquire) == 0 &&
+               pins.load(std::memory_order_acquire) == 0;
+    }
+
     // --- Transitions: the shard's state mutex held (see the table above). ----------------
 
     // Registers `module` as initialising, moving it in; returns false (and
@@ -245,6 +254,9 @@ public:
     key_list<Key> dependencies;
     // When this registration first became ready (teardown order). State mutex.
     std::uint64_t ready_order = 0;
+    // The handles that keep this entry's address (module_handle.hpp): raised
+    // under the state mutex, or by a handle that already holds one.
+    mutable std::atomic<std::uint32_t> pins{0};
     Extra extra;
 
 private:

@@ -29,6 +29,13 @@
 //                                   a test scheduler interleaves threads there.
 //                                   Default: nothing. Never called while an
 //                                   internal lock is held.
+//   static void spin_wait_point()   called in each poll of a wait for other
+//     noexcept                      threads' lock-free reads to end (before
+//                                   erased entries are freed: reclamation.hpp),
+//                                   with no internal lock held: a test
+//                                   scheduler runs the threads waited for.
+//                                   Default: nothing (the wait spins, then
+//                                   yields the CPU).
 //
 // The shipped policies are per_key_locks (default), strict_per_key_locks,
 // singleflight_per_key_locks, global_lock and no_locks; inherit one and
@@ -84,6 +91,12 @@ constexpr failure_mode failure_mode_of() noexcept {
 template <class P>
 inline void yield_point() noexcept {
     if constexpr (requires { P::yield_point(); }) P::yield_point();
+}
+
+// Calls the policy's spin_wait_point(), if it has one (see the table above).
+template <class P>
+inline void spin_wait_point() noexcept {
+    if constexpr (requires { P::spin_wait_point(); }) P::spin_wait_point();
 }
 
 template <class P>
