@@ -61,8 +61,9 @@ namespace importlock {
 //   cold import                uncontended: the key's shard's mutex once (to insert
 //                              the entry and claim the key, lock_protocol.hpp), the
 //                              entry's spin lock once (to register the module), one
-//                              compare-and-swap to release; allocates the module (and
-//                              the entry, on a key's first import), no lock record;
+//                              compare-and-swap to release; allocates the module with its
+//                              importer, in one block (and the entry, on a key's first
+//                              import), no lock record;
 //                              through import_ref, no reference count taken for the
 //                              caller (the registry's is the only one). Contended: a lock
 //                              record from a free list and the shard's mutex to wait
@@ -98,6 +99,7 @@ class basic_import_system final
                                     std::type_identity<detail::null_finder<Key, Module>>>::type;
     using typename base::entry_type;
     using typename base::frame_type;
+    using typename base::module_importer;
     using typename base::protocol_type;
     using typename base::state_lock;
     using claim = typename protocol_type::claim;
@@ -413,31 +415,43 @@ private:
         if (!spec) throw detail::not_found(finder_, e.key);
         frame_type frame;
         if (spec->builder) {  // single-phase: registered only when finished
-            std::shared_ptr<Module> module =
-                run_loader(e, frame, [&](importer_type& imp) { return spec->builder(e.key, imp); });
-            if (!module)
+            // The importer lives with the module (§1.13), but the builder receives it
+            // before the module exists: a holder for both, the module put in after.
+            auto holder = detail::hold_importer<module_importer, Module>(*this);
+            module_importer& imp = holder->importer;
+            std::shared_ptr<Module> built =
+                run_loader(imp, frame, [&](importer_type& i) { return spec->builder(e.key, i); });
+            if (!built)
                 throw import_error(name(e.key),
                                    "the builder of '" + name(e.key) + "' returned null");
+            std::shared_ptr<Module> module =
+                detail::hold_module(std::move(holder), std::move(built));
             if (parent) module_traits<Module>::bind_child(*parent, e.key, module);
             this->publish_built(e, module, frame.take());
+            e.extra.importer = &imp;  // a reload's (the claim is still held)
             return module;
         }
         detail::require_loader(e.key, *spec);
-        std::shared_ptr<Module> created = detail::create_module(e.key, *spec);
+        // The module with the importer its loader receives (§1.13), one allocation.
+        auto made = detail::create_module<module_importer>(e.key, *spec, *this);
+        std::shared_ptr<Module>& created = made.module;
+        module_importer& imp = *made.importer;
         Module& module = *created;
         // The caller's owner (and bind_child's), unless the registry's is the only one.
         std::shared_ptr<Module> owner;
         if (needs == caller_needs::ownership || parent) owner = created;
         this->register_initializing(e, created);  // §1.5 insert before exec; takes `created`
+        e.extra.importer = &imp;                  // a reload's; read under the key's claim
         detail::key_list<Key> deps;
         try {
-            run_loader(e, frame, [&](importer_type& imp) { spec->loader(module, imp); });
+            run_loader(imp, frame, [&](importer_type& i) { spec->loader(module, i); });
             // Bound before it is ready: no ready child is missing from its parent (gh-149728).
             if (parent) module_traits<Module>::bind_child(*parent, e.key, owner);
             if (!frame.empty()) deps = frame.take();
         } catch (...) {
             // §1.6 (gh-143650: waiters never see it); a destructor that
-            // imports runs outside the mutex.
+            // imports runs outside the mutex (and takes the importer with it).
+            e.extra.importer = nullptr;
             this->unregister_failed(e).reset();
             throw;
         }
@@ -448,16 +462,17 @@ private:
         return owner;
     }
 
-    // Runs a loader or builder with `e`'s importer (§1.13) recording into
-    // `frame` the imports that succeed; kept importers record nothing after.
+    // Runs a loader or builder with `imp`, the importer that lives with its
+    // module object (§1.13), recording into `frame` the imports that succeed;
+    // kept importers record nothing after.
     template <class Run>
-    decltype(auto) run_loader(entry_type& e, frame_type& frame, Run&& run) {
-        e.extra.importer.attach(&frame);
+    decltype(auto) run_loader(module_importer& imp, frame_type& frame, Run&& run) {
+        imp.attach(&frame);
         struct detach {
-            entry_type& e;
-            ~detach() { e.extra.importer.detach(); }
-        } detach_after{e};
-        return run(e.extra.importer);
+            module_importer& imp;
+            ~detach() { imp.detach(); }
+        } detach_after{imp};
+        return run(imp);
     }
 
     // §1.8 block / erase.
@@ -502,6 +517,8 @@ private:
         claim held(sh.protocol, e, *got.lock, state);
         base::require_loaded(&e, key);  // erased, blocked or failed meanwhile
         std::shared_ptr<Module> module = e.published();
+        // The importer of this module object, attached again (its first load's).
+        module_importer& imp = *e.extra.importer;
         e.begin_reload();
         state.unlock();
         const auto observer = observer_.load();
@@ -517,7 +534,7 @@ private:
             e.finish_reload(deps ? &*deps : nullptr);  // a failed reload keeps the module
         });
         const spec_type spec = detail::find_reload_spec(finder_, key);
-        run_loader(e, frame, [&](importer_type& imp) { spec.loader(*module, imp); });
+        run_loader(imp, frame, [&](importer_type& i) { spec.loader(*module, i); });
         deps = frame.take();
         return module;
     }

@@ -12,6 +12,19 @@ namespace importlock {
 //
 // Thread-safety: every member may be called from any thread; the semantics are
 // those of the basic_import_system that handed the importer to the loader.
+//
+// Lifetime (DESIGN §1.13): the importer a loader receives stays valid while
+// the load runs, and for as long as the module object it was handed for is
+// alive through any std::shared_ptr the system handed out (import_module,
+// get, a partial module seen through a cycle, bind_child's owner, handles)
+// and the system is alive. So a module may keep it for lazy imports, and a
+// helper thread the loader started may use it after the loader returned
+// while the module is alive, also after its key was erased. A reload hands
+// the loader the same importer again. Once nobody holds the module (after a
+// failed load, or an erase, or teardown) the importer is gone. While the load
+// (or a reload) runs, the imports through it that succeed are recorded as
+// the key's dependencies, also those of helper threads; imports after it
+// ended are just imports.
 template <class Key, class Module>
 class importer {
 public:

@@ -13,7 +13,8 @@ namespace importlock {
 // has either a loader (two-phase) or a builder (single-phase).
 //
 // Two-phase (CPython's): `factory`, when set, creates the module object
-// (create_module; when empty the object is `std::make_shared<Module>()`); the
+// (create_module; when empty the object is a value-initialised Module,
+// allocated in one block with the importer its loader receives); the
 // object is registered as initialising; then `loader` runs on it (exec_module)
 // and may import other keys through the importer. A circular import sees the
 // partially initialised object, as the lock policy allows.

@@ -2,12 +2,19 @@
 // importlock/detail/entry_importer.hpp: the importer a loader receives
 // (DESIGN §1.13: importers outlive loaders).
 //
-// Purpose: each registry entry embeds one importer, so the importer handed to
-// a key's loader lives as long as the system: a module may keep it for lazy
-// imports, and a helper thread may use it after the loader returned. While a
-// load of the key runs, a load_frame is attached and every import through the
-// importer that SUCCEEDS is recorded in it (the key's dependencies); once the
-// load ends the frame is detached and later imports are just imports.
+// Purpose: the importer handed to a key's loader (and to its reloads). It
+// lives with the module object it was handed for, in the block the system's
+// shared_ptrs to that module own (module_factory.hpp): a module may keep it
+// for lazy imports, and a helper thread may use it after the loader returned,
+// for as long as the module is alive through a shared_ptr the system handed
+// out (and the system is alive). While a load of the key runs, a load_frame
+// is attached and every import through the importer that SUCCEEDS is
+// recorded in it (the key's dependencies); once the load ends the frame is
+// detached and later imports are just imports. A reload attaches the same
+// importer again (it re-runs the loader on the same module object); a new
+// module object of the key (after erase, or a failed load) gets a new
+// importer, so that a kept importer of an earlier module never records into
+// the load of a later one.
 //
 // Thread-safety: any thread (a loader's helper threads included). Unless
 // `Guard` is null_guard (single-threaded policies), a lock bit in the word
@@ -15,8 +22,9 @@
 // no recording into a frame runs once it is detached. Cost: one compare-and-
 // swap and one store per import through the importer, on top of the import
 // itself, and the same to attach (the first attach: one store) or detach;
-// 24 bytes per entry (the vtable pointer, the system, and the frame with its
-// lock and a flag in one word).
+// 24 bytes beside each module object, in its allocation (the vtable pointer,
+// the system, and the frame with its lock and a flag in one word), and one
+// pointer in the registry entry (entry_extra).
 #pragma once
 
 #include <atomic>
@@ -115,14 +123,21 @@ private:
 };
 
 // What a system keeps in each registry entry besides the registration: the
-// importer. (The key's module lock record, while one is held or awaited, is
-// linked from the entry's claim word: lock_protocol.hpp.)
-template <class Key, class Module, class System, class Frame, class Guard>
+// address of the importer of the module the entry holds (the importer lives
+// with the module, module_factory.hpp), so that a reload attaches the importer
+// the first load attached. Written by the thread holding the key's claim when
+// it registers a module (null again when that load fails), read only by a
+// thread holding the claim (its happens-before); meaningful only while the
+// entry holds that module. (The key's module lock record, while one is held
+// or awaited, is linked from the entry's claim word: lock_protocol.hpp.)
+template <class Importer>
 struct entry_extra {
-    template <class Entry>
-    entry_extra(Entry&, System& system) noexcept : importer(system) {}
+    // The entry and the system that inserts it (registry::find_or_insert's
+    // arguments); neither is kept.
+    template <class Entry, class System>
+    entry_extra(Entry&, System&) noexcept {}
 
-    entry_importer<Key, Module, System, Frame, Guard> importer;
+    Importer* importer = nullptr;
 };
 
 }  // namespace importlock::detail

@@ -85,8 +85,10 @@ protected:
     using key_equal = typename key_functions<Key>::key_equal;
     using frame_type = load_frame<Key, hasher, key_equal>;
     using guard_type = std::conditional_t<single_threaded<Policy>, null_guard, spin_lock>;
-    using entry_type = registry_entry<Key, Module, guard_type,
-                                      entry_extra<Key, Module, System, frame_type, guard_type>>;
+    // The importer a key's loader receives; it lives with the module object
+    // (module_factory.hpp), the entry keeps its address (entry_importer.hpp).
+    using module_importer = entry_importer<Key, Module, System, frame_type, guard_type>;
+    using entry_type = registry_entry<Key, Module, guard_type, entry_extra<module_importer>>;
     using protocol_type = lock_protocol<Key, Policy, entry_type>;
     using state_lock = std::unique_lock<typename Policy::mutex_type>;
 

@@ -42,7 +42,11 @@
 // before the state becomes ready, so a reader under the state mutex reads
 // them only when an acquire load of the state gave ready or reloading (an
 // initialising entry has none). The thread holding the key's import is found
-// through the claim word (lock_protocol.hpp).
+// through the claim word (lock_protocol.hpp). `extra` is the owning
+// system's (an import system's: the address of the importer of the module
+// the entry holds, entry_importer.hpp; the importer lives with the module,
+// not here, so that an entry owns nothing once it holds no module); the
+// system says who reads and writes it.
 //
 // Thread-safety: the readers above may run on any thread at any time; the
 // other members as the paragraphs above say. Cost: every transition and
@@ -95,8 +99,8 @@ struct null_guard {
 
 // One key's registration. `Guard` is a Lockable held for a few instructions
 // (spin_lock, or null_guard for no_locks). `Extra` is per-entry data of the
-// owning system (its importer, its module-lock link), constructed from the
-// entry itself.
+// owning system (an import system's: its module's importer's address),
+// constructed from the entry itself and the constructor's further arguments.
 template <class Key, class Module, class Guard, class Extra>
 class registry_entry {
 public:
