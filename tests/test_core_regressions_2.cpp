@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: BSL-1.0
 // Regression tests for defects of the core, part 2: defects 7 to 12, plus the
-// attacker cases a reviewer expects around them (tagged [regression][attack]).
+// attacker cases a reviewer expects around them (tagged [regression][attack]),
+// and the importer's lifetime with its module object (tagged [importer]).
 // Part 1 (defects 1 to 6) is test_core_regressions.cpp. Each group's comment
 // says how its tests fail on the core before the fix.
 #include <importlock/importlock.hpp>
@@ -863,4 +864,226 @@ TEMPLATE_LIST_TEST_CASE("regression: erase and block racing a failing load decid
     CHECK(wrong_erases == 0);
     CHECK(lost_blocks == 0);
     CHECK(sys.lock_count() == 0);
+}
+
+// ---------------------------------------------------------------------------
+// The importer lives with the module object (DESIGN §1.13).
+//
+// The importer a loader receives used to live in the key's registry entry, so
+// entries had to live as long as the system. It now lives in the block the
+// system's shared_ptrs to the module own: valid while the module is alive
+// through any of them, also after its key was erased; a new module object of
+// the key gets a new importer, and a reload the same one again. On a core
+// whose entries are freed once erased but whose importer stays in the entry,
+// the erase tests are heap-use-after-free (ASan); on the old core the failed-
+// load test FAILS (the failed load's importer records into the next load).
+// ---------------------------------------------------------------------------
+
+namespace {
+
+struct keeping_module {
+    importlock::importer<std::string, keeping_module>* imp = nullptr;
+    int value = 0;
+};
+
+template <class Policy>
+using keeping_system = importlock::basic_import_system<std::string, keeping_module, Policy>;
+using keeping_importer = importlock::importer<std::string, keeping_module>;
+
+template <class System>
+void define_leaf(System& sys) {
+    sys.finder().define("leaf", [](keeping_module& m, keeping_importer&) { m.value = 2; });
+}
+
+// Erases "k" while `k` holds its module, then imports through the importer
+// the module kept: an import, not recorded anywhere.
+template <class System>
+void import_through_kept_importer_after_erase(System& sys, std::shared_ptr<keeping_module> k) {
+    REQUIRE(k != nullptr);
+    REQUIRE(k->imp != nullptr);
+    REQUIRE(sys.erase("k"));
+    CHECK_FALSE(sys.contains("k"));
+    importlock_test::scribble_stack();
+    const std::shared_ptr<keeping_module> leaf = k->imp->import_module("leaf");
+    REQUIRE(leaf != nullptr);
+    CHECK(leaf->value == 2);
+    CHECK(&k->imp->import_ref("leaf") == leaf.get());
+    CHECK(k->imp->get("leaf") == leaf);
+    CHECK(k->imp->get("k") == nullptr);
+    CHECK(sys.dependencies("k").empty());
+    CHECK(sys.lock_count() == 0);
+}
+
+}  // namespace
+
+TEMPLATE_LIST_TEST_CASE("importer: a kept importer imports after its key is erased",
+                        "[regression][importer]", importlock_test::all_policies) {
+    keeping_system<TestType> sys;
+    define_leaf(sys);
+    sys.finder().define("k", [](keeping_module& m, keeping_importer& imp) {
+        m.imp = &imp;
+        m.value = 1;
+    });
+    const std::shared_ptr<keeping_module> k = sys.import_module("k");
+    import_through_kept_importer_after_erase(sys, k);
+    // Imported again: a new module object with a new importer.
+    const std::shared_ptr<keeping_module> again = sys.import_module("k");
+    CHECK(again != k);
+    CHECK(again->imp != k->imp);
+    CHECK(k->imp->import_module("k") == again);
+    CHECK(sys.dependencies("k").empty());
+}
+
+TEMPLATE_LIST_TEST_CASE("importer: a factory's module keeps its importer after erase",
+                        "[regression][importer]", importlock_test::all_policies) {
+    keeping_system<TestType> sys;
+    define_leaf(sys);
+    std::weak_ptr<keeping_module> made;
+    sys.finder().define(
+        "k", [](keeping_module& m, keeping_importer& imp) { m.imp = &imp; },
+        [&made](const std::string&) {
+            auto m = std::make_shared<keeping_module>();
+            made = m;
+            return m;
+        });
+    std::shared_ptr<keeping_module> k = sys.import_module("k");
+    CHECK(k.get() == made.lock().get());  // the factory's object itself
+    import_through_kept_importer_after_erase(sys, k);
+    CHECK_FALSE(made.expired());  // held through the system's shared_ptr
+    k.reset();
+    CHECK(made.expired());  // the last of the system's shared_ptrs released it
+}
+
+TEMPLATE_LIST_TEST_CASE("importer: a single-phase module keeps its builder's importer after erase",
+                        "[regression][importer]", importlock_test::all_policies) {
+    keeping_system<TestType> sys;
+    define_leaf(sys);
+    sys.finder().define("dep", [](keeping_module&, keeping_importer&) {});
+    sys.finder().define_value("k", [](keeping_importer& imp) {
+        (void)imp.import_module("dep");
+        auto m = std::make_shared<keeping_module>();
+        m->imp = &imp;
+        return m;
+    });
+    const std::shared_ptr<keeping_module> k = sys.import_module("k");
+    CHECK(sys.dependencies("k") == std::vector<std::string>{"dep"});
+    import_through_kept_importer_after_erase(sys, k);
+}
+
+TEMPLATE_LIST_TEST_CASE("importer: a reload hands the loader the first load's importer",
+                        "[regression][importer]", importlock_test::all_policies) {
+    const bool with_factory = GENERATE(false, true);
+    CAPTURE(with_factory);
+    keeping_system<TestType> sys;
+    define_leaf(sys);
+    sys.finder().define("early", [](keeping_module&, keeping_importer&) {});
+    std::vector<keeping_importer*> seen;
+    const auto loader = [&seen](keeping_module& m, keeping_importer& imp) {
+        seen.push_back(&imp);
+        m.imp = &imp;
+        (void)imp.import_module(seen.size() == 1 ? "early" : "leaf");
+    };
+    if (with_factory) {
+        sys.finder().define("k", loader,
+                            [](const std::string&) { return std::make_shared<keeping_module>(); });
+    } else {
+        sys.finder().define("k", loader);
+    }
+    const std::shared_ptr<keeping_module> k = sys.import_module("k");
+    CHECK(sys.dependencies("k") == std::vector<std::string>{"early"});
+    CHECK(sys.reload("k") == k);
+    REQUIRE(seen.size() == 2);
+    CHECK(seen[0] == seen[1]);
+    CHECK(sys.dependencies("k") == std::vector<std::string>{"leaf"});  // the reload's
+    // After the reload the importer just imports.
+    sys.finder().define("late", [](keeping_module&, keeping_importer&) {});
+    CHECK(k->imp->import_module("late") != nullptr);
+    CHECK(sys.dependencies("k") == std::vector<std::string>{"leaf"});
+    CHECK(sys.lock_count() == 0);
+}
+
+TEMPLATE_LIST_TEST_CASE("importer: a failed load's importer records nothing into the next load",
+                        "[regression][importer]", importlock_test::all_policies) {
+    keeping_system<TestType> sys;
+    define_leaf(sys);
+    sys.finder().define("early", [](keeping_module&, keeping_importer&) {});
+    int attempts = 0;
+    std::shared_ptr<keeping_module> failed;  // the failed load's module, kept alive
+    keeping_importer* failed_importer = nullptr;
+    bool distinct = false;
+    sys.finder().define("k", [&](keeping_module&, keeping_importer& imp) {
+        if (++attempts == 1) {
+            failed = imp.get("k");  // the initialising module: it owns its importer
+            failed_importer = &imp;
+            throw std::runtime_error("the first load fails");
+        }
+        distinct = &imp != failed_importer;
+        (void)failed_importer->import_module("early");  // while this load runs
+        (void)imp.import_module("leaf");
+    });
+    CHECK_THROWS_AS(sys.import_module("k"), std::runtime_error);
+    REQUIRE(failed != nullptr);
+    CHECK_FALSE(sys.contains("k"));
+    const std::shared_ptr<keeping_module> k = sys.import_module("k");
+    CHECK(attempts == 2);
+    CHECK(distinct);
+    CHECK(k != failed);
+    CHECK(sys.contains("early"));
+    CHECK(sys.dependencies("k") == std::vector<std::string>{"leaf"});
+    CHECK(sys.dependents("early").empty());
+    CHECK(sys.lock_count() == 0);
+}
+
+TEMPLATE_LIST_TEST_CASE("importer: a helper thread imports through it after the key is erased",
+                        "[regression][importer][threaded]", importlock_test::threaded_policies) {
+    watchdog dog("importer: helper thread after erase", regression_limit);
+    keeping_system<TestType> sys;
+    define_leaf(sys);
+    std::latch erased(1);
+    std::thread helper;
+    std::shared_ptr<keeping_module> got;
+    std::string helper_error;
+    sys.finder().define("k", [&](keeping_module&, keeping_importer& imp) {
+        helper = std::thread([&imp, &erased, &got, &helper_error] {
+            erased.wait();
+            try {
+                got = imp.import_module("leaf");
+            } catch (const std::exception& e) {
+                helper_error = e.what();
+            }
+        });
+    });
+    std::shared_ptr<keeping_module> k = sys.import_module("k");
+    const bool was_erased = sys.erase("k");
+    importlock_test::scribble_stack();
+    erased.count_down();
+    helper.join();
+    CHECK(was_erased);
+    CHECK(helper_error.empty());
+    REQUIRE(got != nullptr);
+    CHECK(got->value == 2);
+    CHECK(sys.dependencies("k").empty());
+    k.reset();
+    CHECK(sys.lock_count() == 0);
+}
+
+// The importer shares the module's allocation, but shared_from_this still works: a
+// default-created module that derives from enable_shared_from_this is owned by a
+// shared_ptr of its own inside the importer's holder.
+TEMPLATE_LIST_TEST_CASE("importer: a default-created module may use shared_from_this",
+                        "[regression][importer]", importlock_test::all_policies) {
+    struct self_module : std::enable_shared_from_this<self_module> {
+        int value = 0;
+    };
+    using self_importer = importlock::importer<std::string, self_module>;
+    importlock::basic_import_system<std::string, self_module, TestType> sys;
+    bool shared_in_loader = false;
+    sys.finder().define("k", [&](self_module& m, self_importer& imp) {
+        shared_in_loader = m.shared_from_this() == imp.get("k");
+        m.value = 1;
+    });
+    const std::shared_ptr<self_module> k = sys.import_module("k");
+    CHECK(shared_in_loader);
+    CHECK(k->shared_from_this().get() == k.get());
+    CHECK(k->value == 1);
 }

@@ -29,6 +29,7 @@ struct fault_injector {
     bool alloc_faults = false;
     long fired = 0;
     std::size_t allocated_bytes = 0;  // by operator new, ever
+    std::size_t allocations = 0;      // calls of operator new, ever
 
     bool due() {
         if (countdown < 0) return false;
@@ -125,6 +126,7 @@ struct importlock::module_traits<fmodule> {
 void* operator new(std::size_t size) {
     if (faults.alloc_faults && faults.due()) throw std::bad_alloc();
     faults.allocated_bytes += size;
+    ++faults.allocations;
     if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
     throw std::bad_alloc();
 }
@@ -331,6 +333,53 @@ TEST_CASE("the registry's memory for n imports grows linearly in n", "[faults][s
     // Per import: the module and a share of the entry chunks and tables, far below the
     // ~5 KB a quadratic chunk list copies per import at this size.
     CHECK(large / 80000 < 4 * plain_system::entry_bytes());
+}
+
+// The importer a loader receives lives with its module object (DESIGN §1.13): a
+// default-created module and its importer are one allocation, as the module alone was
+// when the importer lived in the registry entry. A second allocation per cold import
+// (the importer apart from the module) would double the count. Besides the module,
+// the registry allocates its entry chunks and tables (about one per 16 imports).
+TEST_CASE("a default cold import allocates once: the module with its importer",
+          "[faults][importer]") {
+    if (!IMPORTLOCK_TEST_ALLOCATION_FAULTS) {
+        WARN("operator new cannot be replaced under ThreadSanitizer: not run");
+        return;
+    }
+    struct plain_module {
+        int value = 0;
+    };
+    using plain_importer = importlock::importer<int, plain_module>;
+    struct any_key {
+        std::optional<importlock::module_spec<int, plain_module>> operator()(int key) const {
+            importlock::module_spec<int, plain_module> spec;
+            spec.loader = [key](plain_module& m, plain_importer&) { m.value = key; };
+            return spec;
+        }
+    };
+    importlock::basic_import_system<int, plain_module, importlock::per_key_locks,
+                                    importlock::function_finder<int, plain_module, any_key>>
+        system;
+    constexpr int imports = 4096;
+    (void)system.import_ref(-1);  // the first chunk and table
+    std::size_t by_import_ref = 0;
+    std::size_t by_import_module = 0;
+    for (int k = 0; k < imports; ++k) {
+        const std::size_t before = faults.allocations;
+        if (k % 2 == 0) {
+            (void)system.import_ref(k);
+            by_import_ref += faults.allocations - before;
+        } else {
+            const std::shared_ptr<plain_module> m = system.import_module(k);
+            by_import_module += faults.allocations - before;
+        }
+    }
+    INFO(imports / 2 << " import_ref calls allocated " << by_import_ref << " times, " << imports / 2
+                     << " import_module calls " << by_import_module << " times");
+    CHECK(by_import_ref >= imports / 2);
+    CHECK(by_import_module >= imports / 2);
+    CHECK(by_import_ref + by_import_module < imports + imports / 4);
+    CHECK(system.size() == imports + 1);
 }
 
 TEST_CASE("faults in reload, erase and block keep the module registered", "[faults]") {
