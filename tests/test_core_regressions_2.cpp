@@ -875,8 +875,10 @@ TEMPLATE_LIST_TEST_CASE("regression: erase and block racing a failing load decid
 // through any of them, also after its key was erased; a new module object of
 // the key gets a new importer, and a reload the same one again. On a core
 // whose entries are freed once erased but whose importer stays in the entry,
-// the erase tests are heap-use-after-free (ASan); on the old core the failed-
-// load test FAILS (the failed load's importer records into the next load).
+// the erase tests are heap-use-after-free (ASan). On the core before the move
+// (the importer in the entry, entries never freed) the failed-load test FAILS
+// (the failed load's importer, the same object, records "early" into the next
+// load), and so does the check that a key imported again gets a new importer.
 // ---------------------------------------------------------------------------
 
 namespace {
