@@ -45,7 +45,7 @@
 // through the claim word (lock_protocol.hpp). `extra` is the owning
 // system's (an import system's: the address of the importer of the module
 // the entry holds, entry_importer.hpp; the importer lives with the module,
-// not here, so that an entry owns nothing once it holds no module); the
+// not here, so that an entry holds no importer once it holds no module); the
 // system says who reads and writes it.
 //
 // Thread-safety: the readers above may run on any thread at any time; the
