@@ -165,8 +165,20 @@ public:
         for (const shard& sh : shards_) n += sh.size.load(std::memory_order_relaxed);
         return n;
     }
-    // Returns the bytes of one registry entry (one per key ever imported or blocked).
+    // Returns the bytes of one registry entry (see entry_count()).
     static constexpr std::size_t entry_bytes() noexcept { return sizeof(entry_type); }
+    // Returns the number of registry entries: one per key that holds a module
+    // or a block, is being imported or waited for, or is cached by a handle.
+    // Erased, failed and cleared keys leave none (their memory is freed after
+    // the lock-free readers that might see it are done: reclamation.hpp).
+    std::size_t entry_count() const {
+        std::size_t n = 0;
+        for (const shard& sh : shards_) {
+            const state_lock state(sh.mutex);
+            n += sh.entries.entry_count();
+        }
+        return n;
+    }
 
     // Sets how deeply this thread's imports may nest, over every system (§1.12).
     void set_max_import_depth(std::size_t depth) noexcept {
