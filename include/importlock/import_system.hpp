@@ -52,25 +52,34 @@ namespace importlock {
 // common lock.
 //
 // Cost of each member (n: registered modules, e: dependency edges):
-//   import_ref / handle hit    a hash probe and one acquire load: no lock, no write
-//   import_module / get hit    the same plus the entry's spin lock around one
-//                              reference-count increment
+//   import_ref hit             a hash probe and one acquire load inside a read
+//                              section (a load and two stores to this thread's own
+//                              reader record, detail/reclamation.hpp): no lock, no
+//                              shared write
+//   handle hit                 one acquire load: no lock, no write (the handle pins
+//                              the key's entry)
+//   import_module / get hit    the import_ref hit plus the entry's spin lock around
+//                              one reference-count increment
 //   shared_handle use          one acquire load and a comparison: no lock, no write
-//   contains, is_initializing, is_blocked   a probe and one load, lock-free
+//   contains, is_initializing, is_blocked   a probe and one load in a read section
 //   size                       a relaxed load per shard, lock-free
 //   cold import                uncontended: the key's shard's mutex once (to insert
 //                              the entry and claim the key, lock_protocol.hpp), the
 //                              entry's spin lock once (to register the module), one
 //                              compare-and-swap to release; allocates the module with its
-//                              importer, in one block (and the entry, on a key's first
-//                              import), no lock record;
+//                              importer, in one block, and the key's entry (one
+//                              allocation each), no lock record;
 //                              through import_ref, no reference count taken for the
 //                              caller (the registry's is the only one). Contended: a lock
 //                              record from a free list and the shard's mutex to wait
 //                              and to release; the wait_graph_domain's mutex only
 //                              when this thread waits
 //   reload                     a cold import's locking, no allocation but the loader's
-//   block, erase               O(1) under the key's shard's mutex
+//   block, erase               O(1) under the key's shard's mutex; an erase that
+//                              frees the entry then waits, with no lock held, for the
+//                              other threads' read sections (a fence when no other
+//                              thread has read; else one membarrier system call)
+//   failed import              as erase, for the failed key's entry
 //   clear, destructor          O(n log n + e) per round under every shard's mutex
 //   dependencies(k)            O(result); dependents, write_dependency_dot O(n + e)
 //                              under every shard's mutex

@@ -24,8 +24,11 @@ namespace importlock {
 // Thread-safety: one handle may be used from many threads at once. The handle
 // notices erase() and block(): after them its next use imports again (or
 // throws import_halted_error), never returns the dropped module. References
-// it returns follow import_ref's validity rules. Precondition: the system
-// outlives the handle.
+// it returns follow import_ref's validity rules. Once resolved, the handle
+// keeps the key's registry entry (not its module) alive, so that a use stays
+// one load: the entry is freed after the last handle to it is destroyed.
+// Precondition: the system outlives the handle (its destructor releases the
+// entry).
 template <class System>
 class module_handle {
 public:
@@ -140,7 +143,8 @@ private:
 // Thread-safety: like the std::shared_ptr it holds: distinct handles may be used on
 // any threads at once, also for the same key; one handle object is used by one thread
 // at a time (copy it for each thread: a copy costs one reference-count increment).
-// Precondition: the system outlives the handle.
+// Like module_handle, it keeps the key's registry entry alive once resolved.
+// Precondition: the system outlives the handle (its destructor releases the entry).
 //
 // Cost: a use after the first is one acquire load of the key's registry entry and a
 // comparison; a refresh is an import_module.

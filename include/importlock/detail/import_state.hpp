@@ -24,12 +24,20 @@
 // every shard's mutex, taken in shard order: the only order in which a
 // thread ever holds more than one. global_lock and no_locks have one shard.
 //
+// Freeing: an entry nothing refers to (see registry_entry::unused: no module,
+// block, claim, waiter or handle pin) is removed from its shard's registry by
+// the operation that made it so (erase, a failed import's sweep, a teardown
+// round, a handle's last unpin), under the shard's mutex, and freed after the
+// mutex is released once the lock-free readers that might hold it are done
+// (registry.hpp's garbage, reclamation.hpp). A thread that waits for a key's
+// lock with the mutex released pins the entry meanwhile (waiting_pin).
+//
 // Thread-safety: every query may run on any thread, also from loaders, hooks
 // and module destructors. contains, is_initializing, is_blocked, size and,
 // with per-key locks, lock_count are lock-free (a probe and one acquire
-// load, or a sum of relaxed loads); dependencies and waiter_count take one
-// shard's mutex; dependents, write_dependency_dot and snapshot take every
-// shard's, and snapshot also the wait_graph_domain's. Cost: see
+// load in a read section, or a sum of relaxed loads); dependencies,
+// waiter_count and, per shard, entry_count take one shard's mutex; dependents, write_dependency_dot
+// and snapshot take every shard's, and snapshot also the wait_graph_domain's. Cost: see
 // basic_import_system.
 #pragma once
 
@@ -303,10 +311,20 @@ protected:
         yield_point<Policy>();
         return e->published();
     }
+    // Returns f() inside a read section (reclamation.hpp); a single-threaded
+    // policy's lookups never overlap a removal, so they need none.
+    template <class F>
+    static decltype(auto) lock_free_read(F&& f) {
+        if constexpr (single_threaded<Policy>) {
+            return f();
+        } else {
+            return in_read_section(std::forward<F>(f));
+        }
+    }
     // §1.1, §1.8 Returns `key`'s module while ready; throws
     // import_halted_error while it is blocked; else null. One read section.
     std::shared_ptr<Module> ready_or_throw_blocked(const Key& key, std::size_t hash) const {
-        return in_read_section([this, &key, hash]() -> std::shared_ptr<Module> {
+        return lock_free_read([this, &key, hash]() -> std::shared_ptr<Module> {
             const entry_type* e = find_entry(key, hash);
             if (e == nullptr) return nullptr;
             if (auto module = published(e)) return module;
@@ -316,13 +334,13 @@ protected:
     }
     // Returns `key`'s module while ready, else null. One read section.
     std::shared_ptr<Module> ready_now(const Key& key, std::size_t hash) const {
-        return in_read_section([this, &key, hash] { return published(find_entry(key, hash)); });
+        return lock_free_read([this, &key, hash] { return published(find_entry(key, hash)); });
     }
     // Returns the address of `key`'s module while ready, else null: import_ref's
     // hit. One read section, no lock, no shared write.
     Module* ready_address(const Key& key, std::size_t hash) const {
         // Captures by value but the key: the common case keeps them in registers.
-        return in_read_section([this, &key, hash]() -> Module* {
+        return lock_free_read([this, &key, hash]() -> Module* {
             const entry_type* e = find_entry(key, hash);
             if (e == nullptr) return nullptr;
             yield_point<Policy>();
@@ -331,13 +349,13 @@ protected:
     }
     // Returns `key`'s module while it initialises, is ready or reloads, else null.
     std::shared_ptr<Module> registered_now(const Key& key) const {
-        return in_read_section([&]() -> std::shared_ptr<Module> {
+        return lock_free_read([&]() -> std::shared_ptr<Module> {
             const entry_type* e = find_entry(key, hasher_(key));
             return e == nullptr ? nullptr : e->registered();
         });
     }
     entry_state state_of(const Key& key) const {
-        return in_read_section([&] {
+        return lock_free_read([&] {
             const entry_type* e = find_entry(key, hasher_(key));
             return e == nullptr ? entry_state::absent : e->current_state();
         });
@@ -364,7 +382,9 @@ protected:
     }
     // Moves what `sh`'s registry left behind into `into`. Its mutex held.
     static void take_garbage(shard& sh, garbage_type& into) noexcept {
-        if (sh.entries.has_garbage()) sh.entries.take_garbage(into, &spin_wait_point<Policy>);
+        if (sh.entries.has_garbage()) {
+            sh.entries.take_garbage(into, &spin_wait_point<Policy>, !single_threaded<Policy>);
+        }
     }
 
     // Keeps an entry from being removed while this thread waits for its lock

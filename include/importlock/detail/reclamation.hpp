@@ -30,6 +30,10 @@
 // shared count `unrecorded_readers_` instead: one atomic increment and
 // decrement per section, waited for by synchronize().
 //
+// fork(): a child forked while another thread was inside a section inherits
+// that thread's odd counter, and its first synchronize() would wait for it
+// forever, as for a mutex held across fork(); fork while no other thread reads.
+//
 // Thread-safety: any thread. Cost: see above; a record is 64 bytes, never
 // freed (reused by later threads), one per thread that ever read at once.
 // State: one registry per process, created on first use and never destroyed
@@ -115,9 +119,11 @@ public:
     void synchronize(const reader_record* self, OnWait&& on_wait) const noexcept {
         std::atomic_thread_fence(std::memory_order_seq_cst);
         reader_record* const head = head_.load(std::memory_order_acquire);
-        bool others = unrecorded_readers_.load(std::memory_order_relaxed) != 0;
+        // Acquire: what a thread read before releasing its record (or leaving
+        // an unrecorded section) happens before the caller frees it.
+        bool others = unrecorded_readers_.load(std::memory_order_acquire) != 0;
         for (reader_record* r = head; r != nullptr && !others; r = r->next) {
-            others = r != self && r->owned.load(std::memory_order_relaxed);
+            others = r != self && r->owned.load(std::memory_order_acquire);
         }
         if (!others) return;  // nobody else can be reading: the fence sufficed
         heavy_barrier(asymmetric_);
@@ -173,92 +179,81 @@ struct reader_record_owner {
 // the thread reads unrecorded rather than registering again.
 inline thread_local bool this_thread_reader_armed = false;
 
-// A read section in the process-wide registry (see the header comment).
-class read_section {
-public:
-    read_section() noexcept {
-        reader_record* r = this_thread_reader;
-        if (r == nullptr) [[unlikely]] {
-            enter_without_record();
-            return;
-        }
-        const std::uint64_t s = r->sections.load(std::memory_order_relaxed);
-        if ((s & 1) != 0) return;  // nested: the outer section covers this one
-        r->sections.store(s + 1, std::memory_order_relaxed);
-        light_barrier(r->asymmetric);
-        record_ = r;
-        entered_ = s + 1;
-    }
-    read_section(const read_section&) = delete;
-    read_section& operator=(const read_section&) = delete;
-    ~read_section() {
-        if (record_ != nullptr) {
-            record_->sections.store(entered_ + 1, std::memory_order_release);
-        } else if (unrecorded_) [[unlikely]] {
-            reader_registry::process_wide().exit_unrecorded();
-        }
-    }
-
-private:
-    // The thread's first section: registers it (and arranges the record's
-    // release at thread exit), then enters; unrecorded when that fails.
-    void enter_without_record() noexcept {
-        reader_registry& registry = reader_registry::process_wide();
-        if (!this_thread_reader_armed) {
-            if (reader_record* r = registry.acquire()) {
-                try {
-                    thread_local reader_record_owner owner;
-                    owner.record = r;
-                    this_thread_reader_armed = true;  // the owner releases it
-                    this_thread_reader = r;
-                    const std::uint64_t s = r->sections.load(std::memory_order_relaxed);
-                    r->sections.store(s + 1, std::memory_order_relaxed);
-                    light_barrier(r->asymmetric);
-                    record_ = r;
-                    entered_ = s + 1;
-                    return;
-                } catch (...) {  // the thread_local's registration failed
-                    registry.release(r);
-                }
-            }
-        }
-        registry.enter_unrecorded();
-        unrecorded_ = true;
-    }
-
-    reader_record* record_ = nullptr;
-    std::uint64_t entered_ = 0;
-    bool unrecorded_ = false;
+// How a read section was entered: `record` and the odd counter value it set
+// (ended by storing entered + 1); or, with a null record, nested in another
+// section (entered == 0: nothing to end) or unrecorded (entered == 1).
+struct section_entry {
+    reader_record* record;
+    std::uint64_t entered;
 };
 
-// f() in a read_section: the thread's first, a nested or an unrecorded
-// section. Out of line, so that callers inline only the common case (and `f`
-// by value, so that the common case keeps its captures in registers).
-template <class F>
-[[gnu::noinline, gnu::cold]] decltype(auto) in_read_section_slow(F f) {
-    const read_section section;
-    return f();
-}
-
-// Returns f() run inside a read section. The common case (the thread has a
-// record and is not in a section yet) inline, with nothing on the exit path
-// but the store: what a hit pays.
-template <class F>
-inline decltype(auto) in_read_section(F&& f) {
-    if (reader_record* const r = this_thread_reader) [[likely]] {
-        const std::uint64_t s = r->sections.load(std::memory_order_relaxed);
-        if ((s & 1) == 0) [[likely]] {
-            r->sections.store(s + 1, std::memory_order_relaxed);
-            light_barrier(r->asymmetric);
-            struct leave {
-                reader_record* r;
-                std::uint64_t s;
-                ~leave() { r->sections.store(s + 2, std::memory_order_release); }
-            } const left_on_return_or_throw{r, s};
-            return f();
+// The thread's first section (registers its record and arranges its release
+// at thread exit), a section after that release, or one whose record could
+// not be allocated (unrecorded). Out of line: hits inline only the common case.
+[[gnu::noinline]] inline section_entry enter_section_slowly() noexcept {
+    reader_registry& registry = reader_registry::process_wide();
+    if (!this_thread_reader_armed) {
+        if (reader_record* r = registry.acquire()) {
+            try {
+                thread_local reader_record_owner owner;
+                owner.record = r;
+                this_thread_reader_armed = true;  // the owner releases it
+                this_thread_reader = r;
+                const std::uint64_t s = r->sections.load(std::memory_order_relaxed);
+                r->sections.store(s + 1, std::memory_order_relaxed);
+                light_barrier(r->asymmetric);
+                return {r, s + 1};
+            } catch (...) {  // the thread_local's registration failed
+                registry.release(r);
+            }
         }
     }
-    return in_read_section_slow(f);
+    registry.enter_unrecorded();
+    return {nullptr, 1};
+}
+[[gnu::noinline]] inline void exit_unrecorded_section() noexcept {
+    reader_registry::process_wide().exit_unrecorded();
+}
+
+// Enters a read section of this thread (see the header comment).
+inline section_entry enter_section() noexcept {
+    reader_record* const r = this_thread_reader;
+    if (r == nullptr) [[unlikely]]
+        return enter_section_slowly();
+    const std::uint64_t s = r->sections.load(std::memory_order_relaxed);
+    if ((s & 1) != 0) [[unlikely]]
+        return {nullptr, 0};  // nested: the outer one covers it
+    r->sections.store(s + 1, std::memory_order_relaxed);
+    light_barrier(r->asymmetric);
+    return {r, s + 1};
+}
+
+// Ends the section `entry` began.
+inline void exit_section(section_entry entry) noexcept {
+    if (entry.record != nullptr) [[likely]] {
+        entry.record->sections.store(entry.entered + 1, std::memory_order_release);
+    } else if (entry.entered != 0) {
+        exit_unrecorded_section();
+    }
+}
+
+// A read section in the process-wide registry, for its scope.
+class read_section {
+public:
+    read_section() noexcept : entry_(enter_section()) {}
+    read_section(const read_section&) = delete;
+    read_section& operator=(const read_section&) = delete;
+    ~read_section() { exit_section(entry_); }
+
+private:
+    section_entry entry_;
+};
+
+// Returns f() run inside a read section (ended however f leaves).
+template <class F>
+inline decltype(auto) in_read_section(F&& f) {
+    const read_section section;
+    return f();
 }
 
 // Waits for every read section of other threads that began before the call.

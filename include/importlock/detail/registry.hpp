@@ -77,7 +77,7 @@ public:
         // (calling the on_wait given to take_garbage between polls), then frees it.
         ~garbage() {
             if (empty()) return;
-            synchronize_readers(on_wait_);
+            if (concurrent_readers_) synchronize_readers(on_wait_);
             free();
         }
 
@@ -96,6 +96,7 @@ public:
         node* nodes_ = nullptr;    // linked through node::next
         table* tables_ = nullptr;  // linked through table::previous
         void (*on_wait_)() noexcept = []() noexcept {};
+        bool concurrent_readers_ = true;
     };
 
     registry() : table_(new table(initial_capacity)) {
@@ -187,9 +188,13 @@ public:
 
     // Moves what remove() and rebuilds left into `into`, which frees it when
     // destroyed, calling `on_wait` while it waits for readers (a test
-    // scheduler's yield point). Writer lock required.
-    void take_garbage(garbage& into, void (*on_wait)() noexcept) noexcept {
+    // scheduler's yield point); without `concurrent_readers` (a single-threaded
+    // owner, whose lookups never overlap a removal) it frees without waiting.
+    // Writer lock required.
+    void take_garbage(garbage& into, void (*on_wait)() noexcept,
+                      bool concurrent_readers = true) noexcept {
         into.on_wait_ = on_wait;
+        into.concurrent_readers_ = concurrent_readers;
         while (node* n = garbage_.nodes_) {
             garbage_.nodes_ = n->next;
             n->next = into.nodes_;

@@ -46,7 +46,10 @@
 // system's (an import system's: the address of the importer of the module
 // the entry holds, entry_importer.hpp; the importer lives with the module,
 // not here, so that an entry holds no importer once it holds no module); the
-// system says who reads and writes it.
+// system says who reads and writes it. `pins` counts the handles (and waits
+// with the mutex released) that keep the entry's address. unused() says when
+// nothing refers to the entry any more: the registry may then free it
+// (registry.hpp), after the lock-free readers that may hold it are done.
 //
 // Thread-safety: the readers above may run on any thread at any time; the
 // other members as the paragraphs above say. Cost: every transition and
@@ -258,10 +261,11 @@ public:
     key_list<Key> dependencies;
     // When this registration first became ready (teardown order). State mutex.
     std::uint64_t ready_order = 0;
+    Extra extra;
     // The handles that keep this entry's address (module_handle.hpp): raised
     // under the state mutex, or by a handle that already holds one.
+    // Last of the public fields: it shares a word with state_ and guard_.
     mutable std::atomic<std::uint32_t> pins{0};
-    Extra extra;
 
 private:
     // Initialising or reloading -> ready. The module does not change, so no
