@@ -3,7 +3,8 @@
 // the schedules of tiny programs exactly (against an independent enumeration), and it
 // finds and reports the classic bugs of toy programs: a check-then-act race, a lost
 // wake-up, an ABBA deadlock, a missing predicate loop around a wait, a spin loop; the
-// schedule it reports replays to the same failure.
+// schedule it reports replays to the same failure. A spin wait polling spin_point() lets
+// the thread it waits for run, and ends in every schedule.
 #include "support/catch.hpp"
 #include "support/explorer_catch.hpp"
 #include "support/schedule_explorer.hpp"
@@ -19,6 +20,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -413,6 +415,80 @@ TEST_CASE("explorer: reports a spin loop as a step limit and unwinds it", "[expl
     REQUIRE_FALSE(r.ok());
     CHECK(r.failed->kind == "step limit");
     CHECK(r.failed->schedule_number == 1);  // the first schedule never preempts the spinner
+}
+
+TEST_CASE(
+    "explorer: a spin wait on spin_point runs the thread it waits for; on yield it is a "
+    "step limit",
+    "[explorer]") {
+    watchdog dog("explorer spin points");
+    // Thread 1 sets the flag after one scheduling point of its own; thread 0 polls it.
+    const auto scenario_with = [](bool spin_point) {
+        explorer::scenario<flag_state> scen;
+        scen.threads = {[spin_point](flag_state& s) {
+                            while (!s.flag.load()) {
+                                if (spin_point) {
+                                    explorer::spin_point();
+                                } else {
+                                    explorer::yield("polling");
+                                }
+                            }
+                        },
+                        [](flag_state& s) {
+                            explorer::yield("before setting the flag");
+                            s.flag.store(true);
+                        }};
+        scen.final_check = [](flag_state& s) {
+            explorer::check(s.flag.load(), "the flag was never set");
+        };
+        return scen;
+    };
+    SECTION("spin_point: every schedule ends, exhaustively and at random") {
+        // A spinning thread runs only when no other can, and leaving it costs no
+        // preemption: thread 0 first (it polls once, thread 1 runs to its end, thread 0
+        // sees the flag), thread 1 first without a preemption, and thread 1 first, preempted
+        // at its yield by thread 0 (which polls once).
+        for (const auto& [bound, schedules] :
+             std::vector<std::pair<int, std::size_t>>{{0, 2}, {1, 3}, {2, 3}, {-1, 3}}) {
+            INFO("bound " << bound);
+            explorer::options opts;
+            opts.name = "spin_point, bound " + std::to_string(bound);
+            opts.preemption_bound = bound;
+            opts.max_steps = 200;
+            const explorer::result r = explorer::run(opts, scenario_with(true));
+            explorer::print(r);
+            CHECK(r.ok());
+            CHECK(r.exhausted);
+            CHECK(r.schedules == schedules);
+        }
+        for (const auto mode : {explorer::strategy::random, explorer::strategy::pct}) {
+            explorer::options opts;
+            opts.name = "spin_point, randomised";
+            opts.mode = mode;
+            opts.seed = explorer::catch_seed();
+            opts.max_schedules = 200;
+            opts.max_steps = 200;
+            const explorer::result r = explorer::run(opts, scenario_with(true));
+            explorer::print(r);
+            CHECK(r.ok());
+            CHECK(r.schedules == 200);
+        }
+    }
+    SECTION("yield: the first schedule never leaves the poller, a step limit") {
+        for (const int bound : {0, 2, -1}) {
+            INFO("bound " << bound);
+            explorer::options opts;
+            opts.name = "yield poll, bound " + std::to_string(bound);
+            opts.preemption_bound = bound;
+            opts.leak_state_after_abort = false;
+            opts.max_steps = 200;
+            const explorer::result r = explorer::run(opts, scenario_with(false));
+            explorer::print(r);
+            REQUIRE_FALSE(r.ok());
+            CHECK(r.failed->kind == "step limit");
+            CHECK(r.failed->schedule_number == 1);
+        }
+    }
 }
 
 TEST_CASE("explorer: reports misuse, escaped exceptions and nondeterminism", "[explorer]") {
