@@ -222,6 +222,7 @@ TEST_CASE("reader_registry: synchronize waits for a section that began before it
             std::thread b([&] {
                 r.synchronize(nullptr, counting_wait{&waits, &waiting});
                 returned.store(true);
+                if (waits.load() == 0) waiting.count_down();  // a bug: do not hang
             });
             waiting.wait();  // b polled A's odd counter spin_rounds times and went on
             CHECK_FALSE(returned.load());
@@ -255,6 +256,7 @@ TEST_CASE("reader_registry: an unrecorded reader holds synchronize until it exit
         std::thread b([&] {
             r.synchronize(nullptr, counting_wait{&waits, &waiting});
             returned.store(true);
+            if (waits.load() == 0) waiting.count_down();  // a bug: do not hang
         });
         waiting.wait();
         CHECK_FALSE(returned.load());
@@ -479,6 +481,7 @@ TEST_CASE("read_section: after the record's release at thread exit, sections go 
     std::thread w([&] {
         importlock::detail::synchronize_readers(counting_wait{&waits, &waiting});
         returned.store(true);
+        if (waits.load() == 0) waiting.count_down();  // a bug: do not hang
     });
     waiting.wait();
     CHECK_FALSE(returned.load());  // the unrecorded section holds it
@@ -547,6 +550,7 @@ TEST_CASE("synchronize_readers: returns only after another thread's read_section
             importlock::detail::synchronize_readers(counting_wait{&waits, &waiting});
             left_when_returned = reader_left.load();
             returned.store(true);
+            if (waits.load() == 0) waiting.count_down();  // a bug: do not hang
         });
         waiting.wait();
         CHECK_FALSE(returned.load());

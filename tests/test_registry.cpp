@@ -767,19 +767,23 @@ TEST_CASE("registry: a garbage object waits for a reader still in its read secti
     garbage_waiting = &waiting;
     garbage_waits.store(0);
     std::latch taken(1);
+    std::atomic<bool> freed{false};
     std::thread freer([&] {
-        registry_type::garbage g;  // declared before the lock: destroyed after it
         {
-            std::lock_guard lock(writer_lock);
-            reg.remove(*reg.find(key, hash(key)));
-            reg.take_garbage(g, count_garbage_wait);
-        }
-        taken.count_down();
-        // g's destructor: a grace period, then the entry is freed.
-        (void)g;
+            registry_type::garbage g;  // declared before the lock: destroyed after it
+            {
+                std::lock_guard lock(writer_lock);
+                reg.remove(*reg.find(key, hash(key)));
+                reg.take_garbage(g, count_garbage_wait);
+            }
+            taken.count_down();
+        }  // g's destructor: a grace period, then the entry is freed
+        freed.store(true);
+        if (garbage_waits.load() == 0) waiting.count_down();  // a bug: fail, do not hang
     });
     taken.wait();
     waiting.wait();  // the destructor polled the reader's odd counter and is waiting
+    CHECK_FALSE(freed.load());
     CHECK(tracked_extra::alive.load() == 2);  // the removed entry is not freed yet
     {
         std::lock_guard lock(writer_lock);
