@@ -173,10 +173,8 @@ TEMPLATE_LIST_TEST_CASE("memory: erasing every key returns the registry to its e
     check_near(baseline, "20,000 imports, then 20,000 erases");
 }
 
-TEMPLATE_LIST_TEST_CASE(
-    "memory: importing and erasing one key at a time stays at the empty "
-    "footprint",
-    "[memory]", importlock_test::all_policies) {
+TEMPLATE_LIST_TEST_CASE("memory: import and erase, one key at a time, keep the empty footprint",
+                        "[memory]", importlock_test::all_policies) {
     int_system<TestType> system;
     const long long baseline = warmed_baseline(system);
     long long peak = 0;
@@ -267,10 +265,8 @@ TEMPLATE_LIST_TEST_CASE("memory: a handle keeps its key's entry, its last copy f
     check_near(baseline, "handles to erased keys were destroyed");
 }
 
-TEMPLATE_LIST_TEST_CASE(
-    "memory: per live module, the registry stays near an unordered_map "
-    "of shared_ptr",
-    "[memory]", importlock_test::all_policies) {
+TEMPLATE_LIST_TEST_CASE("memory: per live module, near an unordered_map of shared_ptr", "[memory]",
+                        importlock_test::all_policies) {
     if (!IMPORTLOCK_TEST_COUNTS_BYTES) return;
     constexpr int keys = 20000;
     long long map_bytes = 0;

@@ -44,6 +44,18 @@ std::vector<bool> barrier_kinds() {
     return kinds;
 }
 
+// Runs body(registry, waits, on_wait) once per barrier kind: `on_wait` counts its calls
+// into `waits`.
+template <class Body>
+void for_each_barrier_kind(Body&& body) {
+    for (const bool asymmetric : barrier_kinds()) {
+        INFO("asymmetric " << asymmetric);
+        reader_registry r(asymmetric);
+        int waits = 0;
+        body(r, waits, [&waits]() noexcept { ++waits; });
+    }
+}
+
 // An on_wait that counts its calls and counts `first` down on the first one: once the
 // latch is released, the waiter has been through spin_rounds polls and is in its loop.
 struct counting_wait {
@@ -77,6 +89,25 @@ TEST_CASE("asymmetric_barrier: availability is fixed; both barrier kinds can be 
     CHECK(reader_registry::process_wide().asymmetric() == available);
     CHECK(&reader_registry::process_wide() == &reader_registry::process_wide());
 }
+
+// Calls r.synchronize(nullptr, on_wait) on its own thread and returns once that call
+// waits (its on_wait ran), or returned without waiting (a bug: the checks then fail
+// instead of hanging).
+struct waiting_synchronizer {
+    std::atomic<int> waits{0};
+    std::latch waiting{1};
+    std::atomic<bool> returned{false};
+    std::thread thread;
+    explicit waiting_synchronizer(reader_registry& r)
+        : thread([this, &r] {
+              r.synchronize(nullptr, counting_wait{&waits, &waiting});
+              returned.store(true);
+              if (waits.load() == 0) waiting.count_down();
+          }) {
+        waiting.wait();
+    }
+    void join() { thread.join(); }
+};
 
 TEST_CASE("reader_registry: acquire returns a record, reuses a released one", "[reclamation]") {
     for (const bool asymmetric : barrier_kinds()) {
@@ -124,12 +155,7 @@ TEST_CASE("reader_registry: acquire returns a record, reuses a released one", "[
 TEST_CASE("reader_registry: synchronize with no other owned record returns without waiting",
           "[reclamation]") {
     watchdog dog("synchronize without readers");
-    for (const bool asymmetric : barrier_kinds()) {
-        INFO("asymmetric " << asymmetric);
-        reader_registry r(asymmetric);
-        int waits = 0;
-        const auto on_wait = [&]() noexcept { ++waits; };
-
+    for_each_barrier_kind([](reader_registry& r, const int& waits, const auto& on_wait) {
         r.synchronize(nullptr, on_wait);  // no record at all
         CHECK(waits == 0);
 
@@ -151,17 +177,13 @@ TEST_CASE("reader_registry: synchronize with no other owned record returns witho
         CHECK(waits == 0);
         r.release(idle);
         r.release(self);
-    }
+    });
 }
 
 TEST_CASE("reader_registry: synchronize skips self even while self is in a section",
           "[reclamation]") {
     watchdog dog("synchronize skips self");
-    for (const bool asymmetric : barrier_kinds()) {
-        INFO("asymmetric " << asymmetric);
-        reader_registry r(asymmetric);
-        int waits = 0;
-        const auto on_wait = [&]() noexcept { ++waits; };
+    for_each_barrier_kind([](reader_registry& r, const int& waits, const auto& on_wait) {
         reader_record* self = r.acquire();
         REQUIRE(self != nullptr);
         enter_by_hand(*self);
@@ -176,7 +198,7 @@ TEST_CASE("reader_registry: synchronize skips self even while self is in a secti
         self->sections.store(self->sections.load() + 1);
         r.release(other);
         r.release(self);
-    }
+    });
 }
 
 TEST_CASE("reader_registry: synchronize waits for a section that began before it",
@@ -216,22 +238,15 @@ TEST_CASE("reader_registry: synchronize waits for a section that began before it
             a_in_section.wait();
             REQUIRE(a_record != nullptr);
 
-            std::atomic<int> waits{0};
-            std::latch waiting(1);
-            std::atomic<bool> returned{false};
-            std::thread b([&] {
-                r.synchronize(nullptr, counting_wait{&waits, &waiting});
-                returned.store(true);
-                if (waits.load() == 0) waiting.count_down();  // a bug: do not hang
-            });
-            waiting.wait();  // b polled A's odd counter spin_rounds times and went on
-            CHECK_FALSE(returned.load());
+            // b polls the odd counter spin_rounds times, then calls on_wait.
+            waiting_synchronizer b(r);
+            CHECK_FALSE(b.returned.load());
             CHECK(a_record->sections.load() == entered);  // nothing moved it: b must wait
 
             a_may_leave.release();
             b.join();
-            CHECK(returned.load());
-            CHECK(waits.load() >= 1);
+            CHECK(b.returned.load());
+            CHECK(b.waits.load() >= 1);
             a_left.wait();
             // With later_section, b returned while A was still (again) in a section.
             CHECK(((a_record->sections.load() & 1) == 1) == later_section);
@@ -250,23 +265,16 @@ TEST_CASE("reader_registry: an unrecorded reader holds synchronize until it exit
         r.enter_unrecorded();  // no record anywhere: the count alone makes b wait
         r.enter_unrecorded();  // two of them
 
-        std::atomic<int> waits{0};
-        std::latch waiting(1);
-        std::atomic<bool> returned{false};
-        std::thread b([&] {
-            r.synchronize(nullptr, counting_wait{&waits, &waiting});
-            returned.store(true);
-            if (waits.load() == 0) waiting.count_down();  // a bug: do not hang
-        });
-        waiting.wait();
-        CHECK_FALSE(returned.load());
+        // b polls the odd counter spin_rounds times, then calls on_wait.
+        waiting_synchronizer b(r);
+        CHECK_FALSE(b.returned.load());
         r.exit_unrecorded();
         // One is still reading: b keeps waiting. Not observable without a sleep, so the
         // check is only that b has not returned yet while it cannot have.
-        CHECK_FALSE(returned.load());
+        CHECK_FALSE(b.returned.load());
         r.exit_unrecorded();
         b.join();
-        CHECK(returned.load());
+        CHECK(b.returned.load());
 
         int later_waits = 0;
         r.synchronize(nullptr, [&]() noexcept { ++later_waits; });
