@@ -374,3 +374,33 @@ TEST_CASE("memory: an erase waits for a hit still reading the entry before freei
     CHECK(waits_for_readers.load() >= 1);
     CHECK(system.entry_count() == 1);
 }
+
+// The documented limit (README, Memory): an erase while the key's own load still holds
+// its claim (here from the on_import_end hook, which runs before the claim's release)
+// drops the module but cannot remove the entry; the key's next erase removes it.
+TEMPLATE_LIST_TEST_CASE(
+    "memory: an erase inside the key's own on_import_end leaves the entry "
+    "until the next erase",
+    "[memory][observer]", importlock_test::all_policies) {
+    using system_type = int_system<TestType>;
+    system_type system;
+    const long long baseline = warmed_baseline(system);
+    struct erase_on_end final : importlock::import_observer<int> {
+        system_type* system = nullptr;
+        bool erased = false;
+        void on_import_end(const int& key, std::chrono::nanoseconds) override {
+            erased = system->erase(key);
+        }
+    };
+    auto observer = std::make_shared<erase_on_end>();
+    observer->system = &system;
+    system.set_observer(observer);
+    CHECK(system.import_module(3)->value == 3);  // the caller still owns the module
+    system.set_observer(nullptr);
+    CHECK(observer->erased);
+    CHECK_FALSE(system.contains(3));
+    CHECK(system.entry_count() == 1);  // emptied, still claimed when the erase ran
+    CHECK_FALSE(system.erase(3));      // nothing to drop, but the entry is removed
+    CHECK(system.entry_count() == 0);
+    check_near(baseline, "an erase from on_import_end, then another erase");
+}
