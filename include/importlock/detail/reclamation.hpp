@@ -19,11 +19,13 @@
 // Writers: synchronize() returns once every section that began before it
 // has ended: a heavy barrier (skipped, for a full fence, when no other
 // thread owns a record), then, for each other record that was odd, a wait
-// until its counter changes. It waits only for sections, which never block
-// on anything but an entry's guard (a few instructions), so it returns
-// promptly; the caller must hold no lock a reader could wait for and must
-// not be inside a section itself (its own record is skipped). `on_wait` runs
-// between polls (a test scheduler's yield point).
+// until its counter changes. It waits only for sections, which contain a
+// probe, the key's equality (user code), an entry's guard (a few
+// instructions) and at most the construction of an import_halted_error, so
+// it returns promptly unless a key's equality blocks; the caller must hold
+// no lock a reader could wait for and must not be inside a section itself
+// (its own record is skipped). After spin_rounds polls, `on_wait` runs
+// between polls (a test scheduler's yield point), with a yield of the CPU.
 //
 // A thread whose record was already released (thread_local destructors that
 // import after it) or whose record could not be allocated reads through the
@@ -37,8 +39,7 @@
 // Thread-safety: any thread. Cost: see above; a record is 64 bytes, never
 // freed (reused by later threads), one per thread that ever read at once.
 // State: one registry per process, created on first use and never destroyed
-// (the only process-wide state importlock keeps besides the default
-// wait_graph_domain).
+// (like the default wait_graph_domain).
 #pragma once
 
 #include <atomic>
