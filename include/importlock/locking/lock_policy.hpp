@@ -29,8 +29,9 @@
 //                                   a test scheduler interleaves threads there.
 //                                   Default: nothing. Never called while an
 //                                   internal lock is held.
-//   static void spin_wait_point()   called in each poll of a wait for other
-//     noexcept                      threads' lock-free reads to end (before
+//   static void spin_wait_point()   called between the polls (after a short
+//     noexcept                      spin) of a wait for other threads'
+//                                   lock-free reads to end (before
 //                                   erased entries are freed: reclamation.hpp),
 //                                   with no internal lock held: a test
 //                                   scheduler runs the threads waited for.
