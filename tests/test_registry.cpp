@@ -913,3 +913,97 @@ TEST_CASE("registry: lock-free readers beside a writer that removes and frees (s
     // How much the readers overlapped the writer is the scheduler's choice, not a result.
     SUCCEED("lookups " << lookups << ", hits " << hits << ", garbage freed " << frees << " times");
 }
+
+TEST_CASE("registry: tables that growth replaced wait, up to a bound, while another thread reads",
+          "[registry][threads]") {
+    watchdog dog("deferred tables");
+    using registry_type = tracked_registry<int>;
+    using importlock::detail::other_readers_now;
+    const std::hash<int> hash;
+    constexpr std::size_t limit = registry_type::deferred_table_bytes;
+    const auto take_due = [](registry_type& reg) {
+        registry_type::garbage g;
+        reg.take_due_garbage(g, []() noexcept {});
+        return !g.empty();
+    };
+    REQUIRE(tracked_extra::alive.load() == 0);
+    {
+        // No other thread reads: garbage is always taken (its grace period is a fence).
+        registry_type reg;
+        for (int i = 0; i < 100; ++i) reg.find_or_insert(i, hash(i));
+        REQUIRE(reg.has_garbage());
+        REQUIRE_FALSE(other_readers_now());
+        CHECK(take_due(reg));
+        CHECK_FALSE(reg.has_garbage());
+        CHECK(reg.garbage_table_bytes() == 0);
+    }
+
+    // Another thread owns a reader record (it read once) and waits.
+    std::latch has_read(1);
+    std::binary_semaphore may_end(0);
+    std::thread reader([&] {
+        importlock::detail::in_read_section([] { return 0; });
+        has_read.count_down();
+        may_end.acquire();
+    });
+    has_read.wait();
+    REQUIRE(other_readers_now());
+    {
+        registry_type reg;
+        // Growth to 2048 slots replaces 16 + 32 + ... + 1024 slots: kept, within the bound.
+        for (int i = 0; i < 1000; ++i) reg.find_or_insert(i, hash(i));
+        REQUIRE(reg.capacity() == 2048);
+        CHECK(reg.garbage_table_bytes() == (2048 - 16) * sizeof(void*));
+        CHECK(reg.garbage_table_bytes() <= limit);
+        CHECK_FALSE(take_due(reg));
+        CHECK(reg.has_garbage());
+
+        // The next growth, to 4096 slots, still fits (16 + ... + 2048 slots).
+        int next = 1000;
+        const auto grow = [&] {
+            const std::size_t before = reg.capacity();
+            while (reg.capacity() == before) {
+                reg.find_or_insert(next, hash(next));
+                ++next;
+            }
+        };
+        grow();
+        CHECK(reg.capacity() == 4096);
+        CHECK(reg.garbage_table_bytes() == (4096 - 16) * sizeof(void*));
+        CHECK_FALSE(take_due(reg));
+
+        // A removal: the entry must be freed, and the kept tables go with it.
+        reg.remove(*reg.find(0, hash(0)));
+        CHECK(take_due(reg));
+        CHECK_FALSE(reg.has_garbage());
+        CHECK(reg.garbage_table_bytes() == 0);
+
+        // A growth that replaces 4096 slots fits; the next one, 8192 more, does not.
+        grow();
+        CHECK(reg.garbage_table_bytes() == 4096 * sizeof(void*));
+        CHECK_FALSE(take_due(reg));
+        grow();
+        CHECK(reg.garbage_table_bytes() == (4096 + 8192) * sizeof(void*));
+        CHECK(take_due(reg));
+        CHECK_FALSE(reg.has_garbage());
+        CHECK(tracked_extra::alive.load() == next - 1);
+    }
+    CHECK(tracked_extra::alive.load() == 0);
+    {
+        // Kept tables are freed with the registry (no reader outlives it): ASan checks.
+        registry_type reg;
+        for (int i = 0; i < 100; ++i) reg.find_or_insert(i, hash(i));
+        CHECK_FALSE(take_due(reg));
+        CHECK(reg.has_garbage());
+    }
+    may_end.release();
+    reader.join();
+
+    {
+        // Once the reader's record was released at its exit, small tables are taken again.
+        registry_type reg;
+        for (int i = 0; i < 100; ++i) reg.find_or_insert(i, hash(i));
+        CHECK_FALSE(other_readers_now());
+        CHECK(take_due(reg));
+    }
+}

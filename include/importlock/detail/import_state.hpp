@@ -380,10 +380,12 @@ protected:
         } catch (...) {  // std::system_error from the mutex
         }
     }
-    // Moves what `sh`'s registry left behind into `into`. Its mutex held.
+    // Moves what `sh`'s registry left behind into `into` (but small tables
+    // that growth replaced while another thread reads: they wait for the next
+    // grace period, registry.hpp's take_due_garbage). Its mutex held.
     static void take_garbage(shard& sh, garbage_type& into) noexcept {
         if (sh.entries.has_garbage()) {
-            sh.entries.take_garbage(into, &spin_wait_point<Policy>, !single_threaded<Policy>);
+            sh.entries.take_due_garbage(into, &spin_wait_point<Policy>, !single_threaded<Policy>);
         }
     }
 

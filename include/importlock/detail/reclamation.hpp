@@ -114,19 +114,21 @@ public:
     // Returns `r` for another thread to own. Precondition: not in a section.
     void release(reader_record* r) noexcept { r->owned.store(false, std::memory_order_release); }
 
+    // Returns whether a thread other than the one that owns `self` (which may
+    // be null) owns a record or reads unrecorded, i.e. whether synchronize()
+    // would pay the heavy barrier now. A hint for deferring garbage
+    // (registry.hpp): the answer may be stale as soon as it is returned.
+    bool others_may_read(const reader_record* self) const noexcept {
+        return others_own_records(self, head_.load(std::memory_order_acquire));
+    }
+
     // Waits until every read section that began before the call (on a thread
     // other than the one that owns `self`, which may be null) has ended.
     template <class OnWait>
     void synchronize(const reader_record* self, OnWait&& on_wait) const noexcept {
         std::atomic_thread_fence(std::memory_order_seq_cst);
         reader_record* const head = head_.load(std::memory_order_acquire);
-        // Acquire: what a thread read before releasing its record (or leaving
-        // an unrecorded section) happens before the caller frees it.
-        bool others = unrecorded_readers_.load(std::memory_order_acquire) != 0;
-        for (reader_record* r = head; r != nullptr && !others; r = r->next) {
-            others = r != self && r->owned.load(std::memory_order_acquire);
-        }
-        if (!others) return;  // nobody else can be reading: the fence sufficed
+        if (!others_own_records(self, head)) return;  // nobody else reads: the fence sufficed
         heavy_barrier(asymmetric_);
         for (reader_record* r = head; r != nullptr; r = r->next) {
             if (r == self) continue;
@@ -146,6 +148,16 @@ public:
     void exit_unrecorded() noexcept { unrecorded_readers_.fetch_sub(1, std::memory_order_release); }
 
 private:
+    // Acquire: what a thread read before releasing its record (or leaving an
+    // unrecorded section) happens before a caller that saw it released frees it.
+    bool others_own_records(const reader_record* self, reader_record* head) const noexcept {
+        if (unrecorded_readers_.load(std::memory_order_acquire) != 0) return true;
+        for (reader_record* r = head; r != nullptr; r = r->next) {
+            if (r != self && r->owned.load(std::memory_order_acquire)) return true;
+        }
+        return false;
+    }
+
     template <class Busy, class OnWait>
     static void wait_while(Busy&& busy, OnWait& on_wait) noexcept {
         for (int polls = 0; busy(); ++polls) {
@@ -261,6 +273,12 @@ inline decltype(auto) in_read_section(F&& f) {
 template <class OnWait>
 void synchronize_readers(OnWait&& on_wait) noexcept {
     reader_registry::process_wide().synchronize(this_thread_reader, on_wait);
+}
+
+// Returns whether synchronize_readers() would pay the heavy barrier now (a
+// hint: another thread owns a reader record or reads unrecorded).
+inline bool other_readers_now() noexcept {
+    return reader_registry::process_wide().others_may_read(this_thread_reader);
 }
 
 }  // namespace importlock::detail

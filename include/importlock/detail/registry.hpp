@@ -15,7 +15,10 @@
 // after the lock is released, waits for a grace period (reclamation.hpp) and
 // frees it. Memory therefore follows the live entries: after any sequence of
 // operations, once the garbage was freed, the registry holds its entries and
-// one table of at most max(16, 8 x entries) slots, and nothing else.
+// one table of at most max(16, 8 x entries) slots, and nothing else. Tables
+// that growth replaced while another thread reads may wait for the next
+// grace period, up to deferred_table_bytes (32 KiB): the barrier a grace
+// period costs then would dwarf the growth of a small table (take_due_garbage).
 //
 // Thread-safety: find() may run on any thread at any time, concurrently with
 // everything, inside a read_section (or under the writer lock); it takes no
@@ -205,10 +208,39 @@ public:
             t->previous = into.tables_;
             into.tables_ = t;
         }
+        garbage_table_bytes_ = 0;
+    }
+
+    // Replaced tables that may wait in the registry for a later grace period,
+    // in bytes of slots (see take_due_garbage): every table of up to 2048
+    // slots that growth replaces (16 + 32 + ... + 2048 slots: 32,640 bytes).
+    static constexpr std::size_t deferred_table_bytes = 32 * 1024;
+
+    // Moves the garbage into `into` as take_garbage() does, unless it is only
+    // tables that growth (or a same-size rebuild) replaced, of at most
+    // deferred_table_bytes in all, while another thread may read: those wait
+    // in the registry for the next garbage that has to be freed anyway (a
+    // removed entry, more tables) or for its destruction. A grace period with
+    // another thread running costs one process-wide barrier (about 11 µs on the
+    // 2-core VM, most of it interrupting that thread), while growing a table of
+    // 2048 slots rehashes at most 1024 entries: deferring makes growth as cheap
+    // as the rehash. Writer lock required.
+    void take_due_garbage(garbage& into, void (*on_wait)() noexcept,
+                          bool concurrent_readers = true) noexcept {
+        if (garbage_.empty()) return;
+        if (concurrent_readers && garbage_.nodes_ == nullptr &&
+            garbage_table_bytes_ <= deferred_table_bytes && other_readers_now()) {
+            return;
+        }
+        take_garbage(into, on_wait, concurrent_readers);
     }
 
     // Returns whether take_garbage() would move anything. Writer lock required.
     bool has_garbage() const noexcept { return !garbage_.empty(); }
+
+    // Returns the bytes of slots of the replaced tables in the garbage. Writer
+    // lock required.
+    std::size_t garbage_table_bytes() const noexcept { return garbage_table_bytes_; }
 
     // Returns the number of entries.
     std::size_t entry_count() const noexcept { return count_; }
@@ -306,6 +338,7 @@ private:
         head_.store(next->head(), std::memory_order_release);
         table_->previous = garbage_.tables_;
         garbage_.tables_ = table_;
+        garbage_table_bytes_ += (table_->mask + 1) * sizeof(slot);
         table_ = next;
         tombstones_ = 0;
     }
@@ -381,6 +414,7 @@ private:
     std::size_t count_ = 0;       // entries
     std::size_t tombstones_ = 0;  // slots of table_ that held a removed entry
     garbage garbage_;
+    std::size_t garbage_table_bytes_ = 0;  // slots of garbage_'s tables, in bytes
 };
 
 }  // namespace importlock::detail
