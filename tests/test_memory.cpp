@@ -375,13 +375,11 @@ TEST_CASE("memory: an erase waits for a hit still reading the entry before freei
     CHECK(system.entry_count() == 1);
 }
 
-// The documented limit (README, Memory): an erase while the key's own load still holds
-// its claim (here from the on_import_end hook, which runs before the claim's release)
-// drops the module but cannot remove the entry; the key's next erase removes it.
-TEMPLATE_LIST_TEST_CASE(
-    "memory: an erase inside the key's own on_import_end leaves the entry "
-    "until the next erase",
-    "[memory][observer]", importlock_test::all_policies) {
+// An erase while the key's own load still holds its claim (here from the on_import_end
+// hook, which runs before the claim's release) drops the module; the claim's release then
+// removes the entry (lock_protocol.hpp's sweep mark), so nothing is left behind.
+TEMPLATE_LIST_TEST_CASE("memory: an erase inside the key's own on_import_end leaves no entry",
+                        "[memory][observer]", importlock_test::all_policies) {
     using system_type = int_system<TestType>;
     system_type system;
     const long long baseline = warmed_baseline(system);
@@ -395,12 +393,84 @@ TEMPLATE_LIST_TEST_CASE(
     auto observer = std::make_shared<erase_on_end>();
     observer->system = &system;
     system.set_observer(observer);
-    CHECK(system.import_module(3)->value == 3);  // the caller still owns the module
+    {
+        auto module = system.import_module(3);  // the caller still owns the module
+        CHECK(module->value == 3);
+        CHECK(system.entry_count() == 0);  // removed by the release of the load's claim
+    }
     system.set_observer(nullptr);
     CHECK(observer->erased);
     CHECK_FALSE(system.contains(3));
-    CHECK(system.entry_count() == 1);  // emptied, still claimed when the erase ran
-    CHECK_FALSE(system.erase(3));      // nothing to drop, but the entry is removed
+    CHECK_FALSE(system.erase(3));  // nothing left to drop
     CHECK(system.entry_count() == 0);
-    check_near(baseline, "an erase from on_import_end, then another erase");
+    check_near(baseline, "an erase from on_import_end");
+    // The key imports again normally.
+    CHECK(system.import_ref(3).value == 3);
+    CHECK(system.entry_count() == 1);
+}
+
+// The same from another thread: the loader's on_import_end waits while a second thread
+// erases the key (forced by latches), then the load returns. With a third thread waiting
+// for the key meanwhile (a contended claim, released under the mutex) as well.
+TEMPLATE_LIST_TEST_CASE(
+    "memory: an erase from another thread during the end of a load "
+    "leaves no entry",
+    "[memory][threads][observer]", importlock_test::threaded_policies) {
+    watchdog dog("erase during the end of a load");
+    using system_type = int_system<TestType>;
+    for (const bool with_waiter : {false, true}) {
+        CAPTURE(with_waiter);
+        system_type system;
+        const long long baseline = warmed_baseline(system);
+        std::latch begun(1), may_load(1), at_end(1), erased(1);
+        struct pause_at_end final : importlock::import_observer<int> {
+            std::latch *begun = nullptr, *may_load = nullptr, *at_end = nullptr, *erased = nullptr;
+            std::atomic<bool> began{false}, ended{false};
+            void on_import_begin(const int& key) override {
+                if (key != 5 || began.exchange(true)) return;
+                begun->count_down();
+                may_load->wait();
+            }
+            void on_import_end(const int& key, std::chrono::nanoseconds) override {
+                if (key != 5 || ended.exchange(true)) return;
+                at_end->count_down();
+                erased->wait();
+            }
+        };
+        auto observer = std::make_shared<pause_at_end>();
+        observer->begun = &begun;
+        observer->may_load = &may_load;
+        observer->at_end = &at_end;
+        observer->erased = &erased;
+        system.set_observer(observer);
+        int loaded = 0;
+        std::thread loader([&] { loaded = system.import_ref(5).value; });
+        begun.wait();  // the key is claimed, its module not created yet
+        std::thread waiter;
+        if (with_waiter) {
+            // A second import of the key converts the claim to a record and waits for it.
+            waiter = std::thread([&] { (void)system.import_module(5); });
+            while (system.waiter_count(5) == 0) std::this_thread::yield();
+        }
+        may_load.count_down();
+        at_end.wait();  // the module is ready, its claim still held
+        CHECK(system.erase(5));
+        erased.count_down();
+        loader.join();
+        if (waiter.joinable()) waiter.join();
+        system.set_observer(nullptr);
+        CHECK(loaded == 5);
+        if (!with_waiter) {
+            CHECK_FALSE(system.contains(5));
+            CHECK(system.entry_count() == 0);
+            check_near(baseline, "an erase during the end of a load");
+        } else {
+            // The waiter found the module erased once it got the key, and imported it again.
+            CHECK(system.entry_count() == system.size());
+            system.erase(5);
+            CHECK(system.entry_count() == 0);
+            check_near(baseline, "an erase during the end of a contended load");
+        }
+        CHECK(system.lock_count() == 0);
+    }
 }

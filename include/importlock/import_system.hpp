@@ -287,7 +287,8 @@ private:
                                      cycle_resolution on_cycle, const detail::wait_limit& limit,
                                      bool as_parent, caller_needs needs = caller_needs::ownership) {
         auto& sh = shard_of(hash);  // the key's entry, lock and claims (import_state.hpp)
-        // A table the insert replaced: freed once the mutex is released.
+        // A table the insert replaced, or the entry an erase during the end of
+        // the load left (sweep_after_release): freed once the mutex is released.
         typename base::garbage_type replaced;
         // Spins briefly before sleeping: held for a registry insert and a claim.
         state_lock state = detail::lock_adaptively(sh.mutex);
@@ -299,6 +300,8 @@ private:
         // (lock_protocol.hpp); its release takes no mutex.
         if (sh.protocol.can_claim_uncontended(e)) {
             this->throw_if_too_deep(key);  // §1.12
+            // An erase at the end of the load makes the release remove the entry.
+            typename base::sweep_after_release sweeper(sh, e, state, replaced);
             claim held(sh.protocol, e, state, protocol_type::uncontended);
             // Checked again: a holder releases without the mutex, so it may have
             // published between the check above and the claim word's load.
@@ -350,6 +353,7 @@ private:
                 "another thread importing it waits for this one");
         }
         if (got.failure) std::rethrow_exception(got.failure);
+        typename base::sweep_after_release sweeper(sh, e, state, replaced);
         claim held(sh.protocol, e, *got.lock, state);
         if (auto done = this->settled(e)) return done;  // another thread loaded it meanwhile
         state.unlock();
@@ -499,7 +503,7 @@ private:
         if (e == nullptr) return false;
         const bool had_any =
             this->drop_registration(*e, block_it, dropped, block_it ? "block" : "erase");
-        if (e->unused()) sh.entries.remove(*e);
+        base::remove_when_unused(sh, *e);  // or by the release of a load that is ending
         base::take_garbage(sh, garbage);
         state.unlock();
         return had_any;

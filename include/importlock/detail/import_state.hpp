@@ -373,9 +373,7 @@ protected:
         garbage_type garbage;  // freed after the mutex is released
         try {
             const state_lock state = lock_adaptively(sh.mutex);
-            if (entry_type* e = sh.entries.find(key, hash); e != nullptr && e->unused()) {
-                sh.entries.remove(*e);
-            }
+            if (entry_type* e = sh.entries.find(key, hash)) remove_when_unused(sh, *e);
             take_garbage(sh, garbage);
         } catch (...) {  // std::system_error from the mutex
         }
@@ -388,6 +386,41 @@ protected:
             sh.entries.take_due_garbage(into, &spin_wait_point<Policy>, !single_threaded<Policy>);
         }
     }
+
+    // Removes `e` if nothing refers to it any more; if only a claim still
+    // does (an erase during the end of the key's load), marks the claim so
+    // that its release removes the entry (sweep_after_release). Its mutex held.
+    static void remove_when_unused(shard& sh, entry_type& e) noexcept {
+        if (e.current_state() == entry_state::absent &&
+            e.pins.load(std::memory_order_relaxed) == 0 && sh.protocol.mark_release_for_sweep(e)) {
+            return;
+        }
+        if (e.unused()) sh.entries.remove(e);
+    }
+
+    // Declared before a claim of `e` and destroyed after it: removes `e` when
+    // the claim's release took the mutex (a contended claim, or one that
+    // remove_when_unused marked) and nothing refers to the entry any more.
+    // With the mutex held since the release, `e` is still the shard's.
+    class sweep_after_release {
+    public:
+        sweep_after_release(shard& sh, entry_type& e, const state_lock& state,
+                            garbage_type& into) noexcept
+            : sh_(sh), e_(e), state_(state), into_(into) {}
+        sweep_after_release(const sweep_after_release&) = delete;
+        sweep_after_release& operator=(const sweep_after_release&) = delete;
+        ~sweep_after_release() {
+            if (!state_.owns_lock() || !e_.unused()) return;
+            sh_.entries.remove(e_);
+            take_garbage(sh_, into_);  // freed after the mutex is released
+        }
+
+    private:
+        shard& sh_;
+        entry_type& e_;
+        const state_lock& state_;
+        garbage_type& into_;
+    };
 
     // Keeps an entry from being removed while this thread waits for its lock
     // with the mutex released (a lock_scope::global wait marks no entry).
@@ -428,7 +461,7 @@ protected:
         try {
             const state_lock state = lock_adaptively(sh.mutex);
             e.pins.fetch_sub(1, std::memory_order_relaxed);
-            if (e.unused()) sh.entries.remove(const_cast<entry_type&>(e));
+            remove_when_unused(sh, const_cast<entry_type&>(e));
             take_garbage(sh, garbage);
         } catch (...) {  // std::system_error from the mutex: left for a later sweep
             e.pins.fetch_sub(1, std::memory_order_relaxed);

@@ -26,6 +26,10 @@
 // itself. snapshot() pins an uncontended claim by setting the word's second
 // bit for as long as it reads the holder's frame (visit_uncontended_claim),
 // so that the holder's compare-and-swap fails and that frame stays alive.
+// An erase that finds the key's module ready but its claim still held (the
+// load's last steps) sets the third bit (mark_release_for_sweep): the
+// holder's compare-and-swap fails, it releases under the mutex, and the
+// system removes the entry then if nothing refers to it any more.
 //
 // A module lock record is not a mutex: holder, depth, waiters and a
 // condition variable, linked from the key's entry while a key's import is
@@ -407,7 +411,7 @@ public:
                 return;  // released meanwhile
             }
             scope_exit unpin([&]() noexcept { e.claim_word.store(w, std::memory_order_release); });
-            f(*reinterpret_cast<const frame*>(w));
+            f(*reinterpret_cast<const frame*>(w & ~tag_bits));
         }
     }
 
@@ -466,6 +470,28 @@ public:
             const std::size_t claims = uncontended_claims_.load(std::memory_order_acquire);
             return live_count_.load(std::memory_order_relaxed) + claims -
                    (released < claims ? released : claims);
+        }
+    }
+
+    // Makes the release of `e`'s uncontended claim take the state mutex (its
+    // compare-and-swap then fails), so that the releasing thread can remove
+    // an entry that holds nothing else: an erase during the end of the key's
+    // load (the module is ready, its loader still holds the claim). Returns
+    // whether a claim is still held (a record's release takes the mutex
+    // anyway); false when there is none or it was released meanwhile. State
+    // mutex held (so no snapshot pins the claim meanwhile).
+    bool mark_release_for_sweep(Entry& e) noexcept {
+        if constexpr (global) {
+            return claimed(e);  // released under the mutex
+        } else {
+            std::uintptr_t w = e.claim_word.load(std::memory_order_acquire);
+            while (w != 0 && (w & (contended_bit | sweep_bit)) == 0) {
+                if (e.claim_word.compare_exchange_weak(w, w | sweep_bit, std::memory_order_acq_rel,
+                                                       std::memory_order_acquire)) {
+                    return true;
+                }
+            }
+            return w != 0;
         }
     }
 
@@ -734,7 +760,7 @@ private:
                                                            std::memory_order_acquire)) {
             // The claimer's frame: alive, since its release now fails its
             // compare-and-swap and waits for the mutex this thread holds.
-            auto* f = reinterpret_cast<frame*>(w);
+            auto* f = reinterpret_cast<frame*>(w & ~tag_bits);  // a sweep mark is dropped
             lock.holder.store(f->thread, std::memory_order_release);
             lock.depth = 1;
             lock.claimed_by = f;
@@ -747,8 +773,8 @@ private:
     }
 
     // Releases, under the state mutex, the uncontended claim `f` of `e` whose
-    // compare-and-swap failed: a record took it over (convert), or a
-    // snapshot pinned it and has unpinned it since.
+    // compare-and-swap failed: a record took it over (convert), a snapshot
+    // pinned it and has unpinned it since, or mark_release_for_sweep marked it.
     void release_converted(Entry& e, frame& f) noexcept {
         const std::uintptr_t w = e.claim_word.load(std::memory_order_acquire);
         if ((w & contended_bit) == 0) {  // pinned and unpinned: still ours
@@ -835,7 +861,10 @@ private:
     // rest is the holder's frame). Records and frames are 4-aligned at least.
     static constexpr std::uintptr_t contended_bit = 1;
     static constexpr std::uintptr_t pinned_bit = 2;
-    static constexpr std::uintptr_t tag_bits = contended_bit | pinned_bit;
+    // The holder's release must take the state mutex, so that the entry,
+    // erased during the end of its load, is removed then (mark_release_for_sweep).
+    static constexpr std::uintptr_t sweep_bit = 4;
+    static constexpr std::uintptr_t tag_bits = contended_bit | pinned_bit | sweep_bit;
     static_assert(alignof(module_lock) > tag_bits && alignof(frame) > tag_bits);
 
     // The record a claim word with contended_bit links.
