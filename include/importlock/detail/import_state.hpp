@@ -339,13 +339,20 @@ protected:
     // Returns the address of `key`'s module while ready, else null: import_ref's
     // hit. One read section, no lock, no shared write.
     Module* ready_address(const Key& key, std::size_t hash) const {
-        // Captures by value but the key: the common case keeps them in registers.
-        return lock_free_read([this, &key, hash]() -> Module* {
-            const entry_type* e = find_entry(key, hash);
+        // Captures by value (a small trivially copyable key too): the section's
+        // store to the reader record could alias a key read through a
+        // reference, which the compiler would then copy to the stack and reload.
+        const auto read = [this, hash](const Key& k) -> Module* {
+            const entry_type* e = find_entry(k, hash);
             if (e == nullptr) return nullptr;
             yield_point<Policy>();
             return e->ready_module();
-        });
+        };
+        if constexpr (std::is_trivially_copyable_v<Key> && sizeof(Key) <= 2 * sizeof(void*)) {
+            return lock_free_read([read, key] { return read(key); });
+        } else {
+            return lock_free_read([&read, &key] { return read(key); });
+        }
     }
     // Returns `key`'s module while it initialises, is ready or reloads, else null.
     std::shared_ptr<Module> registered_now(const Key& key) const {

@@ -13,8 +13,9 @@
 // odd for its duration: a load and a store to the thread's own cache line on
 // entry, a store on exit, and, ordering the first store before the section's
 // loads, a compiler barrier when the process has an asymmetric barrier
-// (asymmetric_barrier.hpp), else a full fence. Sections nest (the inner one
-// does nothing). No shared memory is written, no lock taken.
+// (asymmetric_barrier.hpp), else a full fence (out of line: the inline fast
+// path reads one thread_local, the record when no fence is needed). Sections
+// nest (the inner one does nothing). No shared memory is written, no lock taken.
 //
 // Writers: synchronize() returns once every section that began before it
 // has ended: a heavy barrier (skipped, for a full fence, when no other
@@ -178,6 +179,10 @@ private:
 // This thread's record in the process-wide registry, or null before its first
 // section (and after its release at thread exit).
 inline thread_local reader_record* this_thread_reader = nullptr;
+// The same record when its sections need no fence (the process has an
+// asymmetric barrier), else null: the one variable a section's fast path
+// reads, so that it tests neither the barrier kind nor two pointers.
+inline thread_local reader_record* this_thread_unfenced_reader = nullptr;
 
 // Releases this thread's record at thread exit; later sections go unrecorded.
 struct reader_record_owner {
@@ -185,6 +190,7 @@ struct reader_record_owner {
     ~reader_record_owner() {
         if (record == nullptr) return;
         this_thread_reader = nullptr;
+        this_thread_unfenced_reader = nullptr;
         reader_registry::process_wide().release(record);
     }
 };
@@ -200,10 +206,22 @@ struct section_entry {
     std::uint64_t entered;
 };
 
+// Enters a section with the record `r`: an odd counter, then the barrier.
+inline section_entry enter_recorded(reader_record* r) noexcept {
+    const std::uint64_t s = r->sections.load(std::memory_order_relaxed);
+    if ((s & 1) != 0) [[unlikely]]
+        return {nullptr, 0};  // nested: the outer one covers it
+    r->sections.store(s + 1, std::memory_order_relaxed);
+    light_barrier(r->asymmetric);
+    return {r, s + 1};
+}
+
 // The thread's first section (registers its record and arranges its release
-// at thread exit), a section after that release, or one whose record could
+// at thread exit), a section with a record that needs a fence (no asymmetric
+// barrier), a section after the record's release, or one whose record could
 // not be allocated (unrecorded). Out of line: hits inline only the common case.
 [[gnu::noinline]] inline section_entry enter_section_slowly() noexcept {
+    if (reader_record* r = this_thread_reader) return enter_recorded(r);
     reader_registry& registry = reader_registry::process_wide();
     if (!this_thread_reader_armed) {
         if (reader_record* r = registry.acquire()) {
@@ -212,10 +230,8 @@ struct section_entry {
                 owner.record = r;
                 this_thread_reader_armed = true;  // the owner releases it
                 this_thread_reader = r;
-                const std::uint64_t s = r->sections.load(std::memory_order_relaxed);
-                r->sections.store(s + 1, std::memory_order_relaxed);
-                light_barrier(r->asymmetric);
-                return {r, s + 1};
+                if (r->asymmetric) this_thread_unfenced_reader = r;
+                return enter_recorded(r);
             } catch (...) {  // the thread_local's registration failed
                 registry.release(r);
             }
@@ -230,14 +246,14 @@ struct section_entry {
 
 // Enters a read section of this thread (see the header comment).
 inline section_entry enter_section() noexcept {
-    reader_record* const r = this_thread_reader;
+    reader_record* const r = this_thread_unfenced_reader;
     if (r == nullptr) [[unlikely]]
         return enter_section_slowly();
     const std::uint64_t s = r->sections.load(std::memory_order_relaxed);
     if ((s & 1) != 0) [[unlikely]]
         return {nullptr, 0};  // nested: the outer one covers it
     r->sections.store(s + 1, std::memory_order_relaxed);
-    light_barrier(r->asymmetric);
+    light_barrier(true);  // a compiler barrier: the writer's heavy barrier orders it
     return {r, s + 1};
 }
 

@@ -25,7 +25,8 @@
 // lock and writes nothing. Every other member, and every write to an entry,
 // needs the owner's writer lock (the state mutex of the system's shard that
 // holds this registry); a garbage object must be destroyed without it.
-// Cost: find O(1) expected, with the stored hash compared before the key;
+// Cost: find O(1) expected, with the stored hash compared before the key
+// (scalar keys under std::equal_to: the key alone);
 // insert O(1) amortised plus one allocation; remove O(1) amortised; freeing
 // garbage one grace period (no wait when no other thread reads).
 // Layout: the word every find reads first (head_) has a cache line of its
@@ -37,6 +38,7 @@
 #include <bit>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <new>
 #include <type_traits>
@@ -129,7 +131,12 @@ public:
         for (std::size_t i = index(hash, shift);; i = (i + 1) & mask) {
             entry_type* e = slots[i].load(std::memory_order_acquire);
             if (e == nullptr) return nullptr;
-            if (e != tombstone() && e->hash == hash && equal_(e->key, key)) return e;
+            if (e == tombstone()) continue;
+            if constexpr (compares_keys_directly) {
+                if (e->key == key) return e;
+            } else {
+                if (e->hash == hash && equal_(e->key, key)) return e;
+            }
         }
     }
 
@@ -262,6 +269,11 @@ public:
 
 private:
     static constexpr std::size_t initial_capacity = 16;
+    // Scalar keys (integers, enums, pointers) under std::equal_to compare in
+    // one instruction: find() compares them directly, not the stored hash first.
+    static constexpr bool compares_keys_directly =
+        std::is_scalar_v<key_type> && (std::is_same_v<KeyEqual, std::equal_to<key_type>> ||
+                                       std::is_same_v<KeyEqual, std::equal_to<>>);
     // The cache line size assumed for layout (std::hardware_destructive_interference_size
     // is 64 on the targets built here; GCC warns that using it makes the ABI depend
     // on tuning flags).
