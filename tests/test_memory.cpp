@@ -444,7 +444,8 @@ TEMPLATE_LIST_TEST_CASE(
         observer->erased = &erased;
         system.set_observer(observer);
         int loaded = 0;
-        std::thread loader([&] { loaded = system.import_ref(5).value; });
+        // Owning: the erase ends the validity of a reference from import_ref.
+        std::thread loader([&] { loaded = system.import_module(5)->value; });
         begun.wait();  // the key is claimed, its module not created yet
         std::thread waiter;
         if (with_waiter) {
