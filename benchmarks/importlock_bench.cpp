@@ -176,6 +176,22 @@ struct spec_of_id {
     }
 };
 
+// A string-keyed function_finder's function (3b): every module gets id 1.
+struct spec_of_string {
+    std::optional<importlock::module_spec<std::string, bench_module>> operator()(
+        const std::string&) const {
+        importlock::module_spec<std::string, bench_module> spec;
+        spec.loader = [](bench_module& m, importer_t<std::string>&) { m.id = 1; };
+        return spec;
+    }
+};
+
+// Whether System's finder is a registry_finder, whose loaders define_trivial defines.
+template <class System>
+constexpr bool defines_loaders =
+    std::is_same_v<typename System::finder_type,
+                   importlock::registry_finder<typename System::key_type, bench_module>>;
+
 constexpr std::uint32_t key_count = 1000;
 constexpr std::size_t order_length = 4096;  // power of two: cycled with a mask
 
@@ -858,7 +874,7 @@ void section_cold(const config& cfg) {
     // One system of type System, `threads` threads importing their share of the keys.
     const auto run_one_system = [&]<class System>(unsigned threads, const char* what) {
         auto sys = std::make_unique<System>();
-        define_trivial(*sys, keys_for(threads));
+        if constexpr (defines_loaders<System>) define_trivial(*sys, keys_for(threads));
         const double wall = bench::run_parallel(threads, [&](unsigned t) {
             const auto [b, e] = share(t, threads);
             std::uint64_t acc = 0;
@@ -873,6 +889,15 @@ void section_cold(const config& cfg) {
     };
     const auto run_importlock = [&](unsigned threads) {
         return run_one_system.template operator()<int_system>(threads, "cold inserts");
+    };
+    // The loader computed from the key by a function_finder, as each peer's
+    // initialiser is given at the call: no lookup of a defined loader.
+    const auto run_importlock_fn = [&](unsigned threads) {
+        using computed_system = importlock::basic_import_system<
+            int, bench_module, importlock::per_key_locks,
+            importlock::function_finder<int, bench_module, spec_of_id>>;
+        return run_one_system.template operator()<computed_system>(threads,
+                                                                   "cold inserts, function_finder");
     };
     // The same with the state split into 8 shards by key hash (a policy).
     const auto run_importlock_sharded = [&](unsigned threads) {
@@ -972,6 +997,13 @@ void section_cold(const config& cfg) {
     };
     std::vector<impl> impls;
     impls.push_back({"importlock", "importlock import_ref", run_importlock, false, {}, {}, {}});
+    impls.push_back({"importlock_fn",
+                     "importlock import_ref, function_finder (loader from the key)",
+                     run_importlock_fn,
+                     false,
+                     {},
+                     {},
+                     {}});
     impls.push_back({"importlock_sharded",
                      "importlock import_ref, sharded_per_key_locks (8 shards)",
                      run_importlock_sharded,
@@ -1225,9 +1257,9 @@ void section_cold_string(const config& cfg) {
     const auto to_mops = [](double wall_ns) {
         return static_cast<double>(key_count) / wall_ns * 1e3;
     };
-    const auto run_importlock = [&] {
-        auto sys = std::make_unique<str_system>();
-        define_trivial(*sys, keys);
+    const auto run_system = [&]<class System>(std::type_identity<System>) {
+        auto sys = std::make_unique<System>();
+        if constexpr (defines_loaders<System>) define_trivial(*sys, keys);
         const double wall = bench::run_parallel(1, [&](unsigned) {
             std::uint64_t acc = 0;
             for (const std::string& k : keys) acc += sys->import_ref(k).id;
@@ -1237,6 +1269,13 @@ void section_cold_string(const config& cfg) {
         if (sys->size() != key_count) broken("cold string inserts: size() != 1000");
         check_locks(*sys, "cold string inserts");
         return to_mops(wall);
+    };
+    const auto run_importlock = [&] { return run_system(std::type_identity<str_system>{}); };
+    const auto run_importlock_fn = [&] {
+        using computed_system = importlock::basic_import_system<
+            std::string, bench_module, importlock::per_key_locks,
+            importlock::function_finder<std::string, bench_module, spec_of_string>>;
+        return run_system(std::type_identity<computed_system>{});
     };
     const auto run_mutex_map = [&] {
         auto map =
@@ -1280,6 +1319,11 @@ void section_cold_string(const config& cfg) {
     };
     std::vector<impl> impls;
     impls.push_back({"importlock", "importlock import_ref", run_importlock, false, {}});
+    impls.push_back({"importlock_fn",
+                     "importlock import_ref, function_finder (loader from the key)",
+                     run_importlock_fn,
+                     false,
+                     {}});
     impls.push_back({"mutex", "std::mutex + unordered_map", run_mutex_map, false, {}});
     bench::peers::for_each_peer<std::string, bench_module>(
         [&]<class Peer>(std::type_identity<Peer> tag) {
@@ -2168,6 +2212,12 @@ void print_targets() {
                  "cold.1t.tbb", "cold.1t.importlock", 1.5, true);
     ratio_target("cold import, 1 thread, string keys: <= 1.5x the time of TBB's accessor insert",
                  "coldstr.1t.tbb", "coldstr.1t.importlock", 1.5, true);
+    // Like for like: the loader computed from the key, as each peer's initialiser is
+    // given at the call (the rows above also look up the key's defined loader).
+    ratio_target("the same, int keys, function_finder (loader from the key): <= 1.5x TBB",
+                 "cold.1t.tbb", "cold.1t.importlock_fn", 1.5, true);
+    ratio_target("the same, string keys, function_finder (loader from the key): <= 1.5x TBB",
+                 "coldstr.1t.tbb", "coldstr.1t.importlock_fn", 1.5, true);
     {
         const auto sc = median_of("cold.scaling.importlock");
         target("cold distinct keys, 2 threads: aggregate >= 1.5x 1 thread", sc, sc && *sc >= 1.5,
