@@ -22,6 +22,7 @@
 #include <memory>
 #include <new>
 #include <optional>
+#include <semaphore>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -171,6 +172,58 @@ TEMPLATE_LIST_TEST_CASE("memory: erasing every key returns the registry to its e
     CHECK(system.size() == 0);
     CHECK(system.entry_count() == 0);
     check_near(baseline, "20,000 imports, then 20,000 erases");
+}
+
+// A grace period with another thread running costs a process-wide barrier, so tables
+// that growth replaces wait, while another thread owns a reader record, for the next
+// erase (up to registry.hpp's deferred_table_bytes per shard); without such a thread,
+// and after the next erase, nothing is kept.
+TEMPLATE_LIST_TEST_CASE(
+    "memory: replaced tables wait for the next erase while another "
+    "thread reads, within a bound",
+    "[memory][threads]", importlock_test::threaded_policies) {
+    watchdog dog("deferred tables");
+    constexpr int keys = 1500;  // one shard: a table of 4096 slots, 4080 replaced
+    constexpr long long bound_per_shard = 32 * 1024;
+    const auto grown_bytes = [](int_system<TestType>& system) {
+        const long long before = live();
+        for (int k = 1; k <= keys; ++k) (void)system.import_ref(k);
+        return live() - before;
+    };
+    long long alone_bytes = 0;
+    {
+        int_system<TestType> alone;
+        const long long baseline_alone = warmed_baseline(alone);
+        alone_bytes = grown_bytes(alone);
+        for (int k = 1; k <= keys; ++k) CHECK(alone.erase(k));
+        check_near(baseline_alone, "growth alone, then every key erased");
+    }
+
+    // Another thread owns a reader record (it imported once) and waits.
+    int_system<TestType> other;
+    std::latch has_read(1);
+    std::binary_semaphore may_end(0);
+    std::thread reader([&] {
+        (void)other.import_ref(0);
+        has_read.count_down();
+        may_end.acquire();
+    });
+    has_read.wait();
+    int_system<TestType> system;
+    const long long baseline = warmed_baseline(system);
+    const long long beside_bytes = grown_bytes(system);
+    CHECK(system.entry_count() == keys);
+    if (IMPORTLOCK_TEST_COUNTS_BYTES) {
+        INFO("growth alone: " << alone_bytes << " B; beside a reader: " << beside_bytes << " B");
+        CHECK(beside_bytes > alone_bytes);  // some replaced tables wait
+        CHECK(beside_bytes - alone_bytes <= 8 * bound_per_shard);
+    }
+    // Erasing every key frees the entries and, with them, the tables that waited.
+    for (int k = 1; k <= keys; ++k) CHECK(system.erase(k));
+    CHECK(system.entry_count() == 0);
+    check_near(baseline, "growth beside a reader, then every key erased");
+    may_end.release();
+    reader.join();
 }
 
 TEMPLATE_LIST_TEST_CASE("memory: import and erase, one key at a time, keep the empty footprint",
