@@ -61,8 +61,9 @@
 // is touched only when a thread has to wait.
 //
 // Cost: an uncontended claim is a few stores under the state mutex and its
-// release one compare-and-swap and one relaxed counter increment, with no
-// allocation and no lock; a contended acquire and release are O(1) under the
+// release one compare-and-swap and one counter increment (a release
+// read-modify-write), with no allocation and no lock (unless an erase marked
+// the claim: then the release takes the mutex); a contended acquire and release are O(1) under the
 // mutex and allocate nothing once the free list is warm. A wait adds O(chain
 // length) for the cycle walk under the domain's mutex. Reading a thread's
 // stack (cycle chains, re-entry chains, snapshots, held_by) is O(f log f) in
