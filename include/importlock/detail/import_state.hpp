@@ -29,8 +29,11 @@
 // the operation that made it so (erase, a failed import's sweep, a teardown
 // round, a handle's last unpin), under the shard's mutex, and freed after the
 // mutex is released once the lock-free readers that might hold it are done
-// (registry.hpp's garbage, reclamation.hpp). A thread that waits for a key's
-// lock with the mutex released pins the entry meanwhile (waiting_pin).
+// (registry.hpp's garbage, reclamation.hpp). An entry that only a load's
+// claim still holds (an erase during the end of the load) is removed by the
+// claim's release instead (remove_when_unused, sweep_after_release). A thread
+// that waits for a key's lock with the mutex released pins the entry
+// meanwhile (waiting_pin).
 //
 // Thread-safety: every query may run on any thread, also from loaders, hooks
 // and module destructors. contains, is_initializing, is_blocked, size and,
