@@ -596,3 +596,58 @@ TEST_CASE("synchronize_readers: the caller's own section is skipped, others' end
     may_exit.release();
     idle.join();
 }
+
+// Without an asymmetric barrier (not Linux, or the kernel refused it) a thread's record
+// is not in the thread_local the inline fast path reads: every section goes out of line
+// and adds a fence. This machine has the barrier, so the test clears that thread_local
+// (as such a process would have it) and checks the out-of-line path's counting, nesting
+// and a writer's wait for it.
+TEST_CASE("read sections: a record that needs a fence is entered out of line, counted the same",
+          "[reclamation][threads]") {
+    watchdog dog("fenced sections");
+    using namespace importlock::detail;
+    std::latch inside(1);
+    std::binary_semaphore may_leave(0);
+    std::atomic<bool> left{false};
+    bool counted = false, nested_unchanged = false, even_after = false;
+    std::thread reader([&] {
+        in_read_section([] { return 0; });  // registers this thread's record
+        reader_record* const r = this_thread_reader;
+        if (r == nullptr) {
+            inside.count_down();
+            return;
+        }
+        reader_record* const unfenced = this_thread_unfenced_reader;
+        this_thread_unfenced_reader = nullptr;
+        const std::uint64_t before = r->sections.load();
+        {
+            const read_section section;
+            counted = r->sections.load() == before + 1;
+            {
+                const read_section nested;
+                nested_unchanged = r->sections.load() == before + 1;
+            }
+            inside.count_down();
+            may_leave.acquire();
+            left.store(true);
+        }
+        even_after = r->sections.load() == before + 2;
+        this_thread_unfenced_reader = unfenced;
+    });
+    inside.wait();
+    std::atomic<int> waits{0};
+    bool returned_after_section = false;
+    std::thread writer([&] {
+        synchronize_readers([&]() noexcept {
+            if (waits.fetch_add(1) == 0) may_leave.release();  // it waits: let the reader go
+        });
+        returned_after_section = left.load();
+    });
+    writer.join();
+    reader.join();
+    CHECK(returned_after_section);  // synchronize returned only once the section had ended
+    CHECK(counted);
+    CHECK(nested_unchanged);
+    CHECK(even_after);
+    CHECK(waits.load() >= 1);
+}
