@@ -206,13 +206,14 @@ struct section_entry {
     std::uint64_t entered;
 };
 
-// Enters a section with the record `r`: an odd counter, then the barrier.
-inline section_entry enter_recorded(reader_record* r) noexcept {
+// Enters a section with the record `r`: an odd counter, then the barrier
+// (`asymmetric`: a compiler barrier, the writer's heavy barrier orders it).
+inline section_entry enter_recorded(reader_record* r, bool asymmetric) noexcept {
     const std::uint64_t s = r->sections.load(std::memory_order_relaxed);
     if ((s & 1) != 0) [[unlikely]]
         return {nullptr, 0};  // nested: the outer one covers it
     r->sections.store(s + 1, std::memory_order_relaxed);
-    light_barrier(r->asymmetric);
+    light_barrier(asymmetric);
     return {r, s + 1};
 }
 
@@ -221,7 +222,7 @@ inline section_entry enter_recorded(reader_record* r) noexcept {
 // barrier), a section after the record's release, or one whose record could
 // not be allocated (unrecorded). Out of line: hits inline only the common case.
 [[gnu::noinline]] inline section_entry enter_section_slowly() noexcept {
-    if (reader_record* r = this_thread_reader) return enter_recorded(r);
+    if (reader_record* r = this_thread_reader) return enter_recorded(r, r->asymmetric);
     reader_registry& registry = reader_registry::process_wide();
     if (!this_thread_reader_armed) {
         if (reader_record* r = registry.acquire()) {
@@ -231,7 +232,7 @@ inline section_entry enter_recorded(reader_record* r) noexcept {
                 this_thread_reader_armed = true;  // the owner releases it
                 this_thread_reader = r;
                 if (r->asymmetric) this_thread_unfenced_reader = r;
-                return enter_recorded(r);
+                return enter_recorded(r, r->asymmetric);
             } catch (...) {  // the thread_local's registration failed
                 registry.release(r);
             }
@@ -249,12 +250,7 @@ inline section_entry enter_section() noexcept {
     reader_record* const r = this_thread_unfenced_reader;
     if (r == nullptr) [[unlikely]]
         return enter_section_slowly();
-    const std::uint64_t s = r->sections.load(std::memory_order_relaxed);
-    if ((s & 1) != 0) [[unlikely]]
-        return {nullptr, 0};  // nested: the outer one covers it
-    r->sections.store(s + 1, std::memory_order_relaxed);
-    light_barrier(true);  // a compiler barrier: the writer's heavy barrier orders it
-    return {r, s + 1};
+    return enter_recorded(r, true);
 }
 
 // Ends the section `entry` began.
