@@ -505,6 +505,10 @@ TEMPLATE_LIST_TEST_CASE("semantics: block", "[semantics][block]", all_policies) 
         CHECK(e.key() == "a");
         CHECK(contains_text(e.what(), "'a'"));
         CHECK_THROWS_AS(sys.import_ref("a"), import_halted_error);
+        // import_ref refuses it under the shard's mutex (a key without a
+        // parent is not looked up twice): the block stays, nothing was added.
+        CHECK(sys.is_blocked("a"));
+        CHECK(sys.entry_count() == 1);
         CHECK(runs == 0);
         // Blocking an undefined key works too.
         sys.block("undefined");

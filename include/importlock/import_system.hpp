@@ -197,7 +197,8 @@ public:
     Module& import_ref(const Key& key) override {
         const std::size_t hash = hasher_(key);
         if (Module* module = this->ready_address(key, hash)) return *module;
-        return *find_and_load(key, hash, policy::on_cycle, {}, caller_needs::reference);
+        return *find_and_load(key, hash, policy::on_cycle, {}, caller_needs::reference,
+                              hit_checked::yes);
     }
 
     // Returns a handle that imports `key` on first use (module_handle.hpp).
@@ -246,6 +247,8 @@ private:
     // and returns a non-owning pointer to it: no reference-count increment
     // and decrement (two atomic read-modify-writes) on the cold path.
     enum class caller_needs : bool { ownership, reference };
+    // Whether the caller has just looked for the ready module (import_ref's hit).
+    enum class hit_checked : bool { no, yes };
 
     // CPython's _find_and_load: hit, blocked (§1.8, before any parent is
     // touched), parents (§1.7), then the key. With caller_needs::reference
@@ -254,8 +257,15 @@ private:
     std::shared_ptr<Module> find_and_load(const Key& key, std::size_t hash,
                                           cycle_resolution on_cycle,
                                           const detail::wait_limit& limit,
-                                          caller_needs needs = caller_needs::ownership) {
-        if (auto module = this->ready_or_throw_blocked(key, hash)) return module;
+                                          caller_needs needs = caller_needs::ownership,
+                                          hit_checked looked = hit_checked::no) {
+        // The hit. A caller that has just looked skips it for a key without a
+        // parent: load_key looks again under the mutex and finds what this look
+        // would (a module published meanwhile, a block); §1.8 needs the block
+        // refused here only before a parent is imported.
+        if (looked == hit_checked::no || this->has_parent(key)) {
+            if (auto module = this->ready_or_throw_blocked(key, hash)) return module;
+        }
         // §1.7 Parents first, outermost first, each fully imported; iterative,
         // and refused before any copy when deeper than the limit (§1.12).
         std::shared_ptr<Module> parent;

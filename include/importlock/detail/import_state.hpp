@@ -517,12 +517,27 @@ protected:
         return ancestors;
     }
 
+    // Returns whether `key` has a parent (§1.7), without copying it when the
+    // key's traits can count parents.
+    static bool has_parent(const Key& key) {
+        using traits = key_traits<Key>;
+        if constexpr (requires { traits::ancestor_count(key); }) {
+            return traits::ancestor_count(key) != 0;
+        } else {
+            return traits::parent(key).has_value();
+        }
+    }
+
     // §1.12 Throws import_depth_error when this thread's imports are nested
     // as deep as the limit.
     void throw_if_too_deep(const Key& key) const {
-        const std::size_t depth = thread_import_depth();
-        if (depth < max_import_depth()) return;
-        throw import_depth_error(name(key), max_import_depth(),
+        if (thread_import_depth() < max_import_depth()) [[likely]]
+            return;
+        throw_too_deep(key, thread_import_depth(), max_import_depth());
+    }
+    [[gnu::noinline]] [[noreturn]] static void throw_too_deep(const Key& key, std::size_t depth,
+                                                              std::size_t limit) {
+        throw import_depth_error(name(key), limit,
                                  "imports are nested " + std::to_string(depth) + " deep");
     }
 
@@ -640,12 +655,18 @@ protected:
     }
 
     // Returns the ready module, throws for a blocked key, else null. State
-    // mutex. Every cold import asks twice before its load: a state that is not
-    // ready answers without the entry's guard.
+    // mutex. Every cold import asks twice before its load: the check of the
+    // state is inline, the guarded read of the module and the throw are out
+    // of line.
     std::shared_ptr<Module> settled(const entry_type& e) const {
         const entry_state s = e.current_state();
+        if (s != entry_state::ready && s != entry_state::blocked) [[likely]]
+            return nullptr;
+        return settled_module(e, s);
+    }
+    [[gnu::noinline]] static std::shared_ptr<Module> settled_module(const entry_type& e,
+                                                                    entry_state s) {
         if (s == entry_state::blocked) throw import_halted_error(name(e.key));
-        if (s != entry_state::ready) return nullptr;
         return e.published();
     }
 

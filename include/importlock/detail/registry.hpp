@@ -81,15 +81,19 @@ public:
         // Waits until no read section that could have found this garbage runs
         // (calling the on_wait given to take_garbage between polls), then frees it.
         ~garbage() {
-            if (empty()) return;
-            if (concurrent_readers_) synchronize_readers(on_wait_);
-            free();
+            if (!empty()) [[unlikely]]
+                release();
         }
 
         bool empty() const noexcept { return nodes_ == nullptr && tables_ == nullptr; }
 
     private:
         friend class registry;
+        // Out of line: most garbage objects of a cold import stay empty.
+        [[gnu::noinline]] void release() noexcept {
+            if (concurrent_readers_) synchronize_readers(on_wait_);
+            free();
+        }
         void free() noexcept {
             for (node* n = std::exchange(nodes_, nullptr); n != nullptr;) {
                 node* next = n->next;
