@@ -197,8 +197,7 @@ public:
     Module& import_ref(const Key& key) override {
         const std::size_t hash = hasher_(key);
         if (Module* module = this->ready_address(key, hash)) return *module;
-        return *find_and_load(key, hash, policy::on_cycle, {}, caller_needs::reference,
-                              hit_checked::yes);
+        return import_ref_missed(key, hash);
     }
 
     // Returns a handle that imports `key` on first use (module_handle.hpp).
@@ -249,6 +248,13 @@ private:
     enum class caller_needs : bool { ownership, reference };
     // Whether the caller has just looked for the ready module (import_ref's hit).
     enum class hit_checked : bool { no, yes };
+
+    // import_ref after its hit check failed. Out of line: inlined into
+    // import_ref, the load would cost the hit's loop a register.
+    [[gnu::noinline]] Module& import_ref_missed(const Key& key, std::size_t hash) {
+        return *find_and_load(key, hash, policy::on_cycle, {}, caller_needs::reference,
+                              hit_checked::yes);
+    }
 
     // CPython's _find_and_load: hit, blocked (§1.8, before any parent is
     // touched), parents (§1.7), then the key. With caller_needs::reference

@@ -136,11 +136,7 @@ public:
             entry_type* e = slots[i].load(std::memory_order_acquire);
             if (e == nullptr) return nullptr;
             if (e == tombstone()) continue;
-            if constexpr (compares_keys_directly) {
-                if (e->key == key) return e;
-            } else {
-                if (e->hash == hash && equal_(e->key, key)) return e;
-            }
+            if (matches(*e, key, hash)) return e;
         }
     }
 
@@ -150,15 +146,31 @@ public:
     // before it stays, holding the same entries).
     template <class... Args>
     entry_type& find_or_insert(const key_type& key, std::size_t hash, Args&&... args) {
-        if (entry_type* e = find(key, hash)) return *e;
-        if (2 * (count_ + tombstones_ + 1) > capacity()) {
-            rebuild(4 * (count_ + 1) > capacity() ? 2 * capacity() : capacity());
+        // One probe run finds the key or the first free slot of its run (a
+        // tombstone or null), where the entry goes unless the table grows.
+        table& t = *table_;
+        std::size_t free_slot = t.mask + 1;  // none yet
+        for (std::size_t i = index(hash, t.shift);; i = (i + 1) & t.mask) {
+            entry_type* const e = t.slots[i].load(std::memory_order_relaxed);
+            if (e == nullptr || e == tombstone()) {
+                if (free_slot > t.mask) free_slot = i;
+                if (e == nullptr) break;
+                continue;
+            }
+            if (matches(*e, key, hash)) return *e;
         }
+        const bool grows = 2 * (count_ + tombstones_ + 1) > capacity();
+        if (grows) rebuild(4 * (count_ + 1) > capacity() ? 2 * capacity() : capacity());
         node* n = make_node(key, hash, std::forward<Args>(args)...);
         n->previous = last_;
         (last_ != nullptr ? last_->next : first_) = n;
         last_ = n;
-        place(*table_, &n->entry());
+        if (grows) {
+            place(*table_, &n->entry());
+        } else {
+            if (t.slots[free_slot].load(std::memory_order_relaxed) == tombstone()) --tombstones_;
+            t.slots[free_slot].store(&n->entry(), std::memory_order_release);
+        }
         ++count_;
         return n->entry();
     }
@@ -293,6 +305,16 @@ private:
     // A removed entry's slot: never dereferenced, never equal to an entry.
     static entry_type* tombstone() noexcept {
         return reinterpret_cast<entry_type*>(std::uintptr_t{alignof(entry_type)});
+    }
+
+    // Returns whether `e` is the entry of `key` (hash `hash`).
+    bool matches(const entry_type& e, const key_type& key, std::size_t hash) const {
+        if constexpr (compares_keys_directly) {
+            (void)hash;
+            return e.key == key;
+        } else {
+            return e.hash == hash && equal_(e.key, key);
+        }
     }
 
     // Fibonacci hashing spreads identity hashes (std::hash<int>) over the table.
