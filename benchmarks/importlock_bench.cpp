@@ -5,7 +5,8 @@
 //   1. hit path (int and std::string keys, 1, 2 and 4 threads)
 //   2. coalescing: 8 threads on one cold key with a 1 ms initialiser
 //   3. cold inserts of distinct keys (1, 2 and 4 threads; 3b: string keys, 1 thread;
-//      3c: hits on one thread while another imports)
+//      3c: hits on one thread while another imports); the 1-thread tables show
+//      no_locks too, the cost of the data model without any synchronisation
 //   4. independent slow loaders (2 threads x 20 keys x 50 us busy loaders)
 //   5. deadlock-detection cost along wait-for chains of length 1..64
 //   6. memory per registered module; lock_count() after the run
@@ -845,6 +846,8 @@ void print_cold_1t(const std::string& title, const std::vector<Impl>& impls,
         if (i.peer) {
             note += "; time importlock/this: " +
                     bench::ratio_str(s1[i.id].median / s1["importlock"].median);
+        } else if (s1.count("tbb") != 0 && i.id != "mutex" && i.id != "shared_mutex") {
+            note += "; time this/TBB: " + bench::ratio_str(s1["tbb"].median / s1[i.id].median);
         }
         r1.push_back({i.name, s1[i.id], s1[i.id].median / s1["mutex"].median, note});
     }
@@ -898,6 +901,20 @@ void section_cold(const config& cfg) {
             importlock::function_finder<int, bench_module, spec_of_id>>;
         return run_one_system.template operator()<computed_system>(threads,
                                                                    "cold inserts, function_finder");
+    };
+    // The floor of the data model: a single-threaded policy (no_locks: no
+    // mutex, no claim word read-modify-write, no read sections), 1 thread only.
+    const auto run_importlock_no_locks = [&](unsigned threads) {
+        using system_type =
+            importlock::basic_import_system<int, bench_module, importlock::no_locks>;
+        return run_one_system.template operator()<system_type>(threads, "cold inserts, no_locks");
+    };
+    const auto run_importlock_no_locks_fn = [&](unsigned threads) {
+        using system_type = importlock::basic_import_system<
+            int, bench_module, importlock::no_locks,
+            importlock::function_finder<int, bench_module, spec_of_id>>;
+        return run_one_system.template operator()<system_type>(
+            threads, "cold inserts, no_locks, function_finder");
     };
     // The same with the state split into 8 shards by key hash (a policy).
     const auto run_importlock_sharded = [&](unsigned threads) {
@@ -1018,6 +1035,7 @@ void section_cold(const config& cfg) {
         std::function<double(unsigned)> run;
         bool peer = false;
         std::vector<double> t1, t2, t4;
+        bool one_thread_only = false;  // a single-threaded policy: no 2- and 4-thread rows
     };
     std::vector<impl> impls;
     impls.push_back({"importlock", "importlock import_ref", run_importlock, false, {}, {}, {}});
@@ -1028,6 +1046,22 @@ void section_cold(const config& cfg) {
                      {},
                      {},
                      {}});
+    impls.push_back({"importlock_no_locks",
+                     "importlock import_ref, no_locks (no synchronisation: the floor)",
+                     run_importlock_no_locks,
+                     false,
+                     {},
+                     {},
+                     {},
+                     true});
+    impls.push_back({"importlock_no_locks_fn",
+                     "importlock import_ref, no_locks, function_finder",
+                     run_importlock_no_locks_fn,
+                     false,
+                     {},
+                     {},
+                     {},
+                     true});
     impls.push_back({"importlock_sharded",
                      "importlock import_ref, sharded_per_key_locks (8 shards)",
                      run_importlock_sharded,
@@ -1070,6 +1104,7 @@ void section_cold(const config& cfg) {
     for (int rep = 0; rep < cfg.cheap_reps; ++rep) {
         for (auto& i : impls) {
             i.t1.push_back(i.run(1));
+            if (i.one_thread_only) continue;
             i.t2.push_back(i.run(2));
             i.t4.push_back(i.run(4));
         }
@@ -1077,9 +1112,10 @@ void section_cold(const config& cfg) {
     std::map<std::string, stats> s1, s2, s4;
     for (auto& i : impls) {
         s1[i.id] = summarize(i.t1);
+        put("cold.1t." + i.id, s1[i.id]);
+        if (i.one_thread_only) continue;
         s2[i.id] = summarize(i.t2);
         s4[i.id] = summarize(i.t4);
-        put("cold.1t." + i.id, s1[i.id]);
         put("cold.2t." + i.id, s2[i.id]);
         put("cold.4t." + i.id, s4[i.id]);
     }
@@ -1092,6 +1128,7 @@ void section_cold(const config& cfg) {
         const std::string tt = std::to_string(threads) + "t";
         std::vector<row> r;
         for (auto& i : impls) {
+            if (i.one_thread_only) continue;
             const double scaling = s[i.id].median / s1[i.id].median;
             put("cold.scaling" + std::string(threads == 2 ? "" : "4") + "." + i.id,
                 {scaling, scaling, scaling, 1});
@@ -1310,6 +1347,17 @@ void section_cold_string(const config& cfg) {
             importlock::function_finder<std::string, bench_module, spec_of_string>>;
         return run_system(std::type_identity<computed_system>{});
     };
+    const auto run_importlock_no_locks = [&] {
+        using system_type =
+            importlock::basic_import_system<std::string, bench_module, importlock::no_locks>;
+        return run_system(std::type_identity<system_type>{});
+    };
+    const auto run_importlock_no_locks_fn = [&] {
+        using system_type = importlock::basic_import_system<
+            std::string, bench_module, importlock::no_locks,
+            importlock::function_finder<std::string, bench_module, spec_of_string>>;
+        return run_system(std::type_identity<system_type>{});
+    };
     const auto run_mutex_map = [&] {
         auto map =
             std::make_unique<std::unordered_map<std::string, std::shared_ptr<bench_module>>>();
@@ -1355,6 +1403,16 @@ void section_cold_string(const config& cfg) {
     impls.push_back({"importlock_fn",
                      "importlock import_ref, function_finder (loader from the key)",
                      run_importlock_fn,
+                     false,
+                     {}});
+    impls.push_back({"importlock_no_locks",
+                     "importlock import_ref, no_locks (no synchronisation: the floor)",
+                     run_importlock_no_locks,
+                     false,
+                     {}});
+    impls.push_back({"importlock_no_locks_fn",
+                     "importlock import_ref, no_locks, function_finder",
+                     run_importlock_no_locks_fn,
                      false,
                      {}});
     impls.push_back({"mutex", "std::mutex + unordered_map", run_mutex_map, false, {}});
