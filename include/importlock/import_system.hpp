@@ -63,7 +63,9 @@ namespace importlock {
 //   shared_handle use          one acquire load and a comparison: no lock, no write
 //   contains, is_initializing, is_blocked   a probe and one load in a read section
 //   size                       a relaxed load per shard, lock-free
-//   cold import                uncontended: the key's shard's mutex once (to insert
+//   cold import                uncontended: one lock-free look (import_module; through
+//                              import_ref, the hit's, and a second only for a key with
+//                              a parent), the key's shard's mutex once (to insert
 //                              the entry and claim the key, lock_protocol.hpp), the
 //                              entry's spin lock once (to register the module), one
 //                              compare-and-swap to release; allocates the module with its
