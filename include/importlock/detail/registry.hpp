@@ -381,25 +381,26 @@ private:
         tombstones_ = 0;
     }
 
-    // An entry with its links, one allocation: the links, then the entry at
-    // entry_offset (the node is not standard-layout, so no offsetof).
+    // An entry with its links, one allocation: the entry at the block's start
+    // (a hit reads its first bytes: registry_entry.hpp), then the links at
+    // links_offset (the node is not standard-layout, so no offsetof).
     struct node {
         node* previous = nullptr;  // insertion order
         node* next = nullptr;      // insertion order; then the garbage list
         entry_type& entry() noexcept {
             return *std::launder(reinterpret_cast<entry_type*>(
-                reinterpret_cast<unsigned char*>(this) + entry_offset));
+                reinterpret_cast<unsigned char*>(this) - links_offset));
         }
     };
-    static constexpr std::size_t entry_offset =
-        (sizeof(node) + alignof(entry_type) - 1) / alignof(entry_type) * alignof(entry_type);
+    static constexpr std::size_t links_offset =
+        (sizeof(entry_type) + alignof(node) - 1) / alignof(node) * alignof(node);
     static constexpr std::size_t node_alignment = alignof(entry_type) > alignof(node)
                                                       ? alignof(entry_type)
                                                       : alignof(node);
-    static constexpr std::size_t node_bytes = entry_offset + sizeof(entry_type);
+    static constexpr std::size_t node_bytes = links_offset + sizeof(node);
     static node* node_of(entry_type& e) noexcept {
         return std::launder(
-            reinterpret_cast<node*>(reinterpret_cast<unsigned char*>(&e) - entry_offset));
+            reinterpret_cast<node*>(reinterpret_cast<unsigned char*>(&e) + links_offset));
     }
 
     // Over-aligned entries (an over-aligned key) need the aligned operator new;
@@ -414,18 +415,17 @@ private:
             raw = ::operator new(node_bytes);
         }
         try {
-            std::construct_at(
-                reinterpret_cast<entry_type*>(static_cast<unsigned char*>(raw) + entry_offset),
-                std::forward<Args>(args)...);
+            std::construct_at(static_cast<entry_type*>(raw), std::forward<Args>(args)...);
         } catch (...) {
             free_storage(raw);
             throw;
         }
-        return ::new (raw) node;
+        return ::new (static_cast<void*>(static_cast<unsigned char*>(raw) + links_offset)) node;
     }
     static void destroy_node(node* n) noexcept {
-        std::destroy_at(&n->entry());
-        free_storage(n);
+        entry_type& e = n->entry();
+        std::destroy_at(&e);
+        free_storage(&e);
     }
     static void free_storage(void* p) noexcept {
         if constexpr (over_aligned) {

@@ -249,9 +249,27 @@ public:
     }
 
     // --- Fields ----------------------------------------------------------------------------
+    // In the order a hit reads them (the key, the stored hash for keys not
+    // compared directly, the published address), so that they share a cache
+    // line: the entry starts its block (registry.hpp), which is 16-byte aligned.
 
     const Key key;
+
+private:
+    std::atomic<Module*> ready_{nullptr};  // module_.get() while ready, else null
+
+public:
     const std::size_t hash;
+    // The handles that keep this entry's address (module_handle.hpp): raised
+    // under the state mutex, or by a handle that already holds one. It shares
+    // a word with state_ and guard_.
+    mutable std::atomic<std::uint32_t> pins{0};
+
+private:
+    std::atomic<entry_state> state_{entry_state::absent};
+    mutable Guard guard_;
+
+public:
     // The key's claim: 0, a claiming frame's address, or a record's mark
     // (lock_protocol.hpp). Mutable: a snapshot pins a claim.
     mutable std::atomic<std::uintptr_t> claim_word{0};
@@ -262,10 +280,6 @@ public:
     // When this registration first became ready (teardown order). State mutex.
     std::uint64_t ready_order = 0;
     Extra extra;
-    // The handles that keep this entry's address (module_handle.hpp): raised
-    // under the state mutex, or by a handle that already holds one.
-    // Last of the public fields: it shares a word with state_ and guard_.
-    mutable std::atomic<std::uint32_t> pins{0};
 
 private:
     // Initialising or reloading -> ready. The module does not change, so no
@@ -280,10 +294,7 @@ private:
         ready_.store(raw, std::memory_order_release);
     }
 
-    std::atomic<entry_state> state_{entry_state::absent};
-    mutable Guard guard_;
-    std::atomic<Module*> ready_{nullptr};  // module_.get() while ready, else null
-    std::shared_ptr<Module> module_;       // guard_
+    std::shared_ptr<Module> module_;  // guard_
 };
 
 }  // namespace importlock::detail
