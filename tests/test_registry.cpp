@@ -601,6 +601,51 @@ TEST_CASE("registry: inserts after removals reuse tombstones; the table does not
     }
 }
 
+TEST_CASE(
+    "registry: scalar keys under std::hash keep no hash; growth, removal and shrinking "
+    "recompute it",
+    "[registry]") {
+    using importlock::detail::stores_hash;
+    static_assert(!stores_hash<int, std::hash<int>, std::equal_to<int>>);
+    static_assert(!stores_hash<const void*, std::hash<const void*>, std::equal_to<>>);
+    static_assert(stores_hash<std::string, std::hash<std::string>, std::equal_to<std::string>>);
+    static_assert(stores_hash<int, std::hash<int>, std::greater<int>>);  // not compared directly
+    struct odd_hash {
+        std::size_t operator()(int) const noexcept { return 1; }
+    };
+    static_assert(stores_hash<int, odd_hash, std::equal_to<int>>);
+
+    using bare_entry = importlock::detail::registry_entry<int, int, importlock::detail::spin_lock,
+                                                          no_extra, false>;
+    static_assert(sizeof(bare_entry) + sizeof(std::size_t) == sizeof(entry_of<int>));
+    importlock::detail::registry<bare_entry, std::hash<int>, std::equal_to<int>> reg;
+    const std::hash<int> hash;
+    std::set<int> model;
+    std::mt19937 random(11);
+    std::size_t mismatches = 0;
+    // Inserts to 4000 keys (the table grows), removes most (it shrinks), re-inserts.
+    for (int step = 0; step < 12000; ++step) {
+        const int key = static_cast<int>(random() % 5000);
+        const bool removing = step >= 4000 && step < 9000;
+        if (removing) {
+            if (auto* e = reg.find(key, hash(key))) reg.remove(*e);
+            model.erase(key);
+        } else {
+            reg.find_or_insert(key, hash(key));
+            model.insert(key);
+        }
+        if (step % 1000 == 999) {
+            for (int k = 0; k < 5000; ++k) {
+                if ((reg.find(k, hash(k)) != nullptr) != (model.count(k) != 0)) ++mismatches;
+            }
+            free_garbage(reg);
+        }
+    }
+    CHECK(mismatches == 0);
+    CHECK(reg.entry_count() == model.size());
+    CHECK(reg.capacity() <= capacity_bound(reg.entry_count()));
+}
+
 TEST_CASE("registry: mass removal shrinks the table to max(16, 8 x entries) or less",
           "[registry]") {
     const std::hash<int> hash;

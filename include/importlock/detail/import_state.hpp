@@ -99,7 +99,8 @@ protected:
     // The importer a key's loader receives; it lives with the module object
     // (module_factory.hpp), the entry keeps its address (entry_importer.hpp).
     using module_importer = entry_importer<Key, Module, System, frame_type, guard_type>;
-    using entry_type = registry_entry<Key, Module, guard_type, entry_extra<module_importer>>;
+    using entry_type = registry_entry<Key, Module, guard_type, entry_extra<module_importer>,
+                                      stores_hash<Key, hasher, key_equal>>;
     using protocol_type = lock_protocol<Key, Policy, entry_type>;
     using state_lock = std::unique_lock<typename Policy::mutex_type>;
 
@@ -284,6 +285,15 @@ protected:
         yield_point<Policy>();
         return shard_of(hash).entries.find(key, hash);
     }
+    // Returns the hash of `e`'s key: stored in the entry, or recomputed for
+    // scalar keys under std::hash (registry_entry.hpp's stores_hash).
+    std::size_t hash_of(const entry_type& e) const noexcept {
+        if constexpr (entry_type::stores_hash) {
+            return e.hash;
+        } else {
+            return hasher_(e.key);
+        }
+    }
     // Returns the shard of the key with hash `hash`.
     shard& shard_of(std::size_t hash) noexcept {
         if constexpr (shard_count == 1) {
@@ -466,7 +476,7 @@ protected:
     }
     // Drops a pin; removes the entry when nothing else refers to it.
     void unpin(const entry_type& e) noexcept {
-        shard& sh = shard_of(e.hash);
+        shard& sh = shard_of(hash_of(e));
         garbage_type garbage;  // freed after the mutex is released
         try {
             const state_lock state = lock_adaptively(sh.mutex);
@@ -615,7 +625,7 @@ protected:
             entries_of<shard_array> entries{shards_};
             doomed = take_settled(
                 entries, find,
-                [&](const entry_type& e) { return shard_of(e.hash).protocol.claimed(e); },
+                [&](const entry_type& e) { return shard_of(hash_of(e)).protocol.claimed(e); },
                 [&](const entry_type& e) { add_size(e, -1); }, blocks);
             for (shard& sh : shards_) {
                 sh.entries.remove_if([](const entry_type& e) { return e.unused(); });
@@ -645,7 +655,8 @@ protected:
     // Adds `delta` to the size of `e`'s shard: an atomic increment, since
     // loads register and unregister without the shard's mutex.
     void add_size(const entry_type& e, int delta) noexcept {
-        shard_of(e.hash).size.fetch_add(static_cast<std::size_t>(delta), std::memory_order_relaxed);
+        shard_of(hash_of(e))
+            .size.fetch_add(static_cast<std::size_t>(delta), std::memory_order_relaxed);
     }
 
     // Returns a new place in teardown order (a module that becomes ready

@@ -181,7 +181,7 @@ public:
     // lock required; the caller must not use `e` afterwards.
     void remove(entry_type& e) noexcept {
         const std::size_t mask = table_->mask;
-        for (std::size_t i = index(e.hash, table_->shift);; i = (i + 1) & mask) {
+        for (std::size_t i = index(hash_of(e), table_->shift);; i = (i + 1) & mask) {
             if (table_->slots[i].load(std::memory_order_relaxed) == &e) {
                 table_->slots[i].store(tombstone(), std::memory_order_release);
                 break;
@@ -307,8 +307,20 @@ private:
         return reinterpret_cast<entry_type*>(std::uintptr_t{alignof(entry_type)});
     }
 
+    // Returns the hash of `e`'s key: stored, or recomputed (registry_entry.hpp's
+    // stores_hash: scalar keys under std::hash).
+    static std::size_t hash_of(const entry_type& e) noexcept {
+        if constexpr (entry_type::stores_hash) {
+            return e.hash;
+        } else {
+            return Hash{}(e.key);
+        }
+    }
+
     // Returns whether `e` is the entry of `key` (hash `hash`).
     bool matches(const entry_type& e, const key_type& key, std::size_t hash) const {
+        static_assert(entry_type::stores_hash || compares_keys_directly,
+                      "an entry without its hash needs keys compared directly");
         if constexpr (compares_keys_directly) {
             (void)hash;
             return e.key == key;
@@ -356,7 +368,7 @@ private:
 
     // Stores `e` in the first free slot (null or tombstone) of its probe run.
     void place(table& t, entry_type* e) noexcept {
-        std::size_t i = index(e->hash, t.shift);
+        std::size_t i = index(hash_of(*e), t.shift);
         for (;; i = (i + 1) & t.mask) {
             entry_type* const in = t.slots[i].load(std::memory_order_relaxed);
             if (in == nullptr) break;

@@ -59,9 +59,11 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -100,13 +102,31 @@ struct null_guard {
     void unlock() noexcept {}
 };
 
+// Whether the entries of `Key` under `Hash` and `KeyEqual` store their hash:
+// not for scalar keys under std::hash and std::equal_to (an integer's hash is
+// the integer; recomputing it costs less than 8 bytes per entry, and lookups
+// compare such keys directly: registry.hpp).
+template <class Key, class Hash, class KeyEqual>
+inline constexpr bool stores_hash =
+    !(std::is_scalar_v<Key> && std::is_same_v<Hash, std::hash<Key>> &&
+      (std::is_same_v<KeyEqual, std::equal_to<Key>> || std::is_same_v<KeyEqual, std::equal_to<>>));
+
+// The hash field of an entry that does not store it: no bytes.
+struct unstored_hash {
+    constexpr explicit unstored_hash(std::size_t) noexcept {}
+};
+
 // One key's registration. `Guard` is a Lockable held for a few instructions
 // (spin_lock, or null_guard for no_locks). `Extra` is per-entry data of the
 // owning system (an import system's: its module's importer's address),
 // constructed from the entry itself and the constructor's further arguments.
-template <class Key, class Module, class Guard, class Extra>
+// `StoresHash`: whether `hash` holds the key's hash (else the owner recomputes
+// it: stores_hash above).
+template <class Key, class Module, class Guard, class Extra, bool StoresHash = true>
 class registry_entry {
 public:
+    static constexpr bool stores_hash = StoresHash;
+
     template <class... Args>
     registry_entry(const Key& k, std::size_t h, Args&&... args)
         : key(k), hash(h), extra(*this, std::forward<Args>(args)...) {}
@@ -259,7 +279,8 @@ private:
     std::atomic<Module*> ready_{nullptr};  // module_.get() while ready, else null
 
 public:
-    const std::size_t hash;
+    // The key's hash, when StoresHash (else an empty member).
+    [[no_unique_address]] const std::conditional_t<StoresHash, std::size_t, unstored_hash> hash;
     // The handles that keep this entry's address (module_handle.hpp): raised
     // under the state mutex, or by a handle that already holds one. It shares
     // a word with state_ and guard_.
