@@ -646,6 +646,44 @@ TEST_CASE(
     CHECK(reg.capacity() <= capacity_bound(reg.entry_count()));
 }
 
+TEST_CASE("registry: over-aligned keys get aligned entries; their links follow them",
+          "[registry]") {
+    struct alignas(64) wide_key {
+        int value = 0;
+        bool operator==(const wide_key&) const = default;
+    };
+    struct wide_hash {
+        std::size_t operator()(const wide_key& k) const noexcept {
+            return std::hash<int>{}(k.value);
+        }
+    };
+    using wide_entry =
+        importlock::detail::registry_entry<wide_key, int, importlock::detail::spin_lock, no_extra>;
+    static_assert(alignof(wide_entry) == 64);
+    importlock::detail::registry<wide_entry, wide_hash, std::equal_to<wide_key>> reg;
+    const wide_hash hash;
+    std::size_t misaligned = 0;
+    for (int i = 0; i < 300; ++i) {
+        const wide_key k{i};
+        auto& e = reg.find_or_insert(k, hash(k));
+        if (reinterpret_cast<std::uintptr_t>(&e) % 64 != 0) ++misaligned;
+    }
+    CHECK(misaligned == 0);
+    for (int i = 0; i < 300; i += 2) reg.remove(*reg.find(wide_key{i}, hash(wide_key{i})));
+    free_garbage(reg);
+    std::size_t wrong = 0;
+    for (int i = 0; i < 300; ++i) {
+        const auto* e = reg.find(wide_key{i}, hash(wide_key{i}));
+        if ((e != nullptr) != (i % 2 == 1) || (e != nullptr && e->key.value != i)) ++wrong;
+    }
+    CHECK(wrong == 0);
+    CHECK(reg.entry_count() == 150);
+    std::vector<int> order;
+    reg.for_each([&](const wide_entry& e) { order.push_back(e.key.value); });
+    CHECK(order.size() == 150);
+    CHECK(std::is_sorted(order.begin(), order.end()));  // insertion order
+}
+
 TEST_CASE("registry: mass removal shrinks the table to max(16, 8 x entries) or less",
           "[registry]") {
     const std::hash<int> hash;
