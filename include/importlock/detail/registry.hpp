@@ -26,11 +26,14 @@
 // needs the owner's writer lock (the state mutex of the system's shard that
 // holds this registry); a garbage object must be destroyed without it.
 // Cost: find O(1) expected, with the stored hash compared before the key
-// (scalar keys under std::equal_to: the key alone);
+// (scalar keys under std::equal_to: the key alone; under std::hash too, the
+// entry keeps no hash and removal and growth recompute it: stores_hash);
 // insert O(1) amortised plus one allocation; remove O(1) amortised; freeing
 // garbage one grace period (no wait when no other thread reads).
 // Layout: the word every find reads first (head_) has a cache line of its
 // own, so that inserts on one thread do not make finds on others miss it.
+// An entry starts its block, its links follow it, so that the fields a hit
+// reads first share a cache line (registry_entry.hpp).
 #pragma once
 
 #include <algorithm>
