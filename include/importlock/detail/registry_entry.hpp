@@ -269,9 +269,9 @@ public:
     }
 
     // --- Fields ----------------------------------------------------------------------------
-    // In the order a hit reads them (the key, the stored hash for keys not
-    // compared directly, the published address), so that they share a cache
-    // line: the entry starts its block (registry.hpp), which is 16-byte aligned.
+    // The fields a hit reads come first (the key, the published address and,
+    // for keys not compared directly, the stored hash), so that they share a
+    // cache line: the entry starts its block (registry.hpp).
 
     const Key key;
 
