@@ -322,8 +322,10 @@ private:
 
     // Returns whether `e` is the entry of `key` (hash `hash`).
     bool matches(const entry_type& e, const key_type& key, std::size_t hash) const {
-        static_assert(entry_type::stores_hash || compares_keys_directly,
-                      "an entry without its hash needs keys compared directly");
+        static_assert(entry_type::stores_hash ||
+                          (compares_keys_directly && std::is_same_v<Hash, std::hash<key_type>>),
+                      "an entry without its hash needs keys compared directly and std::hash "
+                      "(hash_of recomputes it with a default-constructed Hash)");
         if constexpr (compares_keys_directly) {
             (void)hash;
             return e.key == key;
