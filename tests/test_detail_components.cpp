@@ -23,6 +23,7 @@
 #include <importlock/detail/function.hpp>
 #include <importlock/detail/key_list.hpp>
 #include <importlock/detail/shared_spin_lock.hpp>
+#include <importlock/detail/teardown_order.hpp>
 #include <importlock/importlock.hpp>
 
 #include "support/catch.hpp"
@@ -369,6 +370,96 @@ TEST_CASE("teardown_order: agrees with a brute-force checker on random graphs (r
             }
         }
         check_teardown_contract(any, teardown_order(any));
+    }
+}
+
+namespace {
+
+// What teardown_plan reads of a registry entry.
+struct plan_entry {
+    int key = 0;
+    std::uint64_t ready_order = 0;
+    std::vector<int> dependencies;
+    importlock::detail::entry_state state = importlock::detail::entry_state::ready;
+    importlock::detail::entry_state current_state() const noexcept { return state; }
+};
+
+// The plan by its definition: the nodes in first-ready order, each dependency
+// that is one of them an edge, teardown_order over that.
+std::vector<int> reference_plan(std::vector<plan_entry*> nodes) {
+    std::sort(nodes.begin(), nodes.end(), [](const plan_entry* a, const plan_entry* b) {
+        return a->ready_order < b->ready_order;
+    });
+    std::unordered_map<int, std::size_t> index;
+    for (std::size_t i = 0; i < nodes.size(); ++i) index[nodes[i]->key] = i;
+    deps_t deps(nodes.size());
+    for (std::size_t i = 0; i < nodes.size(); ++i) {
+        for (int k : nodes[i]->dependencies) {
+            if (auto it = index.find(k); it != index.end()) deps[i].push_back(it->second);
+        }
+    }
+    std::vector<int> keys;
+    for (std::size_t i : teardown_order(deps)) keys.push_back(nodes[i]->key);
+    return keys;
+}
+
+}  // namespace
+
+TEST_CASE("teardown_plan: agrees with its definition, in any input order (randomised)",
+          "[teardown_order][random]") {
+    using importlock::detail::entry_state;
+    const std::uint32_t seed = catch_seed();
+    INFO("seed " << seed << " (rerun with --rng-seed " << seed << ")");
+    std::mt19937 rng(seed);
+    std::uniform_real_distribution<double> unit(0.0, 1.0);
+    for (int round = 0; round < 200; ++round) {
+        INFO("round " << round);
+        const std::size_t n = std::uniform_int_distribution<std::size_t>(0, 60)(rng);
+        // Keys 0..n-1 with distinct first-ready orders in a random order; a few are
+        // still loading (not among the nodes, as take_settled leaves them out, but
+        // findable: their order must be neither read nor matched).
+        std::vector<std::uint64_t> orders(n);
+        std::iota(orders.begin(), orders.end(), std::uint64_t{1});
+        std::shuffle(orders.begin(), orders.end(), rng);
+        std::vector<plan_entry> entries(n);
+        for (std::size_t i = 0; i < n; ++i) {
+            entries[i].key = static_cast<int>(i);
+            entries[i].ready_order = orders[i];
+            if (unit(rng) < 0.1) entries[i].state = entry_state::initializing;
+            const double density = unit(rng) * 0.2;
+            for (std::size_t j = 0; j < n + 3; ++j) {  // keys >= n are not found
+                if (unit(rng) < density) entries[i].dependencies.push_back(static_cast<int>(j));
+            }
+        }
+        if (round % 2 == 1) {  // the usual graph: every dependency older than its dependent
+            for (auto& e : entries) {
+                std::erase_if(e.dependencies, [&](int k) {
+                    const auto j = static_cast<std::size_t>(k);
+                    return j < n && entries[j].ready_order >= e.ready_order;
+                });
+            }
+        }
+        const auto find = [&](int key) -> plan_entry* {
+            const auto i = static_cast<std::size_t>(key);
+            return key >= 0 && i < n ? &entries[i] : nullptr;
+        };
+        std::vector<plan_entry*> nodes;
+        for (auto& e : entries) {
+            if (e.state == entry_state::ready) nodes.push_back(&e);
+        }
+        const std::vector<int> expected = reference_plan(nodes);
+        const auto keys_of = [](const std::vector<plan_entry*>& plan) {
+            std::vector<int> keys;
+            for (const plan_entry* e : plan) keys.push_back(e->key);
+            return keys;
+        };
+        // Shuffled (the sort runs), then in first-ready order (the sort is skipped).
+        std::shuffle(nodes.begin(), nodes.end(), rng);
+        CHECK(keys_of(importlock::detail::teardown_plan(nodes, find)) == expected);
+        std::sort(nodes.begin(), nodes.end(), [](const plan_entry* a, const plan_entry* b) {
+            return a->ready_order < b->ready_order;
+        });
+        CHECK(keys_of(importlock::detail::teardown_plan(nodes, find)) == expected);
     }
 }
 

@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <utility>
 #include <vector>
 
@@ -62,28 +63,54 @@ namespace importlock::detail {
 
 // Returns `nodes` (registered entries, each with ready_order and
 // dependencies) in teardown order: dependents first (teardown_order above).
-// `find(key)` returns the entry of a dependency, or null. O(n log n + edges).
+// `find(key)` returns the entry of a dependency, or null. O(n log n + edges)
+// time. The usual case costs O(n + edges): the nodes come in first-ready
+// order (one registry walked in insertion order, without nested imports; the
+// sort is skipped) and every dependency became ready before its dependent
+// (no reload since), where teardown_order's answer is the nodes newest first
+// (the depth-first search is skipped). The sort and the binary searches run
+// over (ready_order, entry) pairs copied once, not over the entries: at
+// 100,000 entries a heap sort that read each compared entry's order spent
+// most of a clear() in cache misses.
 template <class Entry, class Find>
 std::vector<Entry*> teardown_plan(std::vector<Entry*> nodes, Find&& find) {
-    const auto older = [](const Entry* a, const Entry* b) {
-        return a->ready_order < b->ready_order;
-    };
-    detail::sort(nodes.begin(), nodes.end(), older);
-    std::vector<std::vector<std::size_t>> deps(nodes.size());
-    for (std::size_t i = 0; i < nodes.size(); ++i) {
-        for (const auto& key : nodes[i]->dependencies) {
-            Entry* target = find(key);
-            if (target == nullptr) continue;
-            const auto it = detail::lower_bound(nodes.begin(), nodes.end(), target, older);
-            if (it != nodes.end() && *it == target) {
-                deps[i].push_back(static_cast<std::size_t>(it - nodes.begin()));
-            }
+    using ordered = std::pair<std::uint64_t, Entry*>;
+    const auto older = [](const ordered& a, const ordered& b) { return a.first < b.first; };
+    std::vector<ordered> by_age;
+    by_age.reserve(nodes.size());
+    bool sorted = true;
+    for (Entry* e : nodes) {
+        if (!by_age.empty() && e->ready_order < by_age.back().first) sorted = false;
+        by_age.push_back({e->ready_order, e});
+    }
+    if (!sorted) detail::sort(by_age.begin(), by_age.end(), older);
+    // The edges (dependent, dependency) between nodes, by position in by_age.
+    std::vector<std::pair<std::size_t, std::size_t>> edges;
+    bool newer_dependency = false;  // an edge to a node that became ready later
+    for (std::size_t i = 0; i < by_age.size(); ++i) {
+        for (const auto& key : by_age[i].second->dependencies) {
+            // Only a ready (or reloading) target may be among `nodes`; the
+            // acquire load of its state orders its ready_order before the
+            // read (a target still loading writes it without the mutex).
+            const Entry* target = find(key);
+            if (target == nullptr || !settled_with_module(target->current_state())) continue;
+            const ordered wanted{target->ready_order, nullptr};
+            const auto it = detail::lower_bound(by_age.begin(), by_age.end(), wanted, older);
+            if (it == by_age.end() || it->second != target) continue;
+            const auto j = static_cast<std::size_t>(it - by_age.begin());
+            if (j > i) newer_dependency = true;
+            edges.push_back({i, j});
         }
     }
-    std::vector<Entry*> out;
-    out.reserve(nodes.size());
-    for (const std::size_t i : teardown_order(deps)) out.push_back(nodes[i]);
-    return out;
+    nodes.clear();
+    if (!newer_dependency) {  // newest first (teardown_order's answer)
+        for (std::size_t i = by_age.size(); i-- > 0;) nodes.push_back(by_age[i].second);
+        return nodes;
+    }
+    std::vector<std::vector<std::size_t>> deps(by_age.size());
+    for (const auto& [from, to] : edges) deps[from].push_back(to);
+    for (const std::size_t i : teardown_order(deps)) nodes.push_back(by_age[i].second);
+    return nodes;
 }
 
 // Unregisters every settled module of `registry` (ready, its import not
