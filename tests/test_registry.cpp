@@ -744,14 +744,37 @@ TEST_CASE("registry: remove_if removes exactly the matching entries", "[registry
     CHECK(reg.entry_count() == 66);
     CHECK_FALSE(reg.has_garbage());  // nothing removed, nothing rebuilt
 
-    // Everything, shrinking several times during the iteration.
+    // Everything: one rebuild, to the smallest table.
     for (int i = 0; i < 10000; ++i) reg.find_or_insert(1000 + i, hash(1000 + i));
+    free_garbage(reg);
     reg.remove_if([](const auto&) { return true; });
     CHECK(reg.entry_count() == 0);
     CHECK(keys_in_order(reg).empty());
     CHECK(reg.capacity() == 16);
+    CHECK(reg.garbage_table_bytes() == 32768 * sizeof(void*));  // the one table it replaced
     CHECK(reg.find(1, hash(1)) == nullptr);
     CHECK(reg.find(5000, hash(5000)) == nullptr);
+    free_garbage(reg);
+    CHECK(tracked_extra::alive.load() == 0);
+
+    // All but a few: one rebuild to max(16, bit_ceil(4 x kept)); the kept entries stay
+    // findable and in order, and inserts work on the new table.
+    for (int i = 0; i < 10000; ++i) reg.find_or_insert(i, hash(i));
+    free_garbage(reg);
+    reg.remove_if([](const auto& e) { return e.key % 1000 != 0; });
+    CHECK(reg.entry_count() == 10);
+    CHECK(reg.capacity() == 64);
+    CHECK(reg.garbage_table_bytes() == 32768 * sizeof(void*));
+    CHECK(keys_in_order(reg) ==
+          std::vector<int>{0, 1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000, 9000});
+    std::size_t lost = 0;
+    for (int i = 0; i < 10000; ++i) {
+        if ((reg.find(i, hash(i)) != nullptr) != (i % 1000 == 0)) ++lost;
+    }
+    CHECK(lost == 0);
+    reg.find_or_insert(1, hash(1));
+    CHECK(reg.find(1, hash(1)) != nullptr);
+    reg.remove_if([](const auto&) { return true; });
     free_garbage(reg);
     CHECK(tracked_extra::alive.load() == 0);
 }

@@ -28,8 +28,9 @@
 // Cost: find O(1) expected, with the stored hash compared before the key
 // (scalar keys under std::equal_to: the key alone; under std::hash too, the
 // entry keeps no hash and removal and growth recompute it: stores_hash);
-// insert O(1) amortised plus one allocation; remove O(1) amortised; freeing
-// garbage one grace period (no wait when no other thread reads).
+// insert O(1) amortised plus one allocation; remove O(1) amortised;
+// remove_if O(entries), with at most one rebuild; freeing garbage one grace
+// period (no wait when no other thread reads).
 // Layout: the word every find reads first (head_) has a cache line of its
 // own, so that inserts on one thread do not make finds on others miss it.
 // An entry starts its block, its links follow it, so that the fields a hit
@@ -183,18 +184,10 @@ public:
     // into a smaller one (kept as it is if that allocation fails). Writer
     // lock required; the caller must not use `e` afterwards.
     void remove(entry_type& e) noexcept {
-        const std::size_t mask = table_->mask;
-        for (std::size_t i = index(hash_of(e), table_->shift);; i = (i + 1) & mask) {
-            if (table_->slots[i].load(std::memory_order_relaxed) == &e) {
-                table_->slots[i].store(tombstone(), std::memory_order_release);
-                break;
-            }
-        }
-        ++tombstones_;
-        --count_;
+        leave_tombstone(e);
         node* n = node_of(e);
-        (n->previous != nullptr ? n->previous->next : first_) = n->next;
-        (n->next != nullptr ? n->next->previous : last_) = n->previous;
+        unlink(n);
+        --count_;
         n->next = garbage_.nodes_;
         garbage_.nodes_ = n;
         if (capacity() > initial_capacity && 8 * count_ < capacity()) {
@@ -205,14 +198,43 @@ public:
         }
     }
 
-    // Removes every entry for which `pred(entry)` is true. Writer lock required.
+    // Removes every entry for which `pred(entry)` is true. Writer lock
+    // required. One pass unlinks them; then, when the table would shrink
+    // (8 x entries < capacity, as remove() decides), one rebuild of the
+    // smaller table from the remaining entries replaces their tombstones, so
+    // a teardown that removes every entry probes no slot and rebuilds once
+    // (remove() one by one: a probe each and a rebuild at every eighth).
     template <class Pred>
     void remove_if(Pred&& pred) noexcept {
+        node* removed = nullptr;  // linked through next
+        node* removed_last = nullptr;
+        std::size_t removed_count = 0;
         for (node* n = first_; n != nullptr;) {
             node* const next = n->next;
-            if (pred(std::as_const(n->entry()))) remove(n->entry());
+            if (pred(std::as_const(n->entry()))) {
+                unlink(n);
+                n->next = removed;
+                removed = n;
+                if (removed_last == nullptr) removed_last = n;
+                ++removed_count;
+            }
             n = next;
         }
+        if (removed == nullptr) return;
+        count_ -= removed_count;
+        bool rebuilt = false;
+        if (capacity() > initial_capacity && 8 * count_ < capacity()) {
+            try {
+                rebuild(std::max(initial_capacity, std::bit_ceil(4 * count_)));
+                rebuilt = true;
+            } catch (...) {  // std::bad_alloc: the larger table stays, with tombstones
+            }
+        }
+        if (!rebuilt) {
+            for (node* n = removed; n != nullptr; n = n->next) leave_tombstone(n->entry());
+        }
+        removed_last->next = garbage_.nodes_;
+        garbage_.nodes_ = removed;
     }
 
     // Moves what remove() and rebuilds left into `into`, which frees it when
@@ -387,6 +409,23 @@ private:
 
     // Replaces the table by one of `capacity` slots holding every entry; the
     // old one goes to the garbage. Throws only before changing anything.
+    // Replaces `e`'s slot in the current table with a tombstone.
+    void leave_tombstone(entry_type& e) noexcept {
+        const std::size_t mask = table_->mask;
+        for (std::size_t i = index(hash_of(e), table_->shift);; i = (i + 1) & mask) {
+            if (table_->slots[i].load(std::memory_order_relaxed) == &e) {
+                table_->slots[i].store(tombstone(), std::memory_order_release);
+                break;
+            }
+        }
+        ++tombstones_;
+    }
+    // Takes `n` out of the insertion-order list.
+    void unlink(node* n) noexcept {
+        (n->previous != nullptr ? n->previous->next : first_) = n->next;
+        (n->next != nullptr ? n->next->previous : last_) = n->previous;
+    }
+
     void rebuild(std::size_t capacity) {
         table* next = new table(capacity);  // the only step that may throw
         for (node* n = first_; n != nullptr; n = n->next) place(*next, &n->entry());
