@@ -2058,6 +2058,9 @@ void section_scale(const config& cfg) {
 #endif
 
     const std::size_t lookups = cfg.hit_lookups;
+    // ns per key of destroying each container with its modules (importlock:
+    // the destructor's teardown, dependents first), by impl and size.
+    std::vector<std::map<std::uint32_t, std::vector<double>>> teardown_ns(impls.size());
     for (const std::uint32_t n : sizes) {
         // Up to 1e5 keys every repetition builds fresh containers; at 1e6 one
         // build serves every repetition, whose fresh keys follow the last one's
@@ -2069,7 +2072,8 @@ void section_scale(const config& cfg) {
         const std::uint64_t want_hit = expected_sum(order, 0, lookups);
         for (int rep = 0; rep < reps; ++rep) {
             const std::uint32_t first = rebuild ? n : n + static_cast<std::uint32_t>(rep) * batch;
-            for (auto& i : impls) {
+            for (std::size_t which = 0; which < impls.size(); ++which) {
+                impl& i = impls[which];
                 if (rebuild || rep == 0) i.build(n, limit);
                 const auto t0 = now();
                 const std::uint64_t got = i.cold(first, batch);
@@ -2084,7 +2088,12 @@ void section_scale(const config& cfg) {
                 const auto t3 = now();
                 i.hit_ns[n].push_back(ns_between(t2, t3) / static_cast<double>(lookups));
                 if (hit != want_hit) broken("scale: " + i.name + " lookups returned wrong modules");
-                if (rebuild || rep + 1 == reps) i.reset();
+                if (rebuild || rep + 1 == reps) {
+                    const std::uint32_t held = rebuild ? n + batch : limit;
+                    const auto t4 = now();
+                    i.reset();
+                    teardown_ns[which][n].push_back(ns_between(t4, now()) / held);
+                }
             }
         }
     }
@@ -2121,6 +2130,30 @@ void section_scale(const config& cfg) {
                    "implementation at 1e3"
                  : "7b. Scale, hit path: ns per lookup over N loaded int keys (shuffled order), 1 "
                    "thread; ratio = row / same implementation at 1e3",
+            "ns", "x 1e3", rows);
+    }
+
+    {
+        std::vector<row> rows;
+        for (std::size_t which = 0; which < impls.size(); ++which) {
+            const impl& i = impls[which];
+            const double base = summarize(teardown_ns[which][sizes[0]]).median;
+            for (const std::uint32_t n : sizes) {
+                const stats st = summarize(teardown_ns[which][n]);
+                put("scale.teardown." + i.id + "." + size_name(n), st);
+                std::string note;
+                if (which != 0) {
+                    const double il = summarize(teardown_ns[0][n]).median;
+                    note = "time importlock/this: " + bench::ratio_str(il / st.median);
+                }
+                rows.push_back(
+                    {i.name + ", " + size_name(n) + " loaded", st, st.median / base, note});
+            }
+        }
+        bench::print_table(
+            "7e. Scale, teardown: ns per key of destroying the container of 7a with its modules "
+            "(importlock: the destructor, dependents first; 1e6: one sample), 1 thread; ratio = "
+            "row / same implementation at 1e3",
             "ns", "x 1e3", rows);
     }
 
