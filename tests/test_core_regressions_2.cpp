@@ -783,6 +783,48 @@ TEMPLATE_LIST_TEST_CASE("attack: reload from a module destructor during clear()"
     CHECK(log.names() == std::vector<std::string>{"a", "b"});
 }
 
+// clear() while another thread loads a dependency of a ready module again (it
+// was erased after the dependent imported it): the teardown plan looks the
+// dependency up, finds its entry initialising, and must neither tear it down
+// nor read the first-ready order its loader is about to write (the plan reads
+// it only after an acquire load shows the entry ready).
+TEMPLATE_LIST_TEST_CASE("attack: clear() while a dependency of a ready module is loaded again",
+                        "[regression][attack][teardown]", importlock_test::threaded_policies) {
+    watchdog dog("clear() beside a dependency's second load", regression_limit);
+    destruction_log log;  // declared first: outlives the system
+    std::latch inside(1);
+    std::latch release(1);
+    std::atomic<int> dep_loads{0};
+    hook_system<TestType> sys;
+    sys.finder().define("dep", [&](hook_module& m, hook_importer&) {
+        m.on_destroy = [&] { log.add("dep"); };
+        if (dep_loads.fetch_add(1) == 1) {  // the second load waits inside its loader
+            inside.count_down();
+            release.wait();
+        }
+    });
+    sys.finder().define("user", [&](hook_module& m, hook_importer& imp) {
+        imp.import_ref("dep");
+        m.on_destroy = [&] { log.add("user"); };
+    });
+    sys.import_module("user");
+    REQUIRE(sys.dependencies("user") == std::vector<std::string>{"dep"});
+    REQUIRE(sys.erase("dep"));
+    std::thread loader([&] { sys.import_module("dep"); });
+    inside.wait();
+    CHECK(sys.is_initializing("dep"));
+    CHECK(sys.clear() == 1);  // "user" only: "dep" is in flight
+    CHECK(sys.is_initializing("dep"));
+    CHECK_FALSE(sys.contains("user"));
+    release.count_down();
+    loader.join();
+    CHECK(sys.contains("dep"));
+    CHECK(sys.clear() == 1);
+    CHECK(log.names() == std::vector<std::string>{"dep", "user", "dep"});
+    CHECK(sys.size() == 0);
+    CHECK(sys.lock_count() == 0);
+}
+
 // A single-phase builder (define_value) with an observer installed: publish_built
 // released the state lock itself and run_first_load unlocked it again
 // (std::system_error "Operation not permitted" escaped the import).

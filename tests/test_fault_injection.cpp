@@ -405,6 +405,71 @@ TEST_CASE("faults in reload, erase and block keep the module registered", "[faul
         });
 }
 
+// clear() allocates its plan (the settled modules, their order, the edges) before
+// it drops anything, and the registry's shrinking rebuild after: a failed plan
+// allocation must leave every module registered (clear() throws std::bad_alloc,
+// the basic guarantee with nothing lost), a failed rebuild must be absorbed (the
+// entries leave tombstones in the larger table) and clear() must still drop
+// everything. The chain makes insertion order differ from first-ready order (the
+// plan sorts), and key 0 imported again after its dependents makes a dependency
+// newer than its dependent (the plan runs the depth-first search).
+TEST_CASE("clear() under allocation failures keeps every module or drops every module",
+          "[faults]") {
+    if (!IMPORTLOCK_TEST_ALLOCATION_FAULTS) {
+        WARN("operator new cannot be replaced under ThreadSanitizer: not run");
+        return;
+    }
+    struct plain_module {
+        int value = 0;
+    };
+    using system_type = importlock::basic_import_system<int, plain_module>;
+    constexpr int keys = 200;
+    long failures = 0;
+    long absorbed = 0;
+    for (long at = 0;; ++at) {
+        REQUIRE(at < 100000);
+        INFO("fault at allocation " << at);
+        system_type system;
+        for (int k = 0; k < keys; ++k) {
+            system.finder().define(k, [k](plain_module& m, auto& imp) {
+                if (k > 0) imp.import_ref(k - 1);
+                m.value = k;
+            });
+        }
+        system.import_ref(keys - 1);  // imports keys-1 .. 0, nested
+        REQUIRE(system.erase(0));
+        system.import_ref(0);  // now newer than its dependent, key 1
+        REQUIRE(system.size() == static_cast<std::size_t>(keys));
+        const long fired_before = faults.fired;
+        bool threw = false;
+        faults.alloc_faults = true;
+        faults.countdown = at;
+        try {
+            system.clear();
+        } catch (const std::bad_alloc&) {
+            threw = true;
+        }
+        faults.countdown = -1;
+        faults.alloc_faults = false;
+        const bool fired = faults.fired != fired_before;
+        REQUIRE(system.lock_count() == 0);
+        if (threw) {
+            ++failures;
+            REQUIRE(system.size() == static_cast<std::size_t>(keys));
+            for (int k = 0; k < keys; ++k) REQUIRE(system.import_ref(k).value == k);
+            continue;
+        }
+        REQUIRE(system.size() == 0);
+        REQUIRE(system.entry_count() == 0);
+        REQUIRE(system.import_ref(keys - 1).value == keys - 1);  // everything again
+        REQUIRE(system.size() == static_cast<std::size_t>(keys));
+        if (!fired) break;  // no allocation left to fail
+        ++absorbed;
+    }
+    CHECK(failures >= 3);  // the modules' list, the plan's pairs and edges, the doomed list
+    CHECK(absorbed >= 1);  // the shrinking rebuild of the registry's table
+}
+
 // The registry's tables and flat_map's arrays are owned through raw pointers (no
 // std::unique_ptr, for compile time): a failed allocation at any point of an insert
 // that grows them must leave them whole and leak nothing (LeakSanitizer checks the

@@ -407,8 +407,6 @@ private:
         t.slots[i].store(e, std::memory_order_release);
     }
 
-    // Replaces the table by one of `capacity` slots holding every entry; the
-    // old one goes to the garbage. Throws only before changing anything.
     // Replaces `e`'s slot in the current table with a tombstone.
     void leave_tombstone(entry_type& e) noexcept {
         const std::size_t mask = table_->mask;
@@ -426,6 +424,8 @@ private:
         (n->next != nullptr ? n->next->previous : last_) = n->previous;
     }
 
+    // Replaces the table by one of `capacity` slots holding every entry; the
+    // old one goes to the garbage. Throws only before changing anything.
     void rebuild(std::size_t capacity) {
         table* next = new table(capacity);  // the only step that may throw
         for (node* n = first_; n != nullptr; n = n->next) place(*next, &n->entry());
