@@ -143,7 +143,9 @@ public:
 
     // Tears the modules down, dependents first (§1.11); imports made by their
     // destructors succeed and are torn down too, until the final round, in
-    // which they throw import_error. Precondition: no import in flight.
+    // which they throw import_error. Precondition: no import in flight. The
+    // teardown allocates its plan: out of memory here calls std::terminate (a
+    // destructor cannot throw; clear() throws std::bad_alloc instead).
     ~basic_import_system() {
         assert(this->lock_count() == 0 &&
                "importlock: import system destroyed while imports are in flight");
