@@ -82,7 +82,10 @@ namespace importlock {
 //                              other threads' read sections (a fence when no other
 //                              thread has read; else one membarrier system call)
 //   failed import              as erase, for the failed key's entry
-//   clear, destructor          O(n log n + e) per round under every shard's mutex
+//   clear, destructor          O((n + e) log n) per round under every shard's mutex;
+//                              O(n + e log n) when the modules became ready in
+//                              insertion order (one shard, no nested import)
+//                              and no dependency is newer than its dependent
 //   dependencies(k)            O(result); dependents, write_dependency_dot O(n + e)
 //                              under every shard's mutex
 //   snapshot                   O(n + frames log frames + threads x locks) under every

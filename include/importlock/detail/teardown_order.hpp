@@ -63,8 +63,9 @@ namespace importlock::detail {
 
 // Returns `nodes` (registered entries, each with ready_order and
 // dependencies) in teardown order: dependents first (teardown_order above).
-// `find(key)` returns the entry of a dependency, or null. O(n log n + edges)
-// time. The usual case costs O(n + edges): the nodes come in first-ready
+// `find(key)` returns the entry of a dependency, or null. O((n + edges) log n)
+// time (a binary search per edge). The usual case skips the O(n log n) sort
+// and the search of teardown_order: the nodes come in first-ready
 // order (one registry walked in insertion order, without nested imports; the
 // sort is skipped) and every dependency became ready before its dependent
 // (no reload since), where teardown_order's answer is the nodes newest first
@@ -117,7 +118,7 @@ std::vector<Entry*> teardown_plan(std::vector<Entry*> nodes, Find&& find) {
 // claimed: `claimed(entry)`) and every block; calls `dropped(entry)` for each
 // module unregistered; returns the modules in teardown order for the caller
 // to destroy outside its mutex, and counts the blocks in `blocks`. The caller
-// holds every shard's state mutex. O(n log n + edges).
+// holds every shard's state mutex. O((n + edges) log n) (teardown_plan).
 template <class Registry, class Find, class Claimed, class Dropped>
 auto take_settled(Registry& registry, Find&& find, Claimed&& claimed, Dropped&& dropped,
                   std::size_t& blocks) {
